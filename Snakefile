@@ -1,0 +1,26 @@
+# ELF: cross-architecture evaluation of dataset distillation.
+#   snakemake --cores all [--use-conda] [--configfile config/smoke.yaml]
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+# A --configfile replaces the embedded default instead of being merged into it.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/distill.smk"
+include: "workflow/rules/teacher.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/students.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        rules.report.output,
+    default_target: True

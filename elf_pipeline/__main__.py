@@ -1,0 +1,3 @@
+from elf_pipeline.cli import main
+
+raise SystemExit(main())

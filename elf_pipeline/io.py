@@ -1,0 +1,114 @@
+"""Atomic file output, hashing and HDF5 provenance shared by every stage."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import h5py
+import numpy as np
+
+from elf_pipeline import __version__
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+class ArtifactError(RuntimeError):
+    """An input or output file is missing, corrupt or inconsistent (message names the file)."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
+
+    A crash or exception leaves ``path`` untouched (old content or absent) and removes
+    the partial temporary file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the final file normal permissions
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_json(path: str | os.PathLike, payload: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def canonical_json(payload: Any) -> str:
+    """One deterministic JSON spelling of a config block (used for hashes and attrs)."""
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), default=_json_default)
+
+
+def config_hash(payload: Any) -> str:
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:16]
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_provenance(h5: h5py.File | h5py.Group, stage: str, config: dict, inputs: dict[str, str]) -> None:
+    """Record what produced an HDF5 file: stage, config block, package version, input hashes."""
+    h5.attrs["stage"] = stage
+    h5.attrs["config"] = canonical_json(config)
+    h5.attrs["package_version"] = __version__
+    h5.attrs["inputs"] = canonical_json(inputs)
+
+
+def read_provenance(h5: h5py.File | h5py.Group) -> dict:
+    try:
+        return {
+            "stage": str(h5.attrs["stage"]),
+            "config": json.loads(h5.attrs["config"]),
+            "package_version": str(h5.attrs["package_version"]),
+            "inputs": json.loads(h5.attrs["inputs"]),
+        }
+    except KeyError as err:
+        raise ArtifactError(f"{h5.file.filename}: missing provenance attribute {err}") from None
+
+
+def open_h5(path: str | os.PathLike) -> h5py.File:
+    """Open an HDF5 file read-only, turning a missing or corrupt file into one clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: file not found")
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise ArtifactError(f"{path}: not a readable HDF5 file ({err.__class__.__name__}: {err})") from None
+
+
+def require_finite(array: np.ndarray, what: str) -> None:
+    if not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).sum())
+        raise ArtifactError(f"{what}: {bad} non-finite values (NaN/Inf)")

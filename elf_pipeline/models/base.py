@@ -1,0 +1,104 @@
+"""The shape every model in the registry shares: an ordered list of named stages.
+
+A model is ``stages[0] -> stages[1] -> ... -> head``.  The split layer divides it into
+``front`` (stages up to and including the split) and ``rear`` (the stages after it), so
+``rear(front(x)) == forward(x)`` holds by construction, and ``layers(x)`` returns the output of
+every stage before the head (what feature extraction stores).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+HEAD = "head"
+
+
+class StagedNet(nn.Module):
+    def __init__(self, stages: list[tuple[str, nn.Module]], split: str):
+        super().__init__()
+        names = [name for name, _ in stages]
+        if names[-1] != HEAD:
+            raise ValueError(f"the last stage must be named {HEAD!r}, got {names[-1]!r}")
+        self.stages = nn.ModuleDict(stages)
+        self.split = split
+        self.set_split(split)
+
+    @property
+    def layer_names(self) -> list[str]:
+        """Names of the feature stages (everything but the head), in order."""
+        return [name for name in self.stages if name != HEAD]
+
+    def set_split(self, split: str) -> None:
+        if split not in self.layer_names:
+            raise ValueError(f"split layer {split!r} does not exist (layers: {', '.join(self.layer_names)})")
+        self.split = split
+        self._split_index = list(self.stages).index(split)
+
+    def front(self, x: torch.Tensor) -> torch.Tensor:
+        for module in list(self.stages.values())[: self._split_index + 1]:
+            x = module(x)
+        return x
+
+    def rear(self, features: torch.Tensor) -> torch.Tensor:
+        for module in list(self.stages.values())[self._split_index + 1:]:
+            features = module(features)
+        return features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rear(self.front(x))
+
+    def layers(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        outputs = {}
+        for name, module in self.stages.items():
+            x = module(x)
+            if name != HEAD:
+                outputs[name] = x
+        return outputs
+
+
+def make_norm(kind: str, channels: int) -> nn.Module:
+    """Normalisation layers by the names the DD literature uses.
+
+    ``instance`` is GroupNorm(C, C) (instance norm with affine parameters, as the published
+    ConvNet), ``layer`` is GroupNorm(1, C) (layer norm over C,H,W with per-channel affine),
+    ``group`` is GroupNorm(4, C).
+    """
+    if kind == "instance":
+        return nn.GroupNorm(channels, channels, affine=True)
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "layer":
+        return nn.GroupNorm(1, channels, affine=True)
+    if kind == "group":
+        return nn.GroupNorm(min(4, channels), channels, affine=True)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm {kind!r} (allowed: instance, batch, layer, group, none)")
+
+
+def make_activation(kind: str) -> nn.Module:
+    activations = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "leakyrelu": lambda: nn.LeakyReLU(0.01)}
+    if kind not in activations:
+        raise ValueError(f"unknown activation {kind!r} (allowed: {', '.join(activations)})")
+    return activations[kind]()
+
+
+def make_pool(kind: str) -> nn.Module:
+    pools = {"avg": lambda: nn.AvgPool2d(2, 2), "max": lambda: nn.MaxPool2d(2, 2), "none": nn.Identity}
+    if kind not in pools:
+        raise ValueError(f"unknown pooling {kind!r} (allowed: {', '.join(pools)})")
+    return pools[kind]()
+
+
+def flat_head(stages: list[tuple[str, nn.Module]], channels: int, image_size: int, num_classes: int) -> nn.Module:
+    """A linear classifier over the flattened output of ``stages`` (size found by a dry pass)."""
+    with torch.no_grad():
+        x = torch.zeros(1, channels, image_size, image_size)
+        for _, module in stages:
+            module.eval()
+            x = module(x)
+            module.train()
+    if x.numel() == 0:
+        raise ValueError(f"image_size {image_size} is too small for this architecture (features vanish)")
+    return nn.Sequential(nn.Flatten(), nn.Linear(x[0].numel(), num_classes))

@@ -1,0 +1,49 @@
+"""ResNet18 with the CIFAR stem (3x3 conv, no max-pool), as in the DD reference code.
+
+Every BasicBlock is its own stage (``layer{s}_{b}``) so any block can be a split point; the
+official ELF split is after the first block of stage 4 (``layer4_0``, 512x4x4 at 32 px).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from elf_pipeline.models.base import StagedNet, make_norm
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_planes: int, planes: int, stride: int, norm: str):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.norm1 = make_norm(norm, planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.norm2 = make_norm(norm, planes)
+        self.shortcut = nn.Identity()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False), make_norm(norm, planes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.norm1(self.conv1(x)))
+        out = self.norm2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+def resnet18(channels: int, num_classes: int, image_size: int, norm: str = "instance",
+             stem: str = "cifar", split: str | None = None) -> StagedNet:
+    if stem == "cifar":
+        stem_module = nn.Sequential(nn.Conv2d(channels, 64, 3, stride=1, padding=1, bias=False), make_norm(norm, 64), nn.ReLU())
+    elif stem == "imagenet":
+        stem_module = nn.Sequential(nn.Conv2d(channels, 64, 7, stride=2, padding=3, bias=False), make_norm(norm, 64), nn.ReLU(),
+                                    nn.MaxPool2d(3, stride=2, padding=1))
+    else:
+        raise ValueError(f"unknown resnet stem {stem!r} (allowed: cifar, imagenet)")
+    stages: list[tuple[str, nn.Module]] = [("stem", stem_module)]
+    in_planes = 64
+    for stage, planes in enumerate((64, 128, 256, 512), start=1):
+        for block in range(2):
+            stride = 2 if stage > 1 and block == 0 else 1
+            stages.append((f"layer{stage}_{block}", BasicBlock(in_planes, planes, stride, norm)))
+            in_planes = planes
+    stages.append(("head", nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, num_classes))))
+    return StagedNet(stages, split or "layer4_0")

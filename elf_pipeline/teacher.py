@@ -1,0 +1,57 @@
+"""Train the ELF teacher: a network of the distillation family trained on the real training set."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+
+import torch
+
+from elf_pipeline.checkpoint import save_checkpoint
+from elf_pipeline.data import load_split
+from elf_pipeline.io import write_json
+from elf_pipeline.models import build
+from elf_pipeline.training import Timer, TrainConfig, build_seeded, evaluate, resolve_device, seeded_generator, train
+
+log = logging.getLogger(__name__)
+
+
+def train_teacher(data: str | os.PathLike, out_model: str | os.PathLike, out_history: str | os.PathLike, arch: str,
+                  train_config: dict, checkpoint_epoch: int | None = None, train_limit: int | None = None,
+                  seed: int = 0, device: str = "auto", eval_every: int = 1) -> dict:
+    """Train ``arch`` on real data; save the weights after ``checkpoint_epoch`` (default: last)."""
+    torch_device = resolve_device(device)
+    config = TrainConfig.from_dict(train_config)
+    checkpoint_epoch = checkpoint_epoch or config.epochs
+    if not 1 <= checkpoint_epoch <= config.epochs:
+        raise ValueError(f"checkpoint_epoch {checkpoint_epoch} must lie in 1..epochs ({config.epochs})")
+    images, labels, info = load_split(data, "train")
+    test_images, test_labels, _ = load_split(data, "test")
+    generator = seeded_generator(seed)
+    if train_limit is not None and train_limit < len(labels):
+        keep = torch.randperm(len(labels), generator=generator)[:train_limit]
+        images, labels = images[keep], labels[keep]
+    model = build_seeded(lambda: build(arch, info.channels, info.num_classes, info.image_size), seed).to(torch_device)
+    epochs: list[dict] = []
+    saved: dict = {}
+
+    def on_epoch(epoch: int, loss: float) -> None:
+        record: dict = {"epoch": epoch, "train_loss": loss}
+        if epoch % eval_every == 0 or epoch in (checkpoint_epoch, config.epochs):
+            record["test_acc"] = evaluate(model, test_images, test_labels, config.eval_batch_size)
+        epochs.append(record)
+        log.info("teacher %s epoch %d loss %.4f %s", arch, epoch, loss, record.get("test_acc", ""))
+        if epoch == checkpoint_epoch:
+            saved.update(state=copy.deepcopy(model.state_dict()), test_acc=record["test_acc"])
+
+    with Timer() as timer:
+        train(model, images, labels, config, generator, on_epoch=on_epoch, desc=f"teacher {arch}")
+    model.load_state_dict(saved["state"])
+    save_checkpoint(out_model, model, arch, info.channels, info.num_classes, info.image_size,
+                    epoch=checkpoint_epoch, test_acc=saved["test_acc"])
+    history = {"arch": arch, "checkpoint_epoch": checkpoint_epoch, "test_acc": saved["test_acc"],
+               "train_images": len(labels), "train_seconds": timer.seconds, "seed": seed,
+               "config": config.to_dict(), "epochs": epochs}
+    write_json(out_history, history)
+    return history

@@ -1,0 +1,146 @@
+"""The one SGD training and evaluation loop shared by teachers, experts and students."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from elf_pipeline.augment import DSAConfig, dsa, dsa_config
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or Inf; no result is written for that run."""
+
+
+@dataclass
+class TrainConfig:
+    epochs: int
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 256
+    lr_decay_at: float = 0.5  # fraction of epochs after which the lr is multiplied by lr_decay
+    lr_decay: float = 0.1
+    dsa: DSAConfig | None = field(default_factory=DSAConfig)
+    eval_batch_size: int = 1024
+
+    @classmethod
+    def from_dict(cls, block: dict) -> "TrainConfig":
+        block = dict(block)
+        augmentation = dsa_config(block.pop("dsa", True))
+        return cls(dsa=augmentation, **block)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["dsa"] = asdict(self.dsa) if self.dsa else None
+        return out
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available (use device: auto or cpu)")
+    return torch.device(name)
+
+
+def seeded_generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed))
+
+
+def build_seeded(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
+    """Build a module with a seeded initialisation without touching the caller's global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return factory()
+
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def task_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(model(x), y)
+
+
+def progress(iterable: Iterable, total: int, desc: str):
+    """tqdm progress on stderr when it is a terminal, otherwise silent."""
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, disable=not sys.stderr.isatty(), leave=False)
+
+
+def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig,
+          generator: torch.Generator, loss_fn: LossFn = task_loss, extra_parameters: Iterable[nn.Parameter] = (),
+          on_epoch: Callable[[int, float], None] | None = None, desc: str = "train") -> list[float]:
+    """Mini-batch SGD with a step decay and per-batch DSA; returns the mean loss of each epoch.
+
+    ``images``/``labels`` may live on the host while the model is on a device: each batch is
+    moved on its own, so the whole training set never has to fit in device memory.
+    ``loss_fn(model, x_augmented, y, index)`` receives the batch indices so callers can look up
+    per-sample targets (ELF teacher features).
+    """
+    device = next(model.parameters()).device
+    parameters = [p for p in model.parameters() if p.requires_grad] + list(extra_parameters)
+    optimizer = torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    decay_epoch = int(math.ceil(config.epochs * config.lr_decay_at)) if config.lr_decay_at else None
+    n = len(labels)
+    history: list[float] = []
+    model.train()
+    for epoch in progress(range(config.epochs), config.epochs, desc):
+        if decay_epoch is not None and epoch == decay_epoch:
+            for group in optimizer.param_groups:
+                group["lr"] *= config.lr_decay
+        order = torch.randperm(n, generator=generator)
+        total = torch.zeros((), device=device)
+        for start in range(0, n, config.batch_size):
+            index = order[start:start + config.batch_size]
+            x = images[index.to(images.device)].to(device, non_blocking=True)
+            y = labels[index.to(labels.device)].to(device, non_blocking=True)
+            if config.dsa is not None:
+                x = dsa(x, config.dsa, generator)
+            loss = loss_fn(model, x, y, index)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach() * len(index)
+        epoch_loss = float(total) / n  # one host sync per epoch
+        if not math.isfinite(epoch_loss):
+            raise TrainingDiverged(f"loss became {epoch_loss} in epoch {epoch + 1} of {desc} (lr {config.lr})")
+        history.append(epoch_loss)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, epoch_loss)
+    return history
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1024) -> float:
+    """Top-1 accuracy in eval mode (batch norm uses running statistics)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    for start in range(0, len(labels), batch_size):
+        x = images[start:start + batch_size].to(device, non_blocking=True)
+        y = labels[start:start + batch_size].to(device, non_blocking=True)
+        correct += (model(x).argmax(dim=1) == y).sum()
+    model.train(was_training)
+    return float(correct) / len(labels)
+
+
+class Timer:
+    def __enter__(self) -> "Timer":
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.start

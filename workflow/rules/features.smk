@@ -1,0 +1,20 @@
+rule extract_features:
+    """The teacher's output after every block for every synthetic image (one HDF5 per set x teacher)."""
+    input:
+        synset=f"{RESULTS}/{{dataset}}/distilled/{{method}}/ipc{{ipc}}/synset.h5",
+        teacher=f"{RESULTS}/{{dataset}}/teachers/{{teacher}}/model.pt",
+        code=SOURCES["extract_features"],
+    output:
+        f"{RESULTS}/{{dataset}}/features/{{method}}/ipc{{ipc}}/{{teacher}}.h5",
+    params:
+        device=DEVICE,
+    log:
+        f"{LOGS}/{{dataset}}/features/{{method}}_ipc{{ipc}}_{{teacher}}.log",
+    conda:
+        ENV
+    threads: THREADS
+    resources:
+        gpu=1,
+    shell:
+        f"{PYTHON} extract-features --synset {{input.synset:q}} --teacher {{input.teacher:q}} "
+        "--device {params.device} --out {output:q} > {log:q} 2>&1"
