@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
 from snakemake.utils import validate
 
 REPO = Path(workflow.basedir).parent.parent if Path(workflow.basedir).name == "rules" else Path(workflow.basedir)
@@ -24,7 +25,11 @@ LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmarks"
 DEVICE = config.get("device", "auto")
 THREADS = config.get("threads", 1)
-PYTHON = f"PYTHONPATH={REPO}${{{{PYTHONPATH:+:$PYTHONPATH}}}} python -m elf_pipeline --threads {{threads}}"
+# Under --use-conda/--sdm conda each rule's environment provides `python`; otherwise jobs use the
+# interpreter that runs Snakemake (e.g. the project's virtualenv), activated or not.
+USES_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+INTERPRETER = "python" if USES_CONDA else sys.executable
+PYTHON = f"PYTHONPATH={REPO}${{{{PYTHONPATH:+:$PYTHONPATH}}}} {INTERPRETER} -m elf_pipeline --threads {{threads}}"
 ENV = str(REPO / "workflow" / "envs" / "elf.yaml")
 
 
