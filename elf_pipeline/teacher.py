@@ -10,8 +10,9 @@ import torch
 
 from elf_pipeline.checkpoint import save_checkpoint
 from elf_pipeline.data import load_split
-from elf_pipeline.io import write_json
+from elf_pipeline.io import config_hash, sha256_file, write_json
 from elf_pipeline.models import build
+from elf_pipeline.resume import ResumeFile, resume_path
 from elf_pipeline.training import Timer, TrainConfig, build_seeded, evaluate, resolve_device, seeded_generator, train
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 
 def train_teacher(data: str | os.PathLike, out_model: str | os.PathLike, out_history: str | os.PathLike, arch: str,
                   train_config: dict, checkpoint_epoch: int | None = None, train_limit: int | None = None,
-                  seed: int = 0, device: str = "auto", eval_every: int = 1) -> dict:
+                  seed: int = 0, device: str = "auto", eval_every: int = 1, resume_every: float = 60.0) -> dict:
     """Train ``arch`` on real data; save the weights after ``checkpoint_epoch`` (default: last)."""
     torch_device = resolve_device(device)
     config = TrainConfig.from_dict(train_config)
@@ -33,20 +34,24 @@ def train_teacher(data: str | os.PathLike, out_model: str | os.PathLike, out_his
         keep = torch.randperm(len(labels), generator=generator)[:train_limit]
         images, labels = images[keep], labels[keep]
     model = build_seeded(lambda: build(arch, info.channels, info.num_classes, info.image_size), seed).to(torch_device)
-    epochs: list[dict] = []
-    saved: dict = {}
+    progress_state: dict = {"epochs": [], "saved": {}}  # part of the resume state
 
     def on_epoch(epoch: int, loss: float) -> None:
         record: dict = {"epoch": epoch, "train_loss": loss}
         if epoch % eval_every == 0 or epoch in (checkpoint_epoch, config.epochs):
             record["test_acc"] = evaluate(model, test_images, test_labels, config.eval_batch_size)
-        epochs.append(record)
+        progress_state["epochs"].append(record)
         log.info("teacher %s epoch %d loss %.4f %s", arch, epoch, loss, record.get("test_acc", ""))
         if epoch == checkpoint_epoch:
-            saved.update(state=copy.deepcopy(model.state_dict()), test_acc=record["test_acc"])
+            progress_state["saved"].update(state=copy.deepcopy(model.state_dict()), test_acc=record["test_acc"])
 
+    fingerprint = config_hash({"arch": arch, "train": config.to_dict(), "checkpoint_epoch": checkpoint_epoch,
+                               "train_limit": train_limit, "seed": seed, "eval_every": eval_every, "data": sha256_file(data)})
+    resume = ResumeFile(resume_path(out_model), resume_every, fingerprint)
     with Timer() as timer:
-        train(model, images, labels, config, generator, on_epoch=on_epoch, desc=f"teacher {arch}")
+        train(model, images, labels, config, generator, on_epoch=on_epoch, desc=f"teacher {arch}",
+              resume=resume, extra_state=progress_state)
+    epochs, saved = progress_state["epochs"], progress_state["saved"]
     model.load_state_dict(saved["state"])
     save_checkpoint(out_model, model, arch, info.channels, info.num_classes, info.image_size,
                     epoch=checkpoint_epoch, test_acc=saved["test_acc"])
@@ -54,4 +59,5 @@ def train_teacher(data: str | os.PathLike, out_model: str | os.PathLike, out_his
                "train_images": len(labels), "train_seconds": timer.seconds, "seed": seed,
                "config": config.to_dict(), "epochs": epochs}
     write_json(out_history, history)
+    resume.clear()
     return history

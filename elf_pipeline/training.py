@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from elf_pipeline.augment import DSAConfig, dsa, dsa_config
+from elf_pipeline.resume import ResumeFile
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +82,18 @@ def progress(iterable: Iterable, total: int, desc: str):
 
 def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig,
           generator: torch.Generator, loss_fn: LossFn = task_loss, extra_parameters: Iterable[nn.Parameter] = (),
-          on_epoch: Callable[[int, float], None] | None = None, desc: str = "train") -> list[float]:
+          on_epoch: Callable[[int, float], None] | None = None, desc: str = "train",
+          resume: ResumeFile | None = None, extra_state: dict | None = None) -> list[float]:
     """Mini-batch SGD with a step decay and per-batch DSA; returns the mean loss of each epoch.
 
     ``images``/``labels`` may live on the host while the model is on a device: each batch is
     moved on its own, so the whole training set never has to fit in device memory.
     ``loss_fn(model, x_augmented, y, index)`` receives the batch indices so callers can look up
     per-sample targets (ELF teacher features).
+
+    With ``resume``, the model, optimiser, generator, loss history and the caller's
+    ``extra_state`` (a dict of tensors/primitives, e.g. records written by ``on_epoch``) are saved
+    periodically and restored on the next call, so a killed job continues bit-identically.
     """
     device = next(model.parameters()).device
     parameters = [p for p in model.parameters() if p.requires_grad] + list(extra_parameters)
@@ -95,8 +101,17 @@ def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, config: 
     decay_epoch = int(math.ceil(config.epochs * config.lr_decay_at)) if config.lr_decay_at else None
     n = len(labels)
     history: list[float] = []
+    start_epoch = 0
+    state = resume.load() if resume is not None else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        history, start_epoch = list(state["history"]), int(state["epoch"])
+        if extra_state is not None:
+            extra_state.update(state["extra"])
     model.train()
-    for epoch in progress(range(config.epochs), config.epochs, desc):
+    for epoch in progress(range(start_epoch, config.epochs), config.epochs - start_epoch, desc):
         if decay_epoch is not None and epoch == decay_epoch:
             for group in optimizer.param_groups:
                 group["lr"] *= config.lr_decay
@@ -119,6 +134,9 @@ def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, config: 
         history.append(epoch_loss)
         if on_epoch is not None:
             on_epoch(epoch + 1, epoch_loss)
+        if resume is not None and resume.due() and epoch + 1 < config.epochs:
+            resume.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+                         "history": history, "epoch": epoch + 1, "extra": extra_state or {}})
     return history
 
 

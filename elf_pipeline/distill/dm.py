@@ -15,6 +15,7 @@ import torch
 from elf_pipeline.augment import DSAConfig, apply, sample_params
 from elf_pipeline.distill.common import SyntheticSet, class_indices, sample_real
 from elf_pipeline.models import build
+from elf_pipeline.resume import ResumeFile
 from elf_pipeline.training import progress
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,8 @@ def dm_loss(embed, real_batches: list[torch.Tensor], syn_batches: list[torch.Ten
 def distill_dm(images: torch.Tensor, labels: torch.Tensor, num_classes: int, ipc: int, seed: int,
                device: torch.device, iterations: int = 20000, lr_img: float = 1.0, momentum: float = 0.5,
                batch_real: int = 256, init: str = "real", model: str = "convnet",
-               dsa: DSAConfig | None = None, log_every: int = 100, **_: object) -> SyntheticSet:
+               dsa: DSAConfig | None = None, log_every: int = 100, resume: ResumeFile | None = None,
+               **_: object) -> SyntheticSet:
     generator = torch.Generator().manual_seed(seed)
     by_class = class_indices(labels, num_classes)
     synset = sample_real(images, by_class, ipc, generator)
@@ -50,7 +52,15 @@ def distill_dm(images: torch.Tensor, labels: torch.Tensor, num_classes: int, ipc
     optimizer = torch.optim.SGD([syn], lr=lr_img, momentum=momentum)
     channels, image_size = images.shape[1], images.shape[2]
     losses: list[float] = []
-    for iteration in progress(range(iterations), iterations, "dm"):
+    start = 0
+    state = resume.load() if resume is not None else None
+    if state is not None:
+        with torch.no_grad():
+            syn.copy_(state["images"].to(device))
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        losses, start = list(state["losses"]), int(state["iteration"])
+    for iteration in progress(range(start, iterations), iterations - start, "dm"):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=generator)))
             net = build(model, channels, num_classes, image_size).to(device)
@@ -69,4 +79,7 @@ def distill_dm(images: torch.Tensor, labels: torch.Tensor, num_classes: int, ipc
         losses.append(float(loss.detach()))
         if log_every and (iteration + 1) % log_every == 0:
             log.info("dm iteration %d/%d loss %.4f", iteration + 1, iterations, losses[-1])
+        if resume is not None and resume.due() and iteration + 1 < iterations:
+            resume.save({"images": syn.detach().cpu(), "optimizer": optimizer.state_dict(),
+                         "generator": generator.get_state(), "losses": losses, "iteration": iteration + 1})
     return SyntheticSet(syn.detach().cpu(), synset.labels, history={"loss": losses})
