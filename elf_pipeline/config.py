@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from elf_pipeline.models.registry import is_known
+from elf_pipeline.models.registry import is_known, layer_names
 
 # Kept in sync with the stage modules (tests assert it).
 METHODS = ("random", "dm")
@@ -106,6 +106,16 @@ def check_config(config: dict) -> None:
                                                      f"(one of: {', '.join(config['teachers']) or 'none configured'})")
             if teacher not in config["teachers"]:
                 _fail(f"evaluations.{name}.teacher", f"unknown teacher {teacher!r} (configured: {', '.join(config['teachers'])})")
+            layer = block.get("teacher_layer")
+            known = layer_names(config["teachers"][teacher]["arch"])
+            if layer is not None and known is not None and layer not in known:
+                _fail(f"evaluations.{name}.teacher_layer", f"teacher {teacher!r} has no layer {layer!r} (layers: {', '.join(known)})")
+        split = block.get("student_layer")
+        if split is not None:
+            for arch in config["students"]["archs"]:
+                known = layer_names(arch)
+                if known is not None and split not in known:
+                    _fail(f"evaluations.{name}.student_layer", f"student {arch!r} has no layer {split!r} (layers: {', '.join(known)})")
 
 
 def validate_schema(config: dict, schema_path: str) -> None:

@@ -72,6 +72,27 @@ def resolve(name: str) -> tuple[str, str, dict[str, Any]]:
             "convnet name such as convnet-w512 / convnet-d4-bn)") from None
 
 
+def _family_layers(module: str, kwargs: dict[str, Any]) -> list[str]:
+    if module == "convnet":
+        return [f"block{i}" for i in range(1, kwargs.get("depth", 3) + 1)]
+    if module == "resnet":
+        return ["stem"] + [f"layer{s}_{b}" for s in range(1, 5) for b in range(2)]
+    if module == "vgg":
+        return [f"conv{i}" for i in range(1, 9)]
+    if module == "alexnet":
+        return [f"conv{i}" for i in range(1, 6)]
+    raise KeyError(module)
+
+
+def layer_names(name: str) -> list[str] | None:
+    """Feature-stage names of an architecture without building it (None where only a build can tell)."""
+    module, _, kwargs = resolve(name)
+    try:
+        return _family_layers(module, kwargs)
+    except KeyError:
+        return None
+
+
 def is_known(name: str) -> bool:
     try:
         resolve(name)
