@@ -109,13 +109,15 @@ def check_config(config: dict) -> None:
             layer = block.get("teacher_layer")
             known = layer_names(config["teachers"][teacher]["arch"])
             if layer is not None and known is not None and layer not in known:
-                _fail(f"evaluations.{name}.teacher_layer", f"teacher {teacher!r} has no layer {layer!r} (layers: {', '.join(known)})")
+                _fail(f"evaluations.{name}.teacher_layer",
+                      f"teacher {teacher!r} has no layer {layer!r} (layers: {', '.join(known)})")
         split = block.get("student_layer")
         if split is not None:
             for arch in config["students"]["archs"]:
                 known = layer_names(arch)
                 if known is not None and split not in known:
-                    _fail(f"evaluations.{name}.student_layer", f"student {arch!r} has no layer {split!r} (layers: {', '.join(known)})")
+                    _fail(f"evaluations.{name}.student_layer",
+                          f"student {arch!r} has no layer {split!r} (layers: {', '.join(known)})")
 
 
 def validate_schema(config: dict, schema_path: str) -> None:
@@ -129,7 +131,8 @@ def validate_schema(config: dict, schema_path: str) -> None:
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is None:
         return
-    key = ".".join(str(part) for part in error.absolute_path) or "(top level)"
+    key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error.absolute_path).lstrip(".")
+    key = key or "(top level)"
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, dict) else []

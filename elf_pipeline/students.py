@@ -120,11 +120,11 @@ def train_students(data: str | os.PathLike, synset: str | os.PathLike, features:
     protocol["teacher_layer"] = teacher.layer if teacher else None
     rows = []
     for seed in seeds:
-        model = build_seeded(lambda: build(arch, info.channels, info.num_classes, info.image_size, split=spec.student_layer), seed)
-        model = model.to(torch_device)
+        model = build_seeded(lambda: build(arch, info.channels, info.num_classes, info.image_size,
+                                           split=spec.student_layer), seed).to(torch_device)
         with torch.no_grad():
             student_shape = tuple(model.front(images[:1]).shape[1:])
-        objective = build_seeded(lambda: ElfLoss(spec, target, student_shape), seed + 1).to(torch_device)
+        objective = build_seeded(lambda shape=student_shape: ElfLoss(spec, target, shape), seed + 1).to(torch_device)
         with Timer() as timer:
             train(model, images, labels, config, seeded_generator(seed), loss_fn=objective,
                   extra_parameters=objective.parameters(), desc=f"{arch} {identity.get('evaluation')} seed {seed}")

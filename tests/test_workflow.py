@@ -126,3 +126,70 @@ def test_invalid_config_fails_before_any_job(study: Path) -> None:
     result = snakemake(study, "-n", "--configfile", config, check=False)
     assert result.returncode != 0
     assert "config key students.archs[2]: unknown architecture 'resnet19'" in result.stdout + result.stderr
+
+
+BAD_CONFIGS = {
+    "unknown top-level key": (lambda c: c.update(studnets={}), "config key studnets: unknown key"),
+    "unknown nested key": (lambda c: c["students"]["train"].update(epoch=3), "config key students.train.epoch: unknown key"),
+    "wrong type": (lambda c: c["students"]["train"].update(epochs="ten"), "config key students.train.epochs: 'ten' is not of type 'integer'"),
+    "zero epochs": (lambda c: c["teachers"]["convnet"]["train"].update(epochs=0), "config key teachers.convnet.train.epochs: 0 is less than the minimum of 1"),
+    "zero ipc": (lambda c: c["distillation"].update(ipc=[0]), "config key distillation.ipc[0]: 0 is less than the minimum of 1"),
+    "unknown method": (lambda c: c["distillation"]["methods"].update(gm={}), "config key distillation.methods.gm: unknown method"),
+    "unknown dataset": (lambda c: c["datasets"]["digits"].update(source="cifar11"), "config key datasets.digits.source: unknown dataset 'cifar11'"),
+    "unknown teacher arch": (lambda c: c["teachers"]["convnet"].update(arch="convnet-x9"), "config key teachers.convnet.arch: unknown architecture"),
+    "unknown evaluation teacher": (lambda c: c["evaluations"]["elf"].update(teacher="w512"), "config key evaluations.elf.teacher: unknown teacher 'w512'"),
+    "elf without teacher": (lambda c: c["evaluations"]["elf"].pop("teacher"), "config key evaluations.elf.teacher: loss_mode 'front_rear_task' needs a teacher"),
+    "unknown loss mode": (lambda c: c["evaluations"]["elf"].update(loss_mode="front"), "config key evaluations.elf.loss_mode: 'front' is not one of"),
+    "missing teacher layer": (lambda c: c["evaluations"]["elf"].update(teacher_layer="block7"), "config key evaluations.elf.teacher_layer: teacher 'convnet' has no layer 'block7'"),
+    "missing student layer": (lambda c: c["evaluations"]["elf"].update(student_layer="layer4_0"), "config key evaluations.elf.student_layer: student 'convnet' has no layer 'layer4_0'"),
+    "duplicate seeds": (lambda c: c["students"].update(seeds=[0, 0]), "config key students.seeds: seeds must be unique"),
+    "checkpoint after training": (lambda c: c["teachers"]["convnet"].update(checkpoint_epoch=9), "config key teachers.convnet.checkpoint_epoch: 9 must lie in 1..train.epochs (2)"),
+    "dataset name escaping results": (lambda c: c["datasets"].update({"../../etc": c["datasets"]["digits"]}), "config key datasets: '../../etc' does not match"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_bad_config_fails_before_any_job_and_keeps_results(study: Path, case: str) -> None:
+    change, message = BAD_CONFIGS[case]
+    before = {p: p.stat().st_mtime_ns for p in (study / "results").rglob("*") if p.is_file()}
+    config = write_config(study, f"bad_{case.replace(' ', '_')}.yaml", change)
+    result = snakemake(study, "--configfile", config, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert message in output, output[-2000:]
+    assert "Traceback" not in output
+    assert {p: p.stat().st_mtime_ns for p in (study / "results").rglob("*") if p.is_file()} == before
+
+
+def test_killed_workflow_resumes_to_identical_metrics(study: Path, tmp_path: Path) -> None:
+    """SIGKILL the whole workflow mid-way, rerun with --rerun-incomplete: same numbers as the
+    uninterrupted run (which also makes this a two-run determinism check)."""
+    import signal
+    import time
+
+    workdir = tmp_path / "killed"
+    for item in ("Snakefile", "workflow", "elf_pipeline", "config"):
+        source = study / item
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, workdir / item)
+    process = subprocess.Popen([SNAKEMAKE, "--cores", "2", "--configfile", "config/smoke.yaml"], cwd=workdir,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    students = workdir / "results" / "digits" / "students"
+    while time.monotonic() < deadline and len(list(students.rglob("*.parquet"))) < 3:
+        time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    finished_before_kill = len(list(students.rglob("*.parquet")))
+    assert 3 <= finished_before_kill < 16, "the kill must land inside the student stage"
+    snakemake(workdir, "--configfile", "config/smoke.yaml", "--rerun-incomplete")
+    key = ["dataset", "method", "ipc", "arch", "evaluation", "seed"]
+    resumed = pd.read_parquet(workdir / "results/report/runs.parquet").sort_values(key).reset_index(drop=True)
+    reference = pd.read_parquet(study / "results/report/runs.parquet").sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(resumed[key + ["test_acc"]], reference[key + ["test_acc"]])
+    import h5py
+    import numpy as np
+
+    for synset in (study / "results").rglob("synset.h5"):
+        other = workdir / synset.relative_to(study)
+        with h5py.File(synset) as a, h5py.File(other) as b:
+            assert np.array_equal(a["images"][:], b["images"][:]), synset

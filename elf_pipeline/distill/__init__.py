@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 import os
 
-import torch
-
 from elf_pipeline.augment import dsa_config
 from elf_pipeline.data import load_split
 from elf_pipeline.distill.common import SyntheticSet, write_synset

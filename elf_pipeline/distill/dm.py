@@ -25,7 +25,7 @@ def dm_loss(embed, real_batches: list[torch.Tensor], syn_batches: list[torch.Ten
             dsa: DSAConfig | None, generator: torch.Generator) -> torch.Tensor:
     """Sum over classes of ||mean embed(real_c) - mean embed(syn_c)||^2."""
     loss = torch.zeros((), device=syn_batches[0].device)
-    for real, syn in zip(real_batches, syn_batches):
+    for real, syn in zip(real_batches, syn_batches, strict=True):
         if dsa is not None:
             params = sample_params(dsa, 1, real.shape[2], real.shape[3], generator, shared=True)
             real, syn = apply(real, params), apply(syn, params)
