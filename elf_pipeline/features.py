@@ -16,15 +16,12 @@ import numpy as np
 import torch
 
 from elf_pipeline.checkpoint import load_model
-from elf_pipeline.io import ArtifactError, atomic_path, open_h5, require_finite, sha256_file, write_provenance
+from elf_pipeline.io import ArtifactError, atomic_path, open_h5, read_arrays, require_finite, sha256_file, write_provenance
 from elf_pipeline.training import resolve_device
 
 
 def read_synset(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
-    with open_h5(path) as h5:
-        if "images" not in h5 or "labels" not in h5:
-            raise ArtifactError(f"{path}: synthetic set needs datasets 'images' and 'labels'")
-        images, labels = h5["images"][:], h5["labels"][:]
+    images, labels = read_arrays(path, "images", "labels")
     if images.ndim != 4 or len(images) != len(labels):
         raise ArtifactError(f"{path}: images {images.shape} and labels {labels.shape} do not form an NCHW set")
     require_finite(images, f"{path}: images")
@@ -80,8 +77,8 @@ def load_features(path: str | os.PathLike, layer: str | None, synset: str | os.P
         if layer not in names:
             raise ArtifactError(f"{path}: teacher layer {layer!r} not stored (layers: {', '.join(names)})")
         expected = str(h5.attrs.get("synset_sha256", ""))
-        values = h5[f"layers/{layer}"][:]
-        arch, acc = str(h5.attrs["teacher_arch"]), float(h5.attrs["teacher_test_acc"])
+        arch, acc = str(h5.attrs.get("teacher_arch", "?")), float(h5.attrs.get("teacher_test_acc", float("nan")))
+    (values,) = read_arrays(path, f"layers/{layer}")
     if expected != sha256_file(synset):
         raise ArtifactError(f"{path}: stale features, made from a different synthetic set than {synset} (sha256 mismatch)")
     if len(values) != num_images:

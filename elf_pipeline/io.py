@@ -7,14 +7,14 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import h5py
 import numpy as np
 
 from elf_pipeline import __version__
-
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -106,6 +106,21 @@ def open_h5(path: str | os.PathLike) -> h5py.File:
         return h5py.File(path, "r")
     except OSError as err:
         raise ArtifactError(f"{path}: not a readable HDF5 file ({err.__class__.__name__}: {err})") from None
+
+
+def read_arrays(path: str | os.PathLike, *names: str) -> list[np.ndarray]:
+    """Read whole datasets; a missing dataset or unreadable (truncated, corrupt) data becomes one
+    ArtifactError naming the file and the dataset."""
+    with open_h5(path) as h5:
+        arrays = []
+        for name in names:
+            if name not in h5:
+                raise ArtifactError(f"{path}: dataset {name!r} missing")
+            try:
+                arrays.append(h5[name][()])
+            except (OSError, RuntimeError) as err:
+                raise ArtifactError(f"{path}: dataset {name!r} unreadable, file corrupt or truncated ({err})") from None
+        return arrays
 
 
 def require_finite(array: np.ndarray, what: str) -> None:
