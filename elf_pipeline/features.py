@@ -17,7 +17,7 @@ import torch
 
 from elf_pipeline.checkpoint import load_model
 from elf_pipeline.io import ArtifactError, atomic_path, open_h5, read_arrays, require_finite, sha256_file, write_provenance
-from elf_pipeline.training import resolve_device
+from elf_pipeline.training import resolve_device, retry_on_oom
 
 
 def read_synset(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,10 +39,15 @@ def extract_features(synset: str | os.PathLike, teacher: str | os.PathLike, out:
                             f"({meta['channels']} channels, {meta['image_size']} px)")
     if int(labels.max()) >= meta["num_classes"] or int(labels.min()) < 0:
         raise ArtifactError(f"{synset}: labels outside 0..{meta['num_classes'] - 1} of teacher {teacher}")
-    chunks: dict[str, list[np.ndarray]] = {name: [] for name in model.layer_names}
-    for start in range(0, len(images), batch_size):
-        for name, value in model.layers(images[start:start + batch_size].to(torch_device)).items():
-            chunks[name].append(value.float().cpu().numpy())
+
+    def run(size: int) -> dict[str, list[np.ndarray]]:
+        chunks: dict[str, list[np.ndarray]] = {name: [] for name in model.layer_names}
+        for start in range(0, len(images), size):
+            for name, value in model.layers(images[start:start + size].to(torch_device)).items():
+                chunks[name].append(value.float().cpu().numpy())
+        return chunks
+
+    chunks = retry_on_oom(run, batch_size, f"feature extraction from {teacher}")
     shapes = {}
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
         for name, parts in chunks.items():

@@ -6,8 +6,9 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +37,7 @@ class TrainConfig:
     eval_batch_size: int = 1024
 
     @classmethod
-    def from_dict(cls, block: dict) -> "TrainConfig":
+    def from_dict(cls, block: dict) -> TrainConfig:
         block = dict(block)
         augmentation = dsa_config(block.pop("dsa", True))
         return cls(dsa=augmentation, **block)
@@ -140,9 +141,30 @@ def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, config: 
     return history
 
 
-@torch.inference_mode()
+T = TypeVar("T")
+
+
+def retry_on_oom(run: Callable[[int], T], batch_size: int, what: str) -> T:
+    """Call ``run(batch_size)``; on a GPU out-of-memory error halve the batch and try again."""
+    while True:
+        try:
+            return run(batch_size)
+        except torch.OutOfMemoryError:
+            if batch_size <= 1:
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            log.warning("%s ran out of device memory at batch size %d; retrying with %d", what, batch_size, batch_size // 2)
+            batch_size //= 2
+
+
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1024) -> float:
-    """Top-1 accuracy in eval mode (batch norm uses running statistics)."""
+    """Top-1 accuracy in eval mode (batch norm uses running statistics); halves the batch on OOM."""
+    return retry_on_oom(lambda size: _evaluate(model, images, labels, size), batch_size, "evaluation")
+
+
+@torch.inference_mode()
+def _evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -156,7 +178,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
 
 
 class Timer:
-    def __enter__(self) -> "Timer":
+    def __enter__(self) -> Timer:
         self.start = time.perf_counter()
         return self
 

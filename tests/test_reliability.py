@@ -261,3 +261,37 @@ def test_ipc_larger_than_a_class(study, capsys):
                    "--device", "cpu", "--out", str(study / "synset.h5"))
     assert "fewer than ipc=500" in line
     assert digests(study) == before
+
+
+def test_out_of_memory_retries_with_smaller_batches(caplog):
+    from elf_pipeline.training import retry_on_oom
+
+    tried = []
+
+    def run(size: int) -> int:
+        tried.append(size)
+        if size > 64:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return size
+
+    assert retry_on_oom(run, 512, "evaluation") == 64
+    assert tried == [512, 256, 128, 64]
+    assert "retrying with 256" in caplog.text
+
+
+def test_evaluate_survives_out_of_memory_with_the_same_accuracy(monkeypatch):
+    import elf_pipeline.training as training
+    from elf_pipeline.models import build
+
+    model = build("convnet-w16", 1, 10, 16).eval()
+    images, labels = torch.randn(40, 1, 16, 16), torch.randint(0, 10, (40,))
+    expected = training.evaluate(model, images, labels, batch_size=40)
+    original = training._evaluate
+
+    def limited(model, images, labels, batch_size):
+        if batch_size > 10:
+            raise torch.OutOfMemoryError("simulated")
+        return original(model, images, labels, batch_size)
+
+    monkeypatch.setattr(training, "_evaluate", limited)
+    assert training.evaluate(model, images, labels, batch_size=40) == expected
