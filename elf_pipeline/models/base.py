@@ -97,7 +97,11 @@ def flat_head(stages: list[tuple[str, nn.Module]], channels: int, image_size: in
         x = torch.zeros(1, channels, image_size, image_size)
         for _, module in stages:
             module.eval()
-            x = module(x)
+            try:
+                x = module(x)
+            except (RuntimeError, ValueError) as err:  # e.g. a pool or norm over a 1x1 map
+                first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise ValueError(f"image_size {image_size} is too small for this architecture ({first_line})") from None
             module.train()
     if x.numel() == 0:
         raise ValueError(f"image_size {image_size} is too small for this architecture (features vanish)")

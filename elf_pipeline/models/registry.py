@@ -7,6 +7,10 @@ ConvNet names compose: ``convnet`` plus any of ``-w<width>``, ``-d<depth>``, a n
 (``-in`` instance, ``-bn``, ``-ln``, ``-gn``, ``-nn`` none), an activation (``-relu``, ``-sigmoid``,
 ``-leakyrelu``) and a pooling (``-avgpool``, ``-maxpool``, ``-nopool``); e.g. ``convnet-w512``,
 ``convnet-d4-bn``.
+
+``tv-<name>`` builds a torchvision classification model (random weights) cut into stages by a
+per-family recipe (``models/tv.py``); the supported names are listed in ``TORCHVISION``. Their
+layer names depend on the build, so ``layer_names`` returns None for them.
 """
 
 from __future__ import annotations
@@ -25,7 +29,22 @@ FIXED: dict[str, tuple[str, str, dict[str, Any]]] = {
     "vgg11-bn": ("vgg", "vgg11", {"norm": "batch"}),
     "alexnet": ("alexnet", "alexnet", {"norm": "none"}),
     "alexnet-bn": ("alexnet", "alexnet", {"norm": "batch"}),
+    "alexnet-in": ("alexnet", "alexnet", {"norm": "instance"}),
+    "lenet": ("lenet", "lenet", {}),
+    "mlp": ("mlp", "mlp", {}),
 }
+
+# torchvision builder -> stage recipe of models/tv.py (``vit_tiny`` is a small ViT defined there)
+TORCHVISION: dict[str, str] = {
+    "mobilenet_v2": "features", "mobilenet_v3_small": "features", "mobilenet_v3_large": "features",
+    "efficientnet_b0": "features", "efficientnet_b1": "features", "convnext_tiny": "convnext",
+    "mnasnet0_5": "layers", "mnasnet1_0": "layers", "squeezenet1_1": "squeezenet", "densenet121": "densenet",
+    "shufflenet_v2_x0_5": "shufflenet", "shufflenet_v2_x1_0": "shufflenet",
+    "resnet18": "resnet", "resnet34": "resnet", "resnet50": "resnet", "resnext50_32x4d": "resnet",
+    "wide_resnet50_2": "resnet", "regnet_x_400mf": "regnet", "regnet_y_400mf": "regnet",
+    "vit_tiny": "vit", "vit_b_16": "vit", "vit_b_32": "vit",
+}
+TV_PREFIX = "tv-"
 
 CONVNET_OPTIONS = {
     "in": ("norm", "instance"), "bn": ("norm", "batch"), "ln": ("norm", "layer"), "gn": ("norm", "group"),
@@ -64,12 +83,16 @@ def resolve(name: str) -> tuple[str, str, dict[str, Any]]:
     """(module, factory, kwargs) for an architecture name; raises UnknownArchitecture."""
     if name in FIXED:
         return FIXED[name]
+    if name.startswith(TV_PREFIX):
+        if name[len(TV_PREFIX):] not in TORCHVISION:
+            raise UnknownArchitecture(f"unknown torchvision architecture {name!r} (supported: {', '.join(torchvision_names())})")
+        return ("tv", "torchvision_model", {"name": name[len(TV_PREFIX):]})
     try:
         return ("convnet", "convnet", _convnet_kwargs(name))
     except UnknownArchitecture:
         raise UnknownArchitecture(
             f"unknown architecture {name!r} (known: {', '.join(available())}, or a composed "
-            "convnet name such as convnet-w512 / convnet-d4-bn)") from None
+            "convnet name such as convnet-w512 / convnet-d4-bn, or tv-<torchvision model> such as tv-mobilenet_v2)") from None
 
 
 def _family_layers(module: str, kwargs: dict[str, Any]) -> list[str]:
@@ -81,6 +104,10 @@ def _family_layers(module: str, kwargs: dict[str, Any]) -> list[str]:
         return [f"conv{i}" for i in range(1, 9)]
     if module == "alexnet":
         return [f"conv{i}" for i in range(1, 6)]
+    if module == "lenet":
+        return ["conv1", "conv2", "fc1", "fc2"]
+    if module == "mlp":
+        return ["fc1", "fc2"]
     raise KeyError(module)
 
 
@@ -105,8 +132,30 @@ def available() -> list[str]:
     return ["convnet", "convnet-bn", "convnet-ln", "convnet-gn", "convnet-nn", "convnet-w512", *FIXED]
 
 
+def torchvision_names() -> list[str]:
+    return [TV_PREFIX + name for name in TORCHVISION]
+
+
 def build(name: str, channels: int, num_classes: int, image_size: int, split: str | None = None):
     """Build a StagedNet by name; ``split`` overrides the official split layer."""
     module_name, factory, kwargs = resolve(name)
     module = importlib.import_module(f"elf_pipeline.models.{module_name}")
-    return getattr(module, factory)(channels, num_classes, image_size, split=split, **kwargs)
+    model = getattr(module, factory)(channels, num_classes, image_size, split=split, **kwargs)
+    _check_runs(model, name, channels, image_size)
+    return model
+
+
+def _check_runs(model, name: str, channels: int, image_size: int) -> None:
+    """One blank image through the model in eval mode, so an image size the architecture cannot
+    handle (features that vanish, a norm over a single value) fails at build time, clearly."""
+    import torch
+
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, channels, image_size, image_size))
+    except (RuntimeError, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"architecture {name!r} cannot run on {image_size}x{image_size} images ({first_line})") from None
+    finally:
+        model.train()
