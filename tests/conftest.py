@@ -1,0 +1,90 @@
+"""Shared, tiny fixtures: a prepared digits data.h5 (16 px), a random synthetic set, a one-epoch
+teacher and its features.  Session-scoped so the whole suite builds them once; tests must treat
+them as read-only (copy into ``tmp_path`` before changing anything)."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+# The machine is small and shared: one thread keeps the suite predictable.
+torch.set_num_threads(1)
+
+IMAGE_SIZE = 16
+NUM_CLASSES = 10
+TRAIN_LIMIT = 50  # 5 images per class
+SYN_IPC = 2
+TEACHER_ARCH = "convnet-w8"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_idx(path: Path, array: np.ndarray) -> Path:
+    """Write ``array`` (uint8) in the IDX format of MNIST/Fashion-MNIST (gzip when ``path`` ends in .gz)."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", dim) for dim in array.shape)
+    payload = header + array.tobytes()
+    if path.suffix == ".gz":
+        with gzip.open(path, "wb") as handle:
+            handle.write(payload)
+    else:
+        path.write_bytes(payload)
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("shared")
+
+
+@pytest.fixture(scope="session")
+def digits_h5(shared_dir) -> Path:
+    from elf_pipeline.data import prepare_data
+
+    out = shared_dir / "data.h5"
+    prepare_data(source="digits", out=out, image_size=IMAGE_SIZE, resize="interpolate", train_limit=TRAIN_LIMIT)
+    return out
+
+
+@pytest.fixture(scope="session")
+def train_split(digits_h5):
+    from elf_pipeline.data import load_split
+
+    return load_split(digits_h5, "train")
+
+
+@pytest.fixture(scope="session")
+def synset_h5(shared_dir, digits_h5) -> Path:
+    from elf_pipeline.distill import run_distill
+
+    out = shared_dir / "synset.h5"
+    run_distill(digits_h5, out, "random", SYN_IPC, {}, seed=0, device="cpu")
+    return out
+
+
+@pytest.fixture(scope="session")
+def teacher(shared_dir, digits_h5) -> tuple[Path, dict]:
+    from elf_pipeline.teacher import train_teacher
+
+    model, history = shared_dir / "teacher.pt", shared_dir / "teacher.json"
+    record = train_teacher(digits_h5, model, history, TEACHER_ARCH, {"epochs": 1, "batch_size": 25, "dsa": False},
+                           seed=0, device="cpu")
+    return model, record
+
+
+@pytest.fixture(scope="session")
+def teacher_pt(teacher) -> Path:
+    return teacher[0]
+
+
+@pytest.fixture(scope="session")
+def features_h5(shared_dir, synset_h5, teacher_pt) -> Path:
+    from elf_pipeline.features import extract_features
+
+    out = shared_dir / "features.h5"
+    extract_features(synset_h5, teacher_pt, out, device="cpu")
+    return out

@@ -1,0 +1,228 @@
+import copy
+import subprocess
+import sys
+
+import pytest
+import yaml
+from conftest import REPO
+
+import elf_pipeline.data
+import elf_pipeline.distill
+import elf_pipeline.losses
+from elf_pipeline.config import (
+    DATA_SOURCES,
+    FEATURE_LOSSES,
+    LOSS_MODES,
+    METHODS,
+    ConfigError,
+    check_config,
+    evaluation_config,
+    merged,
+    method_config,
+    student_jobs,
+    student_train_config,
+    uses_teacher,
+    validate_schema,
+)
+
+SCHEMA = str(REPO / "workflow" / "schemas" / "config.schema.yaml")
+CONFIGS = ["config.yaml", "smoke.yaml"]
+
+
+def _load(name: str) -> dict:
+    with open(REPO / "config" / name) as handle:
+        return yaml.safe_load(handle)
+
+
+@pytest.fixture(scope="module")
+def default_config() -> dict:
+    return _load("config.yaml")
+
+
+def validate(config: dict) -> None:
+    """What the workflow does while parsing: the schema, then the semantic checks."""
+    validate_schema(config, SCHEMA)
+    check_config(config)
+
+
+def _mutated(config: dict, change) -> dict:
+    config = copy.deepcopy(config)
+    change(config)
+    return config
+
+
+def _expect(config: dict, *fragments: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        validate(config)
+    message = str(info.value)
+    assert message.startswith("config key ")
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+    return message
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_shipped_configs_are_valid(name):
+    validate(_load(name))
+
+
+@pytest.mark.parametrize("constant, stage", [
+    (METHODS, lambda: elf_pipeline.distill.METHODS),
+    (LOSS_MODES, lambda: elf_pipeline.losses.LOSS_MODES),
+    (FEATURE_LOSSES, lambda: elf_pipeline.losses.FEATURE_LOSSES),
+    (DATA_SOURCES, lambda: elf_pipeline.data.SOURCES),
+], ids=["METHODS", "LOSS_MODES", "FEATURE_LOSSES", "DATA_SOURCES"])
+def test_constants_are_in_sync_with_the_stage_modules(constant, stage):
+    assert constant == tuple(stage())
+
+
+def test_schema_enums_match_the_constants():
+    with open(SCHEMA) as handle:
+        schema = yaml.safe_load(handle)
+    evaluation = schema["properties"]["evaluations"]["additionalProperties"]["properties"]
+    assert tuple(evaluation["loss_mode"]["enum"]) == LOSS_MODES
+    assert tuple(evaluation["feature_loss"]["enum"]) == FEATURE_LOSSES
+
+
+def test_unknown_top_level_key(default_config):
+    config = _mutated(default_config, lambda c: c.update(studnets={"archs": ["convnet"]}))
+    _expect(config, "studnets", "unknown key", "students")
+
+
+def test_unknown_nested_key(default_config):
+    config = _mutated(default_config, lambda c: c["students"]["train"].update(epoch=5))
+    _expect(config, "students.train.epoch", "unknown key")
+    config = _mutated(default_config, lambda c: c["evaluations"]["elf"].update(lamda_front=2.0))
+    _expect(config, "evaluations.elf.lamda_front", "unknown key")
+
+
+def test_wrong_type(default_config):
+    config = _mutated(default_config, lambda c: c["students"]["train"].update(epochs="ten"))
+    _expect(config, "students.train.epochs", "'ten'")
+
+
+def test_zero_epochs(default_config):
+    config = _mutated(default_config, lambda c: c["students"]["train"].update(epochs=0))
+    _expect(config, "students.train.epochs")
+    teacher = next(iter(default_config["teachers"]))
+    config = _mutated(default_config, lambda c: c["teachers"][teacher]["train"].update(epochs=0))
+    _expect(config, f"teachers.{teacher}.train.epochs")
+
+
+def test_ipc_zero_and_duplicate_ipc(default_config):
+    config = _mutated(default_config, lambda c: c["distillation"].update(ipc=[1, 0]))
+    _expect(config, "distillation.ipc")
+    config = _mutated(default_config, lambda c: c["distillation"].update(ipc=[1, 10, 1]))
+    _expect(config, "distillation.ipc", "unique")
+
+
+def test_unknown_student_arch(default_config):
+    config = _mutated(default_config, lambda c: c["students"]["archs"].append("resnet19"))
+    index = len(default_config["students"]["archs"])
+    _expect(config, f"students.archs[{index}]", "'resnet19'")
+
+
+def test_unknown_teacher_and_distillation_arch(default_config):
+    teacher = next(iter(default_config["teachers"]))
+    config = _mutated(default_config, lambda c: c["teachers"][teacher].update(arch="convnet-w0"))
+    _expect(config, f"teachers.{teacher}.arch", "'convnet-w0'")
+    config = _mutated(default_config, lambda c: c["distillation"]["methods"]["dm"].update(model="no_such_net"))
+    _expect(config, "distillation.methods.dm.model", "'no_such_net'")
+
+
+def test_unknown_method(default_config):
+    config = _mutated(default_config, lambda c: c["distillation"]["methods"].update(no_such_method={}))
+    _expect(config, "distillation.methods.no_such_method", "unknown method")
+
+
+def test_unknown_dataset_source(default_config):
+    name = next(iter(default_config["datasets"]))
+    config = _mutated(default_config, lambda c: c["datasets"][name].update(source="no_such_dataset"))
+    _expect(config, f"datasets.{name}.source", "'no_such_dataset'")
+
+
+def test_evaluation_with_unknown_teacher(default_config):
+    config = _mutated(default_config, lambda c: c["evaluations"]["elf"].update(teacher="convnet-w1024"))
+    _expect(config, "evaluations.elf.teacher", "'convnet-w1024'")
+
+
+def test_evaluation_needing_a_teacher_without_one(default_config):
+    config = _mutated(default_config, lambda c: c["evaluations"]["elf"].pop("teacher"))
+    _expect(config, "evaluations.elf.teacher", "needs a teacher")
+
+
+def test_task_evaluation_needs_no_teacher(default_config):
+    config = _mutated(default_config, lambda c: c["evaluations"].update(plain={"loss_mode": "task"}))
+    validate(config)
+    assert not uses_teacher(config, "plain") and uses_teacher(config, "elf")
+
+
+def test_duplicate_seeds(default_config):
+    config = _mutated(default_config, lambda c: c["students"].update(seeds=[0, 1, 0]))
+    _expect(config, "students.seeds", "unique")
+
+
+def test_checkpoint_epoch_beyond_epochs(default_config):
+    teacher = next(iter(default_config["teachers"]))
+    epochs = default_config["teachers"][teacher]["train"]["epochs"]
+    config = _mutated(default_config, lambda c: c["teachers"][teacher].update(checkpoint_epoch=epochs + 1))
+    _expect(config, f"teachers.{teacher}.checkpoint_epoch", str(epochs + 1))
+    config = _mutated(default_config, lambda c: c["teachers"][teacher].update(checkpoint_epoch=epochs))
+    validate(config)
+
+
+def test_unknown_loss_mode_and_feature_loss(default_config):
+    config = _mutated(default_config, lambda c: c["evaluations"]["elf"].update(loss_mode="front"))
+    _expect(config, "evaluations.elf.loss_mode")
+    config = _mutated(default_config, lambda c: c["evaluations"]["elf"].update(feature_loss="kl"))
+    _expect(config, "evaluations.elf.feature_loss")
+
+
+def test_merged_is_recursive_and_does_not_alias():
+    base = {"a": 1, "nested": {"x": 1, "y": [1, 2]}}
+    out = merged(base, {"nested": {"y": [3]}, "b": 2})
+    assert out == {"a": 1, "b": 2, "nested": {"x": 1, "y": [3]}}
+    out["nested"]["x"] = 99
+    assert base["nested"]["x"] == 1
+    assert merged(base, None) == base
+
+
+def test_method_config_layers_method_ipc_and_dataset_overrides(default_config):
+    config = copy.deepcopy(default_config)
+    dataset = next(iter(config["datasets"]))
+    config["distillation"]["methods"]["dm"]["by_ipc"] = {10: {"iterations": 7}, "1": {"batch_real": 3}}
+    config["datasets"][dataset]["distillation"] = {"dm": {"lr_img": 0.1}}
+    at_10 = method_config(config, dataset, "dm", 10)
+    at_1 = method_config(config, dataset, "dm", 1)
+    base = default_config["distillation"]["methods"]["dm"]
+    assert at_10["iterations"] == 7 and at_10["batch_real"] == base["batch_real"]
+    assert at_1["batch_real"] == 3 and at_1["iterations"] == base["iterations"]
+    assert at_1["lr_img"] == at_10["lr_img"] == 0.1
+    assert "by_ipc" not in at_10
+    assert method_config(config, dataset, "random", 1) == {}
+
+
+def test_evaluation_and_student_train_config(default_config):
+    config = copy.deepcopy(default_config)
+    config["evaluations"]["elf"]["train"] = {"epochs": 3}
+    assert "train" not in evaluation_config(config, "elf")
+    assert evaluation_config(config, "elf")["loss_mode"] == "front_rear_task"
+    train = student_train_config(config, "elf")
+    assert train["epochs"] == 3 and train["lr"] == default_config["students"]["train"]["lr"]
+    assert student_train_config(config, "baseline") == default_config["students"]["train"]
+
+
+def test_student_jobs_cover_the_grid(default_config):
+    jobs = student_jobs(default_config)
+    expected = (len(default_config["datasets"]) * len(default_config["distillation"]["methods"])
+                * len(default_config["distillation"]["ipc"]) * len(default_config["students"]["archs"])
+                * len(default_config["evaluations"]))
+    assert len(jobs) == expected
+    assert len({tuple(sorted(job.items())) for job in jobs}) == expected
+
+
+def test_config_module_imports_no_torch():
+    code = "import sys, elf_pipeline.config; assert 'torch' not in sys.modules, 'torch imported'"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,119 @@
+import math
+
+import pytest
+import torch
+
+from elf_pipeline.losses import (
+    FEATURE_LOSSES,
+    LOSS_MODES,
+    feature_ce,
+    feature_cos,
+    feature_cos_batch,
+    feature_l1,
+    feature_l2,
+    feature_loss,
+)
+
+
+def _softmax(values):
+    exps = [math.exp(v) for v in values]
+    total = sum(exps)
+    return [e / total for e in exps]
+
+
+def _log_softmax(values):
+    log_total = math.log(sum(math.exp(v) for v in values))
+    return [v - log_total for v in values]
+
+
+def _hand_ce(student_rows, teacher_rows):
+    """Mean over rows of -sum_c softmax(teacher)_c * log_softmax(student)_c."""
+    losses = []
+    for s, t in zip(student_rows, teacher_rows, strict=True):
+        target, log_probs = _softmax(t), _log_softmax(s)
+        losses.append(-sum(p * lp for p, lp in zip(target, log_probs, strict=True)))
+    return sum(losses) / len(losses)
+
+
+def test_ce_flat_matches_hand_computation():
+    student = [[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]]
+    teacher = [[0.3, 0.1, 2.0], [1.0, 1.0, 1.0]]
+    got = feature_loss("ce", torch.tensor(student), torch.tensor(teacher))
+    assert got.item() == pytest.approx(_hand_ce(student, teacher), rel=1e-6)
+
+
+def test_ce_spatial_softmax_over_channels_mean_over_samples_and_positions():
+    # 2 samples, 3 channels, 1x2 positions
+    student = torch.tensor([[[[1.0, 0.0]], [[2.0, 0.5]], [[0.5, -1.0]]],
+                            [[[0.0, 0.2]], [[-1.0, 0.0]], [[3.0, 0.1]]]])
+    teacher = torch.tensor([[[[0.3, 1.0]], [[0.1, 1.0]], [[2.0, 1.0]]],
+                            [[[1.0, -2.0]], [[1.0, 0.0]], [[1.0, 2.0]]]])
+    rows_s, rows_t = [], []
+    for n in range(2):
+        for w in range(2):
+            rows_s.append([student[n, c, 0, w].item() for c in range(3)])
+            rows_t.append([teacher[n, c, 0, w].item() for c in range(3)])
+    got = feature_ce(student, teacher)
+    assert got.item() == pytest.approx(_hand_ce(rows_s, rows_t), rel=1e-6)
+
+
+def test_ce_of_identical_inputs_is_the_entropy():
+    logits = [[0.0, 1.0, 2.0]]
+    probs = _softmax(logits[0])
+    entropy = -sum(p * math.log(p) for p in probs)
+    assert feature_ce(torch.tensor(logits), torch.tensor(logits)).item() == pytest.approx(entropy, rel=1e-6)
+
+
+def test_identical_inputs_give_zero_distance():
+    x = torch.randn(4, 8, 3, 3, generator=torch.Generator().manual_seed(0))
+    assert feature_loss("l2", x, x.clone()).item() == 0.0
+    assert feature_loss("l1", x, x.clone()).item() == 0.0
+    assert feature_loss("cos", x, x.clone()).item() == pytest.approx(0.0, abs=1e-6)
+    assert feature_loss("cos_batch", x, x.clone()).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_l2_l1_hand_values():
+    a = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    b = torch.tensor([[0.0, 4.0], [3.0, 1.0]])
+    diffs = [1.0, -2.0, 0.0, 3.0]
+    assert feature_l2(a, b).item() == pytest.approx(sum(d * d for d in diffs) / 4)
+    assert feature_l1(a, b).item() == pytest.approx(sum(abs(d) for d in diffs) / 4)
+
+
+def test_cos_per_sample_versus_whole_batch():
+    student = torch.tensor([[10.0, 0.0], [0.0, 1.0]])
+    teacher = torch.tensor([[10.0, 0.0], [1.0, 0.0]])
+    # per sample: cos = 1 and 0 -> mean(1 - cos) = 0.5
+    assert feature_cos(student, teacher).item() == pytest.approx(0.5, abs=1e-6)
+    # whole batch: <(10,0,0,1),(10,0,1,0)> / (sqrt(101) * sqrt(101)) = 100/101
+    assert feature_cos_batch(student, teacher).item() == pytest.approx(1 - 100 / 101, abs=1e-6)
+    assert feature_cos(student, -student).item() == pytest.approx(2.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", list(FEATURE_LOSSES))
+def test_shape_mismatch_raises(name):
+    with pytest.raises(ValueError, match=r"student \(2, 4, 2, 2\) vs teacher \(2, 4, 1, 1\)"):
+        feature_loss(name, torch.zeros(2, 4, 2, 2), torch.zeros(2, 4, 1, 1))
+
+
+@pytest.mark.parametrize("name", list(FEATURE_LOSSES))
+def test_dispatch_and_gradient(name):
+    student = torch.randn(3, 4, 2, 2, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    teacher = torch.randn(3, 4, 2, 2, generator=torch.Generator().manual_seed(2))
+    value = feature_loss(name, student, teacher)
+    assert value.dim() == 0
+    assert torch.equal(value, FEATURE_LOSSES[name](student, teacher))
+    value.backward()
+    assert torch.isfinite(student.grad).all() and student.grad.abs().sum() > 0
+
+
+def test_unknown_feature_loss_lists_allowed():
+    with pytest.raises(ValueError, match="unknown feature loss 'kl'.*ce, l2, l1, cos, cos_batch"):
+        feature_loss("kl", torch.zeros(1, 2), torch.zeros(1, 2))
+
+
+def test_loss_modes_flags():
+    assert LOSS_MODES["task"] == (False, False, True)
+    assert LOSS_MODES["front_rear_task"] == (True, True, True)
+    for name, (front, rear, task) in LOSS_MODES.items():
+        assert ("front" in name) == front and ("rear" in name) == rear and ("task" in name) == task

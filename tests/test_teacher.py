@@ -1,0 +1,54 @@
+import json
+
+import pytest
+import torch
+from conftest import NUM_CLASSES, TEACHER_ARCH, TRAIN_LIMIT
+
+from elf_pipeline.checkpoint import load_checkpoint, load_model
+from elf_pipeline.data import load_split
+from elf_pipeline.teacher import train_teacher
+from elf_pipeline.training import evaluate
+
+TRAIN = {"epochs": 1, "batch_size": 25, "dsa": False}
+
+
+def test_teacher_history_and_checkpoint(teacher, digits_h5):
+    path, history = teacher
+    assert history["arch"] == TEACHER_ARCH and history["checkpoint_epoch"] == 1
+    assert history["train_images"] == TRAIN_LIMIT and history["seed"] == 0
+    assert [e["epoch"] for e in history["epochs"]] == [1]
+    assert history["config"]["dsa"] is None and history["config"]["epochs"] == 1
+    on_disk = json.loads(path.with_suffix(".json").read_text())
+    assert on_disk["test_acc"] == history["test_acc"] and on_disk["epochs"] == history["epochs"]
+    payload = load_checkpoint(path)
+    assert payload["arch"] == TEACHER_ARCH and payload["num_classes"] == NUM_CLASSES and payload["epoch"] == 1
+    # the recorded accuracy is the accuracy of the saved weights
+    model, _ = load_model(path)
+    images, labels, _ = load_split(digits_h5, "test")
+    assert 0.0 <= history["test_acc"] <= 1.0
+    assert evaluate(model, images, labels) == pytest.approx(history["test_acc"])
+    assert payload["test_acc"] == history["test_acc"]
+
+
+def test_checkpoint_epoch_saves_the_weights_of_that_epoch(teacher, digits_h5, tmp_path):
+    """Epoch 1 of a 2-epoch run (lr decay only from epoch 2) equals the 1-epoch fixture teacher."""
+    history = train_teacher(digits_h5, tmp_path / "t.pt", tmp_path / "t.json", TEACHER_ARCH,
+                            {**TRAIN, "epochs": 2, "lr_decay_at": 0.5}, checkpoint_epoch=1, seed=0, device="cpu")
+    assert history["checkpoint_epoch"] == 1 and [e["epoch"] for e in history["epochs"]] == [1, 2]
+    saved = load_checkpoint(tmp_path / "t.pt")["state_dict"]
+    reference = load_checkpoint(teacher[0])["state_dict"]
+    for key in reference:
+        assert torch.equal(saved[key], reference[key]), key
+
+
+def test_checkpoint_epoch_out_of_range(digits_h5, tmp_path):
+    with pytest.raises(ValueError, match="checkpoint_epoch 3 must lie in 1..epochs"):
+        train_teacher(digits_h5, tmp_path / "t.pt", tmp_path / "t.json", TEACHER_ARCH, {**TRAIN, "epochs": 2},
+                      checkpoint_epoch=3, device="cpu")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_limit_uses_a_subset(digits_h5, tmp_path):
+    history = train_teacher(digits_h5, tmp_path / "t.pt", tmp_path / "t.json", "convnet-w4-d2", TRAIN,
+                            train_limit=12, seed=1, device="cpu")
+    assert history["train_images"] == 12
