@@ -11,16 +11,24 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/experts.smk"
 include: "workflow/rules/distill.smk"
 include: "workflow/rules/teacher.smk"
+include: "workflow/rules/distillation_teacher.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/students.smk"
+include: "workflow/rules/reference.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/study.smk"
 
 
 rule all:
     input:
         rules.report.output,
+        figure_targets(),
     default_target: True

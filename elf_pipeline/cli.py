@@ -13,6 +13,7 @@ import logging
 import sys
 
 from elf_pipeline.data import DataSourceError
+from elf_pipeline.gpu import pin_free_device
 from elf_pipeline.io import ArtifactError
 from elf_pipeline.models import UnknownArchitecture
 from elf_pipeline.training import TrainingDiverged
@@ -34,6 +35,11 @@ def _optional_int(text: str) -> int | None:
     return None if text.lower() in ("", "none", "null") else int(text)
 
 
+def _subset(text: str) -> str | list[str]:
+    """A named ImageNet subset, or comma-separated WordNet ids."""
+    return [part.strip() for part in text.split(",") if part.strip()] if "," in text else text
+
+
 def _optional_str(text: str) -> str | None:
     return None if text.lower() in ("", "none", "null") else text
 
@@ -41,14 +47,22 @@ def _optional_str(text: str) -> str | None:
 def cmd_prepare_data(args: argparse.Namespace) -> None:
     from elf_pipeline.data import prepare_data
 
-    summary = prepare_data(args.source, args.out, args.image_size, args.resize, args.root, args.train_limit, args.seed)
+    summary = prepare_data(args.source, args.out, args.image_size, args.resize, args.root, args.train_limit, args.seed,
+                           download=args.download, test_fraction=args.test_fraction, split_seed=args.split_seed,
+                           subset=args.subset, channels=args.channels)
     print(json.dumps(summary))
 
 
 def cmd_distill(args: argparse.Namespace) -> None:
     from elf_pipeline.distill import run_distill
 
-    run_distill(args.data, args.out, args.method, args.ipc, args.config, args.seed, args.device)
+    run_distill(args.data, args.out, args.method, args.ipc, args.config, args.seed, args.device, experts=args.experts)
+
+
+def cmd_train_experts(args: argparse.Namespace) -> None:
+    from elf_pipeline.distill.experts import train_expert
+
+    print(json.dumps(train_expert(args.data, args.out, args.arch, args.index, args.config, args.device)))
 
 
 def cmd_train_teacher(args: argparse.Namespace) -> None:
@@ -70,20 +84,95 @@ def cmd_train_student(args: argparse.Namespace) -> None:
     from elf_pipeline.students import train_students
 
     frame = train_students(args.data, args.synset, args.features, args.arch, args.evaluation, args.train, args.seeds,
-                           args.out, args.identity, args.device)
+                           args.out, args.identity, args.device, teacher_model=args.teacher_model)
     print(frame[["arch", "evaluation", "seed", "test_acc", "train_seconds"]].to_string(index=False))
 
 
 def cmd_report(args: argparse.Namespace) -> None:
     from elf_pipeline.report import write_report
 
-    write_report(args.inputs, args.runs, args.summary)
+    write_report(args.inputs, args.runs, args.summary, reference=args.full, reference_out=args.reference_out,
+                 html_out=args.html, benchmarks=args.benchmarks, extra=args.extra, distill_archs=dict(args.distill_arch))
+
+
+def cmd_train_full(args: argparse.Namespace) -> None:
+    from elf_pipeline.reference import train_full
+
+    frame = train_full(args.data, args.arch, args.train, args.seeds, args.out, args.identity, args.train_limit,
+                       args.subset_seed, args.device)
+    print(frame[["arch", "seed", "test_acc", "train_images", "train_seconds"]].to_string(index=False))
+
+
+def cmd_plot_results(args: argparse.Namespace) -> None:
+    from elf_pipeline.figures import plot_results
+
+    plot_results(args.runs, args.reference, args.dataset, args.out_accuracy, args.out_gap, dict(args.distill_arch))
+
+
+def cmd_plot_synset(args: argparse.Namespace) -> None:
+    from elf_pipeline.figures import plot_synset
+
+    plot_synset(args.synset, args.data, args.out, args.max_per_class)
+
+
+def cmd_plot_teacher(args: argparse.Namespace) -> None:
+    from elf_pipeline.figures import plot_teacher
+
+    plot_teacher(args.history, args.out, args.title)
+
+
+def cmd_teacher_from_expert(args: argparse.Namespace) -> None:
+    from elf_pipeline.expert_teacher import teacher_from_expert
+
+    meta = teacher_from_expert(args.expert, args.data, args.out, args.epoch, args.device)
+    print(f"distillation model {meta['arch']} (epoch {meta['epoch']}): test accuracy {meta['test_acc']:.4f}")
+
+
+def cmd_study(args: argparse.Namespace) -> None:
+    from elf_pipeline.study import write_norm, write_similarity
+
+    outputs = (args.out_table, args.out_markdown, args.out_plot)
+    if args.kind == "similarity":
+        if not args.archs:
+            raise ValueError("study similarity needs --archs")
+        table = write_similarity(args.inputs, args.reference, args.archs, args.evaluations, *outputs)
+    else:
+        if not args.pairs:
+            raise ValueError("study norm needs --pairs ARCH=ARCH_WITH_INSTANCE_NORM ...")
+        table = write_norm(args.inputs, args.reference, dict(args.pairs), args.evaluations, *outputs)
+    print(table.to_string(index=False))
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from elf_pipeline.bench import BenchSettings, format_table, run_bench
+
+    settings = BenchSettings(archs=args.archs, seeds=args.seeds, ipc=args.ipc, epochs=args.epochs,
+                             test_limit=args.test_limit or None, eval_batch_size=args.eval_batch_size,
+                             teacher_arch=args.teacher_arch, loss_mode=args.loss_mode, dsa=not args.no_dsa,
+                             device=args.device, vectorize=args.vectorize, amp=args.amp, compile=args.compile)
+    command = (f"elf-pipeline bench --device {args.device} --archs {' '.join(args.archs)} "
+               f"--seeds {' '.join(map(str, args.seeds))} --ipc {args.ipc} --epochs {args.epochs} "
+               f"--test-limit {args.test_limit} --vectorize {args.vectorize}" + " --amp" * args.amp
+               + " --compile" * args.compile + " --no-dsa" * args.no_dsa)
+    result = run_bench(settings, args.data, args.out, args.work, args.root, command=command)
+    print(format_table(result))
+    print(f"written to {args.out}")
+
+
+def _pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name or not value:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="elf-pipeline", description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--gpu-lock-dir", default=None,
+                        help="where GPU jobs lock the device they use when several are visible "
+                             "(default: $ELF_GPU_LOCK_DIR, else a per-user folder in the temp dir)")
     sub = parser.add_subparsers(dest="stage", required=True)
 
     p = sub.add_parser("prepare-data", help="raw dataset -> data.h5")
@@ -93,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resize", default="pad", choices=["pad", "interpolate"])
     p.add_argument("--train-limit", type=_optional_int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--download", action="store_true", help="let torchvision fetch the dataset into --root")
+    p.add_argument("--test-fraction", type=float, default=None, help="digits, image_folder: held-out share per class")
+    p.add_argument("--split-seed", type=int, default=None, help="seed of the --test-fraction split")
+    p.add_argument("--subset", type=_subset, default=None, help="ImageNet: a named subset or comma-separated WordNet ids")
+    p.add_argument("--channels", type=int, choices=[1, 3], default=None, help="image_folder: 1 (greyscale) or 3 (RGB)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_prepare_data)
 
@@ -102,9 +196,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ipc", type=int, required=True)
     p.add_argument("--config", type=_json, default={}, help="method hyperparameters as a JSON object")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--experts", nargs="+", default=None, help="expert trajectory files (method mtt)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser("train-experts", help="data.h5 -> one expert trajectory (parameters per epoch) for MTT")
+    p.add_argument("--data", required=True)
+    p.add_argument("--arch", required=True)
+    p.add_argument("--index", type=int, required=True, help="expert number k (trains with seed + k)")
+    p.add_argument("--config", type=_json, default={}, help="experts block (without arch, num_experts) as JSON")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_train_experts)
 
     p = sub.add_parser("train-teacher", help="data.h5 -> teacher model.pt + history.json")
     p.add_argument("--data", required=True)
@@ -131,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--synset", required=True)
     p.add_argument("--features", default=None)
+    p.add_argument("--teacher-model", default=None, help="teacher checkpoint (evaluations with teacher_targets: online)")
     p.add_argument("--arch", required=True)
     p.add_argument("--evaluation", type=_json, required=True)
     p.add_argument("--train", type=_json, required=True)
@@ -140,17 +245,102 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_train_student)
 
-    p = sub.add_parser("report", help="student Parquet files -> runs.parquet + summary.md")
+    p = sub.add_parser("report", help="student Parquet files -> runs.parquet + summary.md (+ reference.parquet, summary.html)")
     p.add_argument("--runs", required=True)
     p.add_argument("--summary", required=True)
-    p.add_argument("inputs", nargs="+")
+    p.add_argument("inputs", nargs="+", help="student result files")
+    p.add_argument("--full", nargs="*", default=[], help="full-real-data reference result files (train-full)")
+    p.add_argument("--reference-out", default=None, help="write the collected reference rows here")
+    p.add_argument("--html", default=None, help="also write the tables as HTML here")
+    p.add_argument("--benchmarks", nargs="*", default=[], help="Snakemake benchmark TSVs (missing ones are skipped)")
+    p.add_argument("--extra", nargs="*", default=[], help="optional Parquet tables appended to the summary")
+    p.add_argument("--distill-arch", type=_pair, nargs="*", default=[], metavar="METHOD=ARCH",
+                   help="distillation architecture per method, the same-arch column of gap closed (default convnet)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("train-full", help="train an architecture on the real training set (the full-data reference)")
+    p.add_argument("--data", required=True)
+    p.add_argument("--arch", required=True)
+    p.add_argument("--train", type=_json, required=True, help="training block as a JSON object")
+    p.add_argument("--seeds", type=int, nargs="+", required=True)
+    p.add_argument("--train-limit", type=_optional_int, default=None, help="class-balanced subset size (none = all)")
+    p.add_argument("--subset-seed", type=int, default=0)
+    p.add_argument("--identity", type=_json, default={}, help="dataset name for the rows")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_train_full)
+
+    p = sub.add_parser("plot-results", help="runs.parquet -> accuracy bars and gap-closed figures of one dataset")
+    p.add_argument("--runs", required=True)
+    p.add_argument("--reference", default=None, help="reference.parquet (full-real-data rows)")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--distill-arch", type=_pair, nargs="*", default=[], metavar="METHOD=ARCH")
+    p.add_argument("--out-accuracy", required=True)
+    p.add_argument("--out-gap", required=True)
+    p.set_defaults(func=cmd_plot_results)
+
+    p = sub.add_parser("plot-synset", help="synset.h5 -> grid of the synthetic images per class (PNG)")
+    p.add_argument("--synset", required=True)
+    p.add_argument("--data", required=True, help="data.h5 (mean/std to de-normalise, class names)")
+    p.add_argument("--max-per-class", type=int, default=10)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_plot_synset)
+
+    p = sub.add_parser("plot-teacher", help="teacher history.json -> training curve (PNG)")
+    p.add_argument("--history", required=True)
+    p.add_argument("--title", default=None)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_plot_teacher)
+
+    p = sub.add_parser("teacher-from-expert", help="an MTT expert (the distillation model) -> teacher model.pt")
+    p.add_argument("--expert", required=True)
+    p.add_argument("--data", required=True, help="data.h5 (test accuracy of the teacher)")
+    p.add_argument("--epoch", type=_optional_int, default=None, help="expert epoch (default: its last)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_teacher_from_expert)
+
+    p = sub.add_parser("study", help="student results of the empirical study -> table (Parquet, Markdown) + plot")
+    p.add_argument("kind", choices=["similarity", "norm"])
+    p.add_argument("inputs", nargs="+", help="student result files of the study's synthetic set")
+    p.add_argument("--reference", default="convnet", help="the distillation model")
+    p.add_argument("--evaluations", nargs="+", default=["baseline"])
+    p.add_argument("--archs", nargs="*", default=[], help="similarity: the architectures compared")
+    p.add_argument("--pairs", type=_pair, nargs="*", default=[], metavar="ARCH=ARCH_IN",
+                   help="norm: architecture with its own norm = the same with instance norm")
+    p.add_argument("--out-table", required=True)
+    p.add_argument("--out-markdown", required=True)
+    p.add_argument("--out-plot", required=True)
+    p.set_defaults(func=cmd_study)
+
+    p = sub.add_parser("bench", help="student training speed: the pipeline's trainer vs an official-style loop (JSON)")
+    p.add_argument("--data", default="results/fashion_mnist/data.h5",
+                   help="prepared dataset; when missing, Fashion-MNIST is prepared from --root into --work")
+    p.add_argument("--root", default="/usr/share/datasets/fashion-mnist")
+    p.add_argument("--work", default="results/bench")
+    p.add_argument("--archs", nargs="+", default=["convnet", "resnet18"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--ipc", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--test-limit", type=int, default=1000, help="first N test images (0: all)")
+    p.add_argument("--eval-batch-size", type=int, default=1024, help="the pipeline's test batch size")
+    p.add_argument("--teacher-arch", default="convnet-w512")
+    p.add_argument("--loss-mode", default="front_rear_task")
+    p.add_argument("--no-dsa", action="store_true")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--vectorize", default="auto", choices=["auto", "true", "false"])
+    p.add_argument("--amp", action="store_true", help="bfloat16 autocast in the vectorised trainer")
+    p.add_argument("--compile", action="store_true", help="torch.compile the vectorised training step")
+    p.add_argument("--out", default="results/bench/bench.json")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    # Several GPUs visible and no device named: take a free one before anything initialises CUDA.
+    gpu_lock = pin_free_device(args.device, args.gpu_lock_dir) if hasattr(args, "device") else None
     if args.threads:
         import torch
 
@@ -160,4 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     except EXPECTED_ERRORS as err:
         print(f"elf-pipeline {args.stage}: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        if gpu_lock is not None:
+            gpu_lock.release()
     return 0

@@ -9,13 +9,27 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from elf_pipeline.datasets.catalog import (
+    DOWNLOADABLE,
+    IMAGENET_SOURCES,
+    IMAGENET_SUBSETS,
+    PUBLISHED_STATS,
+    ROOT_LAYOUT,
+    SPLIT_BY_FRACTION,
+)
 from elf_pipeline.models.registry import is_known, layer_names
 
 # Kept in sync with the stage modules (tests assert it).
-METHODS = ("random", "dm")
+METHODS = ("random", "dm", "dc", "dsa", "mtt", "import")
+EXPERT_METHODS = ("mtt",)  # methods that match expert trajectories (train_experts)
+# The experts block keys that decide which files exist; its training defaults live in distill/experts.py.
+EXPERT_DEFAULTS = {"arch": "convnet", "num_experts": 100}
 LOSS_MODES = ("front_rear_task", "front_task", "rear_task", "front_rear", "task")
+TEACHER_TARGETS = ("cached", "online")  # students.TEACHER_TARGETS
 FEATURE_LOSSES = ("ce", "l2", "l1", "cos", "cos_batch")
-DATA_SOURCES = ("fashion_mnist", "digits")
+DATA_SOURCES = ("fashion_mnist", "digits", "mnist", "cifar10", "cifar100", "svhn", "tiny_imagenet", "imagenet", "image_folder",
+                *IMAGENET_SUBSETS)
+IMPORT_NORMALIZATIONS = ("dataset", "published", "unit", "uint8")  # distill/imported.py NORMALIZATIONS
 
 
 class ConfigError(ValueError):
@@ -43,6 +57,21 @@ def method_config(config: dict, dataset: str, method: str, ipc: int) -> dict:
     return merged(block, dataset_override)
 
 
+def experts_config(config: dict) -> dict:
+    """The top-level ``experts`` block with ``arch`` and ``num_experts`` filled in."""
+    return {**EXPERT_DEFAULTS, **(config.get("experts") or {})}
+
+
+def expert_train_config(config: dict) -> dict:
+    """What training one expert depends on: the experts block without ``arch`` (part of the path)
+    and ``num_experts`` (so adding experts leaves the existing ones untouched)."""
+    return {k: v for k, v in experts_config(config).items() if k not in EXPERT_DEFAULTS}
+
+
+def uses_experts(method: str) -> bool:
+    return method in EXPERT_METHODS
+
+
 def evaluation_config(config: dict, name: str) -> dict:
     """The student-loss part of an evaluation (everything but its ``train`` override)."""
     return {k: v for k, v in config["evaluations"][name].items() if k != "train"}
@@ -57,11 +86,148 @@ def uses_teacher(config: dict, evaluation: str) -> bool:
 
 
 def student_jobs(config: dict) -> list[dict[str, Any]]:
-    """Every (dataset, method, ipc, arch, evaluation) the study trains."""
+    """Every (dataset, method, ipc, arch, evaluation) the study trains (an evaluation whose teacher
+    is the distillation model only for the methods that keep one)."""
     study = config["distillation"]
     return [{"dataset": d, "method": m, "ipc": i, "arch": a, "evaluation": e}
             for d in config["datasets"] for m in study["methods"] for i in study["ipc"]
-            for a in config["students"]["archs"] for e in config["evaluations"]]
+            for a in config["students"]["archs"] for e in config["evaluations"] if evaluation_applies(config, m, e)]
+
+
+DISTILLATION_TEACHER = "distillation-expert"  # prefix of the teacher names of teacher: {source: distillation}
+
+
+def teacher_ref(value: str | dict | None) -> dict | None:
+    """An evaluation's ``teacher`` as ``{"source": "teachers", "name": ...}`` or
+    ``{"source": "distillation", "expert": k, "epoch": e | None}`` (a plain string names a teacher)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return {"source": "teachers", "name": value}
+    if value.get("source", "teachers") == "distillation":
+        return {"source": "distillation", "expert": value.get("expert", 0), "epoch": value.get("epoch")}
+    return {"source": "teachers", "name": value.get("name")}
+
+
+def teacher_name(config: dict, evaluation: str) -> str | None:
+    """The teacher's name in result paths and rows: the teachers key, or for the distillation
+    model ``distillation-expert<k>[-epoch<e>]``; None without a teacher."""
+    ref = teacher_ref(config["evaluations"][evaluation].get("teacher")) if uses_teacher(config, evaluation) else None
+    if ref is None or ref["source"] == "teachers":
+        return ref and ref["name"]
+    return f"{DISTILLATION_TEACHER}{ref['expert']}" + (f"-epoch{ref['epoch']}" if ref["epoch"] else "")
+
+
+def distillation_teachers(config: dict) -> list[str]:
+    """Names of the distillation-model teachers the evaluations use."""
+    names = [teacher_name(config, e) for e in config["evaluations"]]
+    return sorted({n for n in names if n and n.startswith(DISTILLATION_TEACHER)})
+
+
+def evaluation_applies(config: dict, method: str, evaluation: str) -> bool:
+    """False where the evaluation's teacher is the distillation model and ``method`` keeps none."""
+    ref = teacher_ref(config["evaluations"][evaluation].get("teacher")) if uses_teacher(config, evaluation) else None
+    return ref is None or ref["source"] == "teachers" or uses_experts(method)
+
+
+def uses_online_teacher(config: dict, evaluation: str) -> bool:
+    """The evaluation computes teacher targets on the augmented batch (needs the checkpoint, not features)."""
+    return uses_teacher(config, evaluation) and config["evaluations"][evaluation].get("teacher_targets", "cached") == "online"
+
+
+def study_archs(config: dict) -> list[str]:
+    """Architectures the optional ``studies`` block trains (reference first, each once, in config order)."""
+    studies = config.get("studies")
+    if not studies:
+        return []
+    names = [studies.get("reference", "convnet"), *((studies.get("similarity") or {}).get("archs") or [])]
+    for own, instance in ((studies.get("norm") or {}).get("pairs") or {}).items():
+        names += [own, instance]
+    return list(dict.fromkeys(names))
+
+
+def study_jobs(config: dict) -> list[dict[str, Any]]:
+    """The student jobs of the ``studies`` block: one synthetic set x study archs x study evaluations."""
+    studies = config.get("studies")
+    if not studies:
+        return []
+    return [{"dataset": studies["dataset"], "method": studies["method"], "ipc": studies["ipc"], "arch": a, "evaluation": e}
+            for a in study_archs(config) for e in studies.get("evaluations", ["baseline"])]
+
+
+def student_archs(config: dict) -> list[str]:
+    """Every architecture any student job may use (the ``arch`` wildcard's choices)."""
+    return list(dict.fromkeys([*config["students"]["archs"], *study_archs(config)]))
+
+
+def _check_distillation_teacher(config: dict, name: str, ref: dict) -> None:
+    keeping = [m for m in config["distillation"]["methods"] if uses_experts(m)]
+    if not keeping:
+        _fail(f"evaluations.{name}.teacher", "source distillation uses the distillation model of the synthetic set's "
+              f"method, and only {', '.join(EXPERT_METHODS)} keeps one (its experts); configured methods: "
+              f"{', '.join(config['distillation']['methods'])}")
+    experts = experts_config(config)["num_experts"]
+    if not 0 <= ref["expert"] < experts:
+        _fail(f"evaluations.{name}.teacher.expert", f"{ref['expert']} is not one of the {experts} experts (0..{experts - 1})")
+
+
+def _check_studies(config: dict) -> None:
+    studies = config.get("studies")
+    if not studies:
+        return
+    for key, known in (("dataset", config["datasets"]), ("method", config["distillation"]["methods"])):
+        if studies[key] not in known:
+            _fail(f"studies.{key}", f"unknown {key} {studies[key]!r} (configured: {', '.join(known)})")
+    _check_arch("studies.reference", studies.get("reference", "convnet"))
+    for index, arch in enumerate((studies.get("similarity") or {}).get("archs") or []):
+        _check_arch(f"studies.similarity.archs[{index}]", arch)
+    for own, instance in ((studies.get("norm") or {}).get("pairs") or {}).items():
+        _check_arch(f"studies.norm.pairs.{own}", own)
+        _check_arch(f"studies.norm.pairs.{own}", instance)
+    for index, name in enumerate(studies.get("evaluations", ["baseline"])):
+        if name not in config["evaluations"]:
+            _fail(f"studies.evaluations[{index}]",
+                  f"unknown evaluation {name!r} (configured: {', '.join(config['evaluations'])})")
+        if not evaluation_applies(config, studies["method"], name):
+            _fail(f"studies.evaluations[{index}]", f"evaluation {name!r} takes the distillation model as teacher, which "
+                                                   f"method {studies['method']!r} does not keep")
+        split = config["evaluations"][name].get("student_layer")
+        for arch in study_archs(config):
+            known = layer_names(arch)
+            if split is not None and known is not None and split not in known:
+                _fail(f"evaluations.{name}.student_layer",
+                      f"study architecture {arch!r} has no layer {split!r} (layers: {', '.join(known)})")
+
+
+# The optional `reference` block (report reference rows); the schema documents the same defaults.
+REFERENCE_DEFAULTS = {"enabled": True, "full": {"epochs": 30, "train_limit": None, "seeds": [0]}}
+
+
+def reference_config(config: dict) -> dict:
+    """The ``reference`` block with its defaults filled in."""
+    return merged(REFERENCE_DEFAULTS, config.get("reference"))
+
+
+def full_train_config(config: dict) -> dict:
+    """Training block of the full-real-data reference: the students' protocol, its ``train``
+    overrides, and its own epochs."""
+    full = reference_config(config)["full"]
+    return merged(merged(config["students"]["train"], full.get("train")), {"epochs": full["epochs"]})
+
+
+def reference_jobs(config: dict) -> list[dict[str, str]]:
+    """Every (dataset, arch) trained on the full real training set, when references are enabled."""
+    if not reference_config(config)["enabled"]:
+        return []
+    return [{"dataset": d, "arch": a} for d in config["datasets"] for a in config["students"]["archs"]]
+
+
+def distill_arch(config: dict, method: str) -> str:
+    """The architecture a method distils with: the same-arch reference of gap closed (convnet for
+    ``random``, which has none: it is the architecture distilled sets are conventionally tested on)."""
+    if uses_experts(method):
+        return experts_config(config)["arch"]
+    return (config["distillation"]["methods"][method] or {}).get("model", "convnet")
 
 
 def _fail(key: str, problem: str) -> None:
@@ -74,43 +240,121 @@ def _check_arch(key: str, name: str) -> None:
                    "vgg11, vgg11-bn, alexnet, alexnet-bn)")
 
 
+def _check_dataset(name: str, block: dict) -> None:
+    """Options that only some sources take; a root for every source that reads files."""
+    source, key = block["source"], f"datasets.{name}"
+    if block.get("root") is None and source != "digits":
+        _fail(f"{key}.root", f"required for source {source} (a folder holding {ROOT_LAYOUT[source]})")
+    if block.get("download") and source not in DOWNLOADABLE:
+        _fail(f"{key}.download", f"{source} cannot be downloaded (only {', '.join(DOWNLOADABLE)}); "
+                                 f"put {ROOT_LAYOUT[source]} into the root")
+    for option in ("test_fraction", "split_seed"):
+        if block.get(option) is not None and source not in SPLIT_BY_FRACTION:
+            _fail(f"{key}.{option}", f"{source} has its own test split (only {', '.join(SPLIT_BY_FRACTION)} draw one)")
+    if block.get("subset") is not None:
+        if source not in IMAGENET_SOURCES:
+            _fail(f"{key}.subset", f"only ImageNet sources take a subset ({', '.join(IMAGENET_SOURCES)})")
+        if isinstance(block["subset"], str) and block["subset"] not in IMAGENET_SUBSETS:
+            _fail(f"{key}.subset", f"unknown subset {block['subset']!r} (named: {', '.join(IMAGENET_SUBSETS)}, "
+                                   "or a list of WordNet ids)")
+    if block.get("channels") is not None and source != "image_folder":
+        _fail(f"{key}.channels", "only image_folder takes channels (the other sources have a fixed channel count)")
+    if source in IMAGENET_SOURCES and block.get("resize", "pad") == "pad":
+        _fail(f"{key}.resize", "ImageNet images are larger than any image_size; use resize: interpolate "
+                               "(shorter side scaled, centre crop)")
+
+
+def _check_import(config: dict) -> None:
+    """Method import needs a file and its declared normalisation for every dataset and IPC."""
+    for dataset, data_block in config["datasets"].items():
+        for ipc in config["distillation"]["ipc"]:
+            block = method_config(config, dataset, "import", ipc)
+            where = (f"(dataset {dataset}, IPC {ipc}; per IPC under by_ipc.{ipc}, "
+                     f"per dataset under datasets.{dataset}.distillation)")
+            if not block.get("path"):
+                _fail("distillation.methods.import.path", f"required: the file of the imported synthetic set {where}")
+            normalization = block.get("normalization")
+            if normalization not in IMPORT_NORMALIZATIONS:
+                _fail("distillation.methods.import.normalization",
+                      f"required: the pixel space of the file, one of {', '.join(IMPORT_NORMALIZATIONS)} {where}")
+            if normalization == "published" and data_block["source"] not in PUBLISHED_STATS:
+                _fail("distillation.methods.import.normalization",
+                      f"no published statistics for source {data_block['source']}; declare dataset, unit or uint8")
+
+
+def import_files(config: dict, dataset: str, method: str, ipc: int) -> list[str]:
+    """The files method ``import`` reads for one job (inputs of its distill job); none for other methods."""
+    if method != "import":
+        return []
+    block = method_config(config, dataset, method, ipc)
+    return [str(block[key]) for key in ("path", "labels_path") if block.get(key)]
+
+
 def check_config(config: dict) -> None:
     """Semantic checks the schema cannot express; raises ConfigError naming the key."""
     for name, block in config["datasets"].items():
         if block["source"] not in DATA_SOURCES:
             _fail(f"datasets.{name}.source", f"unknown dataset {block['source']!r} (allowed: {', '.join(DATA_SOURCES)})")
+        _check_dataset(name, block)
     for method, block in config["distillation"]["methods"].items():
         if method not in METHODS:
             _fail(f"distillation.methods.{method}", f"unknown method (allowed: {', '.join(METHODS)})")
         if block and "model" in block:
             _check_arch(f"distillation.methods.{method}.model", block["model"])
+        if method == "dc" and block and "dsa" in block:
+            _fail("distillation.methods.dc.dsa", "DC does not augment; DC with augmentation is method dsa")
+        if method == "dsa" and block and block.get("dsa") is False:
+            _fail("distillation.methods.dsa.dsa", "DSA without augmentation is method dc")
+    if "import" in config["distillation"]["methods"]:
+        _check_import(config)
+    if any(uses_experts(method) for method in config["distillation"]["methods"]):
+        _check_arch("experts.arch", experts_config(config)["arch"])
     ipcs = config["distillation"]["ipc"]
     if len(set(ipcs)) != len(ipcs):
         _fail("distillation.ipc", f"values must be unique, got {ipcs}")
     for name, block in config["teachers"].items():
+        if name.startswith(DISTILLATION_TEACHER):
+            _fail(f"teachers.{name}", f"names starting with {DISTILLATION_TEACHER!r} are reserved for teacher: "
+                                      "{source: distillation}")
         _check_arch(f"teachers.{name}.arch", block["arch"])
         epochs = block["train"]["epochs"]
         checkpoint = block.get("checkpoint_epoch")
         if checkpoint is not None and not 1 <= checkpoint <= epochs:
             _fail(f"teachers.{name}.checkpoint_epoch", f"{checkpoint} must lie in 1..train.epochs ({epochs})")
+        if "vectorize_seeds" in block["train"]:
+            _fail(f"teachers.{name}.train.vectorize_seeds", "applies to student training only (students.train)")
     for index, arch in enumerate(config["students"]["archs"]):
         _check_arch(f"students.archs[{index}]", arch)
     seeds = config["students"]["seeds"]
     if len(set(seeds)) != len(seeds):
         _fail("students.seeds", f"seeds must be unique, got {seeds}")
+    reference_seeds = reference_config(config)["full"]["seeds"]
+    if len(set(reference_seeds)) != len(reference_seeds):
+        _fail("reference.full.seeds", f"seeds must be unique, got {reference_seeds}")
+    if "epochs" in (reference_config(config)["full"].get("train") or {}):
+        _fail("reference.full.train.epochs", "set reference.full.epochs instead")
     for name, block in config["evaluations"].items():
-        teacher = block.get("teacher")
+        teacher = teacher_ref(block.get("teacher"))
         if uses_teacher(config, name):
             if teacher is None:
                 _fail(f"evaluations.{name}.teacher", f"loss_mode {block['loss_mode']!r} needs a teacher "
                                                      f"(one of: {', '.join(config['teachers']) or 'none configured'})")
-            if teacher not in config["teachers"]:
-                _fail(f"evaluations.{name}.teacher", f"unknown teacher {teacher!r} (configured: {', '.join(config['teachers'])})")
+            if teacher["source"] == "distillation":
+                _check_distillation_teacher(config, name, teacher)
+                teacher_arch = experts_config(config)["arch"]
+            elif teacher["name"] not in config["teachers"]:
+                _fail(f"evaluations.{name}.teacher",
+                      f"unknown teacher {teacher['name']!r} (configured: {', '.join(config['teachers'])})")
+            else:
+                teacher_arch = config["teachers"][teacher["name"]]["arch"]
+            teacher = teacher_name(config, name)
             layer = block.get("teacher_layer")
-            known = layer_names(config["teachers"][teacher]["arch"])
+            known = layer_names(teacher_arch)
             if layer is not None and known is not None and layer not in known:
                 _fail(f"evaluations.{name}.teacher_layer",
                       f"teacher {teacher!r} has no layer {layer!r} (layers: {', '.join(known)})")
+        if block.get("teacher_targets", "cached") == "online" and not uses_teacher(config, name):
+            _fail(f"evaluations.{name}.teacher_targets", "online teacher targets need a teacher (loss_mode task has none)")
         split = block.get("student_layer")
         if split is not None:
             for arch in config["students"]["archs"]:
@@ -118,6 +362,7 @@ def check_config(config: dict) -> None:
                 if known is not None and split not in known:
                     _fail(f"evaluations.{name}.student_layer",
                           f"student {arch!r} has no layer {split!r} (layers: {', '.join(known)})")
+    _check_studies(config)
 
 
 def validate_schema(config: dict, schema_path: str) -> None:

@@ -9,6 +9,10 @@ features ``t`` of the same (un-augmented) images:
 
 ``to_teacher``/``from_teacher`` are learned adapters, present only when the student's split output
 and the teacher feature differ in shape; each result row says whether they were used.
+
+``teacher_targets: cached`` (the published protocol) reads ``t`` from the features file, computed
+once on the un-augmented images; ``online`` runs the teacher checkpoint on the same augmented batch
+the student sees (under no_grad), so ``t`` matches ``x`` exactly. Rows record which was used.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from __future__ import annotations
 import logging
 import os
 import platform
-from dataclasses import dataclass
+import resource
+import sys
+from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
@@ -24,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from elf_pipeline import __version__
+from elf_pipeline.checkpoint import load_model
 from elf_pipeline.data import load_split
 from elf_pipeline.features import TeacherFeatures, load_features, read_synset
 from elf_pipeline.io import atomic_path, config_hash, sha256_file
@@ -31,8 +38,29 @@ from elf_pipeline.losses import LOSS_MODES, feature_loss
 from elf_pipeline.models import build
 from elf_pipeline.models.adapter import make_adapter
 from elf_pipeline.training import Timer, TrainConfig, build_seeded, evaluate, resolve_device, seeded_generator, train
+from elf_pipeline.vectorized import choose_trainer, evaluate_vectorized, train_vectorized, vectorize_setting
 
 log = logging.getLogger(__name__)
+
+TEACHER_TARGETS = ("cached", "online")
+
+
+class OnlineTeacher:
+    """Teacher features of the batch the student sees (``teacher_targets: online``).
+
+    Deliberately not an ``nn.Module`` attribute of ElfLoss: the optimiser must not see the frozen
+    teacher's parameters."""
+
+    def __init__(self, model: nn.Module, layer: str | None, sample: torch.Tensor):
+        self.model = model.eval().requires_grad_(False)
+        if layer is not None:
+            model.set_split(layer)
+        self.layer = model.split
+        self.feature_shape = tuple(self(sample[:1]).shape[1:])
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model.front(x)
 
 
 @dataclass(frozen=True)
@@ -46,10 +74,13 @@ class Evaluation:
     teacher: str | None = None
     teacher_layer: str | None = None
     student_layer: str | None = None
+    teacher_targets: str = "cached"
 
     def __post_init__(self) -> None:
         if self.loss_mode not in LOSS_MODES:
             raise ValueError(f"unknown loss_mode {self.loss_mode!r} (allowed: {', '.join(LOSS_MODES)})")
+        if self.teacher_targets not in TEACHER_TARGETS:
+            raise ValueError(f"unknown teacher_targets {self.teacher_targets!r} (allowed: {', '.join(TEACHER_TARGETS)})")
 
     @property
     def terms(self) -> tuple[bool, bool, bool]:
@@ -64,13 +95,15 @@ class Evaluation:
 class ElfLoss(nn.Module):
     """Holds the adapters (so the optimiser sees them) and computes the ELF objective."""
 
-    def __init__(self, evaluation: Evaluation, features: torch.Tensor | None, student_shape: tuple[int, ...]):
+    def __init__(self, evaluation: Evaluation, features: torch.Tensor | None, student_shape: tuple[int, ...],
+                 online: OnlineTeacher | None = None):
         super().__init__()
         self.evaluation = evaluation
         self.features = features
+        self.online = online
         self.to_teacher = self.from_teacher = None
-        if features is not None:
-            teacher_shape = tuple(features.shape[1:])
+        if features is not None or online is not None:
+            teacher_shape = online.feature_shape if online is not None else tuple(features.shape[1:])
             front, rear, _ = evaluation.terms
             self.to_teacher = make_adapter(student_shape, teacher_shape) if front else None
             self.from_teacher = make_adapter(teacher_shape, student_shape) if rear else None
@@ -84,7 +117,7 @@ class ElfLoss(nn.Module):
         student_features = model.front(x)  # one front pass serves both the task and the front term
         loss = F.cross_entropy(model.rear(student_features), y) if use_task else torch.zeros((), device=x.device)
         if use_front or use_rear:
-            teacher = self.features[index.to(self.features.device)]
+            teacher = self.online(x) if self.online is not None else self.features[index.to(self.features.device)]
             if use_front:
                 mapped = self.to_teacher(student_features) if self.to_teacher is not None else student_features
                 loss = loss + self.evaluation.lambda_front * feature_loss(self.evaluation.feature_loss, mapped, teacher)
@@ -94,52 +127,172 @@ class ElfLoss(nn.Module):
         return loss
 
 
+# Keys of a student ``train`` block that choose how the seeds are trained, not what they learn:
+# they stay out of TrainConfig, the protocol columns and config_hash.
+RUNTIME_KEYS = ("vectorize_seeds",)
+
+
+def protocol_train_config(train_config: dict) -> dict:
+    """The ``train`` block without its runtime keys (what TrainConfig and config_hash see)."""
+    return {key: value for key, value in train_config.items() if key not in RUNTIME_KEYS}
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+@dataclass
+class SeedResult:
+    """One trained and tested student."""
+
+    seed: int
+    test_acc: float
+    train_seconds: float
+    test_seconds: float
+    history: list[float]
+    student_layer: str
+    student_shape: tuple[int, ...]
+    adapted: bool
+
+
+@dataclass
+class StudentFit:
+    """All seeds of one architecture and evaluation, and how they were trained.
+
+    Under the vectorised trainer the seeds share one pass: each seed's ``train_seconds`` and
+    ``test_seconds`` are the shared time divided by the number of seeds.
+    """
+
+    trainer: str  # "vectorized" or "loop"
+    reason: str
+    seeds: list[SeedResult] = field(default_factory=list)
+    peak_memory_mb: float = 0.0  # peak resident memory of the process (host)
+    device_peak_memory_mb: float | None = None  # torch.cuda.max_memory_allocated during the fit (CUDA only)
+    compiled: bool = False
+
+
+def fit_students(arch: str, spec: Evaluation, config: TrainConfig, images: torch.Tensor, labels: torch.Tensor,
+                 test_images: torch.Tensor, test_labels: torch.Tensor, seeds: list[int], num_classes: int,
+                 target: torch.Tensor | None = None, online: OnlineTeacher | None = None, vectorize: str | bool = "auto",
+                 channels_last: bool = True, amp: bool = False, compile: bool = False, desc: str = "") -> StudentFit:
+    """Train ``arch`` once per seed on in-memory tensors (all on one device) and test each student.
+
+    Seed ``s`` is initialised with ``build_seeded(..., s)`` (adapters with ``s + 1``) and draws its
+    shuffles and augmentations from ``seeded_generator(s)``, whichever trainer runs:
+    ``vectorize`` (``auto``/``true``/``false``, see ``vectorized.choose_trainer``) picks the
+    vectorised multi-seed trainer or the per-seed loop.  The loop keeps convolution weights in
+    channels-last memory format (``channels_last``; faster with oneDNN and cuDNN, same numbers up
+    to float rounding).  ``amp`` (bfloat16 autocast) and ``compile`` (``torch.compile``) apply to
+    the vectorised trainer.
+    """
+    device = images.device
+    channels, image_size = images.shape[1], images.shape[-1]
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def build_seed(seed: int) -> tuple[nn.Module, ElfLoss, tuple[int, ...]]:
+        model = build_seeded(lambda: build(arch, channels, num_classes, image_size, split=spec.student_layer), seed).to(device)
+        with torch.no_grad():
+            student_shape = tuple(model.eval().front(images[:1]).shape[1:])
+        model.train()
+        objective = build_seeded(lambda: ElfLoss(spec, target, student_shape, online), seed + 1).to(device)
+        return model, objective, student_shape
+
+    first = build_seed(seeds[0])
+    trainer, reason = choose_trainer(vectorize_setting(vectorize), first[:2], device, len(seeds))
+    fit = StudentFit(trainer, reason)
+    log.info("%s %s: %s trainer for %d seed(s) (%s)", arch, desc, trainer, len(seeds), reason)
+    if trainer == "vectorized":
+        built = [first] + [build_seed(seed) for seed in seeds[1:]]
+        models, objectives = [b[0] for b in built], [b[1] for b in built]
+        with Timer() as train_timer:
+            run = train_vectorized(models, objectives, images, labels, config, [seeded_generator(s) for s in seeds],
+                                   desc=f"{arch} {desc} seeds {seeds[0]}..{seeds[-1]}", amp=amp, compile=compile)
+        with Timer() as test_timer:
+            accuracies = evaluate_vectorized(models, test_images, test_labels, config.eval_batch_size, amp=amp)
+        fit.compiled = run.compiled
+        for seed, (model, objective, shape), history, accuracy in zip(seeds, built, run.histories, accuracies, strict=True):
+            fit.seeds.append(SeedResult(seed, accuracy, train_timer.seconds / len(seeds), test_timer.seconds / len(seeds),
+                                        history, model.split, shape, objective.adapted))
+    else:
+        for position, seed in enumerate(seeds):
+            model, objective, shape = first if position == 0 else build_seed(seed)
+            first = None  # let each seed's model go once it is tested
+            if channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            with Timer() as train_timer:
+                history = train(model, images, labels, config, seeded_generator(seed), loss_fn=objective,
+                                extra_parameters=objective.parameters(), desc=f"{arch} {desc} seed {seed}")
+            with Timer() as test_timer:
+                accuracy = evaluate(model, test_images, test_labels, config.eval_batch_size)
+            fit.seeds.append(SeedResult(seed, accuracy, train_timer.seconds, test_timer.seconds, history, model.split,
+                                        shape, objective.adapted))
+            del model, objective
+    fit.peak_memory_mb = peak_memory_mb()
+    if device.type == "cuda":
+        fit.device_peak_memory_mb = torch.cuda.max_memory_allocated(device) / 2**20
+    return fit
+
+
 def train_students(data: str | os.PathLike, synset: str | os.PathLike, features: str | os.PathLike | None,
                    arch: str, evaluation: dict, train_config: dict, seeds: list[int], out: str | os.PathLike,
-                   identity: dict, device: str = "auto") -> pd.DataFrame:
-    """Train ``arch`` once per seed and write one Parquet row per run to ``out``."""
+                   identity: dict, device: str = "auto", teacher_model: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Train ``arch`` once per seed and write one Parquet row per run to ``out``.
+
+    ``teacher_model``: the teacher checkpoint, needed (instead of ``features``) for
+    ``teacher_targets: online``."""
     torch_device = resolve_device(device)
     spec = Evaluation(**evaluation)
-    config = TrainConfig.from_dict(train_config)
+    config = TrainConfig.from_dict(protocol_train_config(train_config))
+    vectorize = vectorize_setting(train_config.get("vectorize_seeds", "auto"))
     images, labels = read_synset(synset)
     test_images, test_labels, info = load_split(data, "test")
     if images.shape[1:] != (info.channels, info.image_size, info.image_size):
         raise ValueError(f"{synset}: images {tuple(images.shape[1:])} do not match dataset "
                          f"({info.channels}, {info.image_size}, {info.image_size})")
     teacher: TeacherFeatures | None = None
-    if spec.uses_teacher:
+    online: OnlineTeacher | None = None
+    if spec.uses_teacher and spec.teacher_targets == "online":
+        if teacher_model is None:
+            raise ValueError(f"evaluation {identity.get('evaluation')!r} has teacher_targets: online but no teacher "
+                             "checkpoint was given (--teacher-model)")
+        network, meta = load_model(teacher_model, torch_device)
+        online = OnlineTeacher(network, spec.teacher_layer, images[:1].to(torch_device))
+        teacher = TeacherFeatures(online.layer, torch.empty(0, *online.feature_shape), meta["arch"],
+                                  float(meta.get("test_acc", float("nan"))), sha256_file(teacher_model))
+    elif spec.uses_teacher:
         if features is None:
             raise ValueError(f"evaluation {identity.get('evaluation')!r} uses a teacher but no features file was given")
         teacher = load_features(features, spec.teacher_layer, synset, len(labels))
     images, labels = images.to(torch_device), labels.to(torch_device)
     test_images, test_labels = test_images.to(torch_device), test_labels.to(torch_device)
-    target = teacher.values.to(torch_device) if teacher else None
+    target = teacher.values.to(torch_device) if teacher and online is None else None
     protocol = {**{f"train_{k}": v for k, v in config.to_dict().items() if k != "dsa"},
                 "dsa_strategy": config.dsa.strategy if config.dsa else "none",
                 **{k: v for k, v in vars(spec).items() if k != "teacher"}}
     protocol["teacher_layer"] = teacher.layer if teacher else None
+    fit = fit_students(arch, spec, config, images, labels, test_images, test_labels, seeds, info.num_classes,
+                       target=target, online=online, vectorize=vectorize, desc=str(identity.get("evaluation")))
     rows = []
-    for seed in seeds:
-        model = build_seeded(lambda: build(arch, info.channels, info.num_classes, info.image_size,
-                                           split=spec.student_layer), seed).to(torch_device)
-        with torch.no_grad():
-            student_shape = tuple(model.front(images[:1]).shape[1:])
-        objective = build_seeded(lambda shape=student_shape: ElfLoss(spec, target, shape), seed + 1).to(torch_device)
-        with Timer() as timer:
-            train(model, images, labels, config, seeded_generator(seed), loss_fn=objective,
-                  extra_parameters=objective.parameters(), desc=f"{arch} {identity.get('evaluation')} seed {seed}")
-        accuracy = evaluate(model, test_images, test_labels, config.eval_batch_size)
-        log.info("%s %s seed %d: test accuracy %.4f (%.1fs)", arch, identity.get("evaluation"), seed, accuracy, timer.seconds)
-        rows.append({**identity, "arch": arch, "seed": seed, "test_acc": accuracy, "train_seconds": timer.seconds,
-                     "num_synthetic": len(labels), "student_layer": model.split,
-                     "student_feature_shape": "x".join(map(str, student_shape)),
-                     "teacher_feature_shape": "x".join(map(str, target.shape[1:])) if target is not None else None,
-                     "adapter": objective.adapted, "teacher_arch": teacher.teacher_arch if teacher else None,
+    for result in fit.seeds:
+        seed, accuracy = result.seed, result.test_acc
+        log.info("%s %s seed %d: test accuracy %.4f (%.1fs)", arch, identity.get("evaluation"), seed, accuracy,
+                 result.train_seconds)
+        rows.append({**identity, "arch": arch, "seed": seed, "test_acc": accuracy, "train_seconds": result.train_seconds,
+                     "test_seconds": result.test_seconds, "trainer": fit.trainer, "peak_memory_mb": fit.peak_memory_mb,
+                     "device_peak_memory_mb": fit.device_peak_memory_mb,
+                     "num_synthetic": len(labels), "student_layer": result.student_layer,
+                     "student_feature_shape": "x".join(map(str, result.student_shape)),
+                     "teacher_feature_shape": "x".join(map(str, teacher.values.shape[1:])) if teacher else None,
+                     "adapter": result.adapted, "teacher_arch": teacher.teacher_arch if teacher else None,
                      "teacher_test_acc": teacher.teacher_test_acc if teacher else None, **protocol,
                      "device": torch_device.type, "torch_version": torch.__version__, "package_version": __version__,
                      "python_version": platform.python_version(), "synset_sha256": sha256_file(synset),
-                     "features_sha256": teacher.sha256 if teacher else None,
-                     "config_hash": config_hash({"evaluation": evaluation, "train": train_config})})
+                     "features_sha256": teacher.sha256 if teacher and online is None else None,
+                     "teacher_sha256": teacher.sha256 if online is not None else None,
+                     "config_hash": config_hash({"evaluation": evaluation, "train": protocol_train_config(train_config)})})
     frame = pd.DataFrame(rows)
     with atomic_path(out) as tmp:
         frame.to_parquet(tmp, index=False)

@@ -8,7 +8,10 @@ import os
 from elf_pipeline.augment import dsa_config
 from elf_pipeline.data import load_split
 from elf_pipeline.distill.common import SyntheticSet, write_synset
+from elf_pipeline.distill.dc import distill_dc, distill_dsa
 from elf_pipeline.distill.dm import distill_dm
+from elf_pipeline.distill.imported import import_synset
+from elf_pipeline.distill.mtt import distill_mtt
 from elf_pipeline.distill.random_subset import distill_random
 from elf_pipeline.io import config_hash, sha256_file
 from elf_pipeline.resume import ResumeFile, resume_path
@@ -16,24 +19,38 @@ from elf_pipeline.training import resolve_device
 
 log = logging.getLogger(__name__)
 
-METHODS = {"random": distill_random, "dm": distill_dm}
+METHODS = {"random": distill_random, "dm": distill_dm, "dc": distill_dc, "dsa": distill_dsa, "mtt": distill_mtt}
+# "import" reads a set distilled elsewhere: import_synset(data, ipc, **config), no training images needed.
+METHODS["import"] = import_synset
 
 
 def run_distill(data: str | os.PathLike, out: str | os.PathLike, method: str, ipc: int, config: dict,
-                seed: int = 0, device: str = "auto", resume_every: float = 60.0) -> SyntheticSet:
-    """Distil ``ipc`` images per class from ``data.h5`` with ``method`` and write ``synset.h5``."""
+                seed: int = 0, device: str = "auto", resume_every: float = 60.0,
+                experts: list[str | os.PathLike] | None = None) -> SyntheticSet:
+    """Distil ``ipc`` images per class from ``data.h5`` with ``method`` and write ``synset.h5``.
+
+    ``experts``: the expert trajectory files MTT matches (ignored by the other methods).
+    """
     if method not in METHODS:
         raise ValueError(f"unknown distillation method {method!r} (allowed: {', '.join(METHODS)})")
     if ipc < 1:
         raise ValueError(f"ipc must be >= 1, got {ipc}")
+    if method == "import":
+        synset = import_synset(data, ipc, **config)
+        write_synset(out, synset, method, ipc, {"seed": seed, **config}, str(data))
+        log.info("wrote %s (%d imported images)", out, len(synset.labels))
+        return synset
     torch_device = resolve_device(device)
     images, labels, info = load_split(data, "train")  # stays on the host; batches move to the device
     options = dict(config)
     options["dsa"] = dsa_config(options.get("dsa"))
     fingerprint = config_hash({"method": method, "ipc": ipc, "seed": seed, "config": config, "data": sha256_file(data)})
     resume = ResumeFile(resume_path(out), resume_every, fingerprint)
-    synset = METHODS[method](images, labels, info.num_classes, ipc, seed=seed, device=torch_device, resume=resume, **options)
-    write_synset(out, synset, method, ipc, {"seed": seed, **config}, str(data))
+    expert_paths = [str(path) for path in experts or ()]
+    synset = METHODS[method](images, labels, info.num_classes, ipc, seed=seed, device=torch_device, resume=resume,
+                               experts=expert_paths, **options)
+    provenance = {"seed": seed, **config, **({"experts": expert_paths} if expert_paths else {})}
+    write_synset(out, synset, method, ipc, provenance, str(data))
     resume.clear()
     log.info("wrote %s (%d images)", out, len(synset.labels))
     return synset

@@ -47,3 +47,15 @@ def write_synset(path: str | os.PathLike, synset: SyntheticSet, method: str, ipc
             h5.create_dataset(f"history/{name}", data=np.asarray(values, dtype=np.float64))
         h5.attrs.update({"method": method, "ipc": ipc, **synset.extra_attrs})
         write_provenance(h5, "distill", {"method": method, "ipc": ipc, **config}, {"data": sha256_file(data_path)})
+
+
+def initial_synset(images: torch.Tensor, by_class: list[torch.Tensor], ipc: int, init: str,
+                   generator: torch.Generator) -> SyntheticSet:
+    """The starting point of an optimised synthetic set: ``real`` images or standard-normal ``noise``
+    (the real images are drawn either way, so both settings consume the generator alike)."""
+    synset = sample_real(images, by_class, ipc, generator)
+    if init == "noise":
+        synset.images = torch.randn(synset.images.shape, generator=generator)
+    elif init != "real":
+        raise ValueError(f"unknown init {init!r} (allowed: real, noise)")
+    return synset

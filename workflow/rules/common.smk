@@ -41,8 +41,8 @@ wildcard_constraints:
     dataset=_choices(config["datasets"]),
     method=_choices(config["distillation"]["methods"]),
     ipc=r"\d+",
-    teacher=_choices(config["teachers"]) or "(?!)",
-    arch=_choices(config["students"]["archs"]),
+    teacher=_choices([*config["teachers"], *elf_config.distillation_teachers(config)]) or "(?!)",
+    arch=_choices(elf_config.student_archs(config)),
     evaluation=_choices(config["evaluations"]),
 
 
@@ -59,16 +59,51 @@ def package_sources(*modules):
 CORE = ("data", "augment", "training", "models")
 SOURCES = {
     "prepare_data": package_sources("cli", "data"),
-    "distill": package_sources("cli", *CORE, "distill"),
+    "distill": package_sources("cli", *CORE, "distill", "zca"),
+    "train_experts": package_sources("cli", *CORE, "distill/experts", "zca"),
     "train_teacher": package_sources("cli", *CORE, "checkpoint", "teacher"),
     "extract_features": package_sources("cli", "models", "training", "checkpoint", "features"),
-    "train_student": package_sources("cli", *CORE, "losses", "checkpoint", "features", "students"),
+    "train_student": package_sources("cli", *CORE, "losses", "checkpoint", "features", "students", "vectorized"),
     "report": package_sources("cli", "report"),
+    "train_full": package_sources("cli", *CORE, "reference"),
+    "figures": package_sources("cli", "report", "figures"),
 }
+# Optional Parquet tables appended to summary.md/summary.html (e.g. empirical-study targets): rules
+# included after this file append their output paths here; see report.extra_tables.
+EXTRA_REPORT_TABLES = []
 
 
 def as_json(block):
     return json.dumps(block, sort_keys=True)
+
+
+def expert_files(dataset):
+    """Every expert trajectory file of the configured experts block (one job each)."""
+    experts = elf_config.experts_config(config)
+    return [f"{RESULTS}/{dataset}/experts/{experts['arch']}/expert_{k}.h5" for k in range(experts["num_experts"])]
+
+
+def distill_experts(wildcards):
+    """The expert trajectories a distillation job matches: only MTT has any."""
+    return expert_files(wildcards.dataset) if elf_config.uses_experts(wildcards.method) else []
+
+
+def distill_imports(wildcards):
+    """The files method import reads (so replacing one reruns its synthetic set and everything after)."""
+    return elf_config.import_files(config, wildcards.dataset, wildcards.method, int(wildcards.ipc))
+
+
+def prepare_options(block):
+    """prepare-data flags for the dataset options that are set (none for a plain dataset block)."""
+    subset = block.get("subset")
+    flags = {
+        "--download": block.get("download") or None,
+        "--test-fraction": block.get("test_fraction"),
+        "--split-seed": block.get("split_seed"),
+        "--subset": ",".join(subset) if isinstance(subset, list) else subset,
+        "--channels": block.get("channels"),
+    }
+    return " ".join(flag if value is True else f"{flag} {value}" for flag, value in flags.items() if value is not None)
 
 
 def student_parquets():
@@ -79,20 +114,133 @@ def student_parquets():
 
 
 def student_features(wildcards):
+    """The teacher's stored features, or its checkpoint where the evaluation computes targets online."""
     if not elf_config.uses_teacher(config, wildcards.evaluation):
         return []
-    teacher = config["evaluations"][wildcards.evaluation]["teacher"]
+    teacher = elf_config.teacher_name(config, wildcards.evaluation)
+    if elf_config.uses_online_teacher(config, wildcards.evaluation):
+        return f"{RESULTS}/{wildcards.dataset}/teachers/{teacher}/model.pt"
     return f"{RESULTS}/{wildcards.dataset}/features/{wildcards.method}/ipc{wildcards.ipc}/{teacher}.h5"
 
 
+def student_teacher_args(wildcards, input):
+    if not input.features:
+        return ""
+    flag = "--teacher-model" if elf_config.uses_online_teacher(config, wildcards.evaluation) else "--features"
+    return f"{flag} {input.features}"
+
+
 def student_identity(wildcards):
-    evaluation = config["evaluations"][wildcards.evaluation]
     return as_json(
         {
             "dataset": wildcards.dataset,
             "method": wildcards.method,
             "ipc": int(wildcards.ipc),
             "evaluation": wildcards.evaluation,
-            "teacher": evaluation.get("teacher") if elf_config.uses_teacher(config, wildcards.evaluation) else None,
+            "teacher": elf_config.teacher_name(config, wildcards.evaluation),
         }
     )
+
+
+# --------------------------------------------------------------------------- report
+
+
+def full_parquets():
+    """The full-real-data reference results (empty when reference.enabled is false)."""
+    return [f"{RESULTS}/{job['dataset']}/full/{job['arch']}.parquet" for job in elf_config.reference_jobs(config)]
+
+
+def used_teachers():
+    """The trained teachers (keys of teachers) the evaluations use; distillation-model teachers are
+    not trained here."""
+    names = {elf_config.teacher_name(config, name) for name in config["evaluations"]}
+    return sorted(name for name in names if name in config["teachers"])
+
+
+def distill_arch_args():
+    return " ".join(f"{method}={elf_config.distill_arch(config, method)}" for method in config["distillation"]["methods"])
+
+
+def benchmark_files():
+    """The benchmark file of every heavy job of this study (those missing, e.g. of jobs cached from
+    an older run, are skipped by the report). Patterns come from the rules themselves."""
+    study = config["distillation"]
+    patterns = {name: str(getattr(rules, name).benchmark) for name in
+                ("distill", "train_experts", "train_teacher", "train_student", "train_full") if hasattr(rules, name)}
+    files = []
+    for dataset in config["datasets"]:
+        for method in study["methods"]:
+            files += [patterns["distill"].format(dataset=dataset, method=method, ipc=ipc) for ipc in study["ipc"]]
+        if "train_experts" in patterns and any(elf_config.uses_experts(m) for m in study["methods"]):
+            experts = elf_config.experts_config(config)
+            files += [patterns["train_experts"].format(dataset=dataset, expert_arch=experts["arch"], index=k)
+                      for k in range(experts["num_experts"])]
+        files += [patterns["train_teacher"].format(dataset=dataset, teacher=teacher) for teacher in used_teachers()]
+    files += [patterns["train_student"].format(**job) for job in elf_config.student_jobs(config)]
+    if "train_full" in patterns:
+        files += [patterns["train_full"].format(**job) for job in elf_config.reference_jobs(config)]
+    return files
+
+
+def figure_targets():
+    """Every report figure of the study."""
+    targets = []
+    for dataset in config["datasets"]:
+        targets += [f"{RESULTS}/report/figures/{dataset}/accuracy.png", f"{RESULTS}/report/figures/{dataset}/gap_closed.png"]
+        targets += [f"{RESULTS}/report/figures/{dataset}/synsets/{method}_ipc{ipc}.png"
+                    for method in config["distillation"]["methods"] for ipc in config["distillation"]["ipc"]]
+        targets += [f"{RESULTS}/report/figures/{dataset}/teachers/{teacher}.png" for teacher in used_teachers()]
+    return targets
+
+
+# --------------------------------------------------------------------------- empirical study (study.smk)
+
+SOURCES["study"] = package_sources("cli", "study", "models/registry")
+STUDY = config.get("studies") or {}
+# A configured study is part of the whole run: its tables are appended to summary.md.
+EXTRA_REPORT_TABLES += [f"{RESULTS}/study/{part}.parquet" for part in ("similarity", "norm") if STUDY.get(part)]
+
+
+def study_block(part):
+    """The `studies` block, refusing a study target whose part is not configured."""
+    if not STUDY:
+        raise WorkflowError("config key studies: missing (the empirical study needs dataset, method, ipc and "
+                            "similarity.archs / norm.pairs; see config/study-smoke.yaml)")
+    if not STUDY.get(part):
+        raise WorkflowError(f"config key studies.{part}: missing (needed by target study_{part})")
+    return STUDY
+
+
+def study_parquets(part):
+    """The student results one part of the study reads: its architectures and the reference."""
+    study = study_block(part)
+    archs = {study.get("reference", "convnet")}
+    if part == "similarity":
+        archs.update(study["similarity"]["archs"])
+    else:
+        archs.update(arch for pair in study["norm"]["pairs"].items() for arch in pair)
+    return [
+        f"{RESULTS}/{job['dataset']}/students/{job['method']}/ipc{job['ipc']}/{job['arch']}/{job['evaluation']}.parquet"
+        for job in elf_config.study_jobs(config)
+        if job["arch"] in archs
+    ]
+
+
+def study_args():
+    return {"reference": STUDY.get("reference", "convnet"), "evaluations": " ".join(STUDY.get("evaluations", ["baseline"]))}
+
+
+# --------------------------------------------------------------------------- teacher: {source: distillation}
+
+SOURCES["distillation_teacher"] = package_sources("cli", *CORE, "checkpoint", "distill/experts", "expert_teacher")
+
+
+def expert_of(teacher):
+    """(expert index, epoch or 'none') of a distillation-model teacher name."""
+    match = re.fullmatch(rf"{elf_config.DISTILLATION_TEACHER}(\d+)(?:-epoch(\d+))?", teacher)
+    return int(match.group(1)), match.group(2) or "none"
+
+
+def distillation_expert(wildcards):
+    arch = elf_config.experts_config(config)["arch"]
+    return f"{RESULTS}/{wildcards.dataset}/experts/{arch}/expert_{expert_of(wildcards.teacher)[0]}.h5"

@@ -10,6 +10,7 @@ rule prepare_data:
         image_size=lambda w: config["datasets"][w.dataset]["image_size"],
         resize=lambda w: config["datasets"][w.dataset].get("resize", "pad"),
         train_limit=lambda w: config["datasets"][w.dataset].get("train_limit") or "none",
+        options=lambda w: prepare_options(config["datasets"][w.dataset]),
     log:
         f"{LOGS}/{{dataset}}/prepare_data.log",
     conda:
@@ -18,4 +19,4 @@ rule prepare_data:
     shell:
         f"{PYTHON} prepare-data --source {{params.source}} --root {{params.root:q}} "
         "--image-size {params.image_size} --resize {params.resize} --train-limit {params.train_limit} "
-        "--out {output:q} > {log:q} 2>&1"
+        "{params.options} --out {output:q} > {log:q} 2>&1"

@@ -2,12 +2,15 @@ rule distill:
     """data.h5 -> synthetic set (synset.h5) for one method and IPC."""
     input:
         data=f"{RESULTS}/{{dataset}}/data.h5",
+        experts=distill_experts,
+        imported=distill_imports,
         code=SOURCES["distill"],
     output:
         f"{RESULTS}/{{dataset}}/distilled/{{method}}/ipc{{ipc}}/synset.h5",
     params:
         config=lambda w: as_json(elf_config.method_config(config, w.dataset, w.method, int(w.ipc))),
         seed=config["distillation"].get("seed", 0),
+        experts=lambda w, input: f"--experts {input.experts}" if input.experts else "",
         device=DEVICE,
     log:
         f"{LOGS}/{{dataset}}/distill/{{method}}_ipc{{ipc}}.log",
@@ -20,4 +23,4 @@ rule distill:
         gpu=1,
     shell:
         f"{PYTHON} distill --data {{input.data:q}} --method {{wildcards.method}} --ipc {{wildcards.ipc}} "
-        "--config {params.config:q} --seed {params.seed} --device {params.device} --out {output:q} > {log:q} 2>&1"
+        "--config {params.config:q} --seed {params.seed} {params.experts} --device {params.device} --out {output:q} > {log:q} 2>&1"

@@ -12,7 +12,7 @@ rule train_student:
         train=lambda w: as_json(elf_config.student_train_config(config, w.evaluation)),
         seeds=" ".join(str(seed) for seed in config["students"]["seeds"]),
         identity=student_identity,
-        features=lambda w, input: f"--features {input.features}" if input.features else "",
+        features=student_teacher_args,
         device=DEVICE,
     log:
         f"{LOGS}/{{dataset}}/students/{{method}}_ipc{{ipc}}_{{arch}}_{{evaluation}}.log",

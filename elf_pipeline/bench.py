@@ -1,0 +1,386 @@
+"""Student-training benchmark: the pipeline's trainer against a plain loop written like the official code.
+
+Both variants do identical work in one process: the same architectures, synthetic set, teacher
+features, ELF objective, seeds (model and adapter initialisation), epochs and test images.
+
+(a) ``official_loop`` trains one seed at a time the way the official ELF/DC code does: a torch
+    ``DataLoader`` over the synthetic tensors, DSA per batch, a full forward pass for the logits and
+    a second pass through ``front`` for the feature term, ``loss.item()`` and a host-side accuracy
+    per batch, then a test pass through a ``DataLoader`` of 256 images (under ``torch.no_grad``).
+(b) ``pipeline`` calls ``students.fit_students``, the function behind every ``train_student`` job:
+    tensors stay on the device, one ``front`` pass serves both losses, no per-batch host syncs,
+    channels-last convolutions, an inference-mode test pass in large batches, and on request
+    (or ``auto`` on CUDA) all seeds in one vectorised pass, optionally with AMP and torch.compile.
+
+Reported per variant: images/s, achieved GFLOP/s and the test pass as a fraction of the machine's
+conv/matmul peak measured in the same process.  FLOPs are counted with ``FlopCounterMode`` on one
+training step of the pipeline's objective and one test forward pass (convolutions and matrix
+products only), so both variants are credited with the same useful work; (a) actually computes
+more (its second front pass).  The teacher is a randomly initialised network and the synthetic set
+random real images: the benchmark measures speed, for which the teacher's quality does not matter.
+The accuracies of (a) and (b) must agree within noise (same protocol, different random streams:
+(a) shuffles through the DataLoader's sampler).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.flop_counter import FlopCounterMode
+
+from elf_pipeline.augment import dsa, dsa_config
+from elf_pipeline.data import load_split, normalize, prepare_data, read_info
+from elf_pipeline.io import write_json
+from elf_pipeline.losses import feature_loss
+from elf_pipeline.models import build
+from elf_pipeline.students import ElfLoss, Evaluation, fit_students, peak_memory_mb
+from elf_pipeline.training import Timer, TrainConfig, build_seeded, resolve_device, seeded_generator
+
+log = logging.getLogger(__name__)
+
+FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist package
+
+
+@dataclass
+class BenchSettings:
+    archs: list[str] = field(default_factory=lambda: ["convnet", "resnet18"])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    ipc: int = 10
+    epochs: int = 2
+    test_limit: int | None = 1000  # first N test images (None: all)
+    batch_size: int = 256
+    eval_batch_size: int = 1024  # the pipeline's test batch; the official loop tests in batches of 256
+    official_eval_batch_size: int = 256
+    teacher_arch: str = "convnet-w512"
+    loss_mode: str = "front_rear_task"
+    feature_loss: str = "ce"
+    dsa: bool = True
+    device: str = "auto"
+    vectorize: str = "auto"
+    amp: bool = False
+    compile: bool = False
+    seed: int = 0  # picks the synthetic images and initialises the teacher
+
+
+# --------------------------------------------------------------------------- inputs
+
+def resolve_data(data: str | os.PathLike | None, work: str | os.PathLike, root: str | None = FASHION_MNIST_ROOT,
+                 source: str = "fashion_mnist", image_size: int = 32) -> Path:
+    """``data`` when it exists, else ``<work>/<source>/data.h5``, prepared from ``root`` on first use."""
+    if data is not None and Path(data).exists():
+        return Path(data)
+    out = Path(work) / source / "data.h5"
+    if not out.exists():
+        log.info("preparing %s from %s into %s", source, root, out)
+        prepare_data(source, out, image_size, "pad", root)
+    return out
+
+
+def random_real_synset(data: str | os.PathLike, ipc: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``ipc`` random real training images per class (class-major), read without loading the split."""
+    info = read_info(data)
+    generator = torch.Generator().manual_seed(seed)
+    with h5py.File(data, "r") as h5:
+        all_labels = torch.from_numpy(h5["train/labels"][:].astype(np.int64))
+        chosen = []
+        for label in range(info.num_classes):
+            index = torch.nonzero(all_labels == label).flatten()
+            if len(index) < ipc:
+                raise ValueError(f"{data}: class {label} has {len(index)} training images, fewer than ipc={ipc}")
+            chosen.append(index[torch.randperm(len(index), generator=generator)[:ipc]])
+        picked = torch.cat(chosen).numpy()
+        order = np.argsort(picked)
+        rows = np.empty((len(picked), *h5["train/images"].shape[1:]), dtype=np.uint8)
+        rows[order] = h5["train/images"][picked[order]]  # h5py reads increasing indices only
+    return normalize(rows, info), all_labels[picked]
+
+
+def teacher_features(arch: str, images: torch.Tensor, num_classes: int, seed: int) -> torch.Tensor:
+    """Features at the split layer of a randomly initialised teacher (speed does not depend on training it)."""
+    teacher = build_seeded(lambda: build(arch, images.shape[1], num_classes, images.shape[-1]), seed).to(images.device)
+    with torch.no_grad():
+        return teacher.eval().front(images)
+
+
+# --------------------------------------------------------------------------- measuring
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _best_seconds(fn, device: torch.device, repeats: int) -> float:
+    fn()  # warm-up: kernel selection, allocation
+    synchronize(device)
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@torch.inference_mode()
+def measure_peak(device: torch.device, dtype: torch.dtype = torch.float32, repeats: int = 3) -> dict[str, float]:
+    """GFLOP/s of a large 3x3 convolution (NCHW and channels-last) and a large matmul; ``peak`` is the best."""
+    batch, size, n = (256, 32, 8192) if device.type == "cuda" else (32, 32, 1024)
+    x = torch.randn(batch, 128, size, size, device=device, dtype=dtype)
+    w = torch.randn(128, 128, 3, 3, device=device, dtype=dtype)
+    conv_flops = 2 * batch * 128 * 128 * 9 * size * size
+    x_cl, w_cl = x.contiguous(memory_format=torch.channels_last), w.contiguous(memory_format=torch.channels_last)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    result = {
+        "conv": conv_flops / _best_seconds(lambda: F.conv2d(x, w, padding=1), device, repeats) / 1e9,
+        "conv_channels_last": conv_flops / _best_seconds(lambda: F.conv2d(x_cl, w_cl, padding=1), device, repeats) / 1e9,
+        "matmul": 2 * n**3 / _best_seconds(lambda: a @ a, device, repeats) / 1e9,
+    }
+    result["peak"] = max(result.values())
+    return result
+
+
+def count_flops(arch: str, spec: Evaluation, target: torch.Tensor | None, images: torch.Tensor, labels: torch.Tensor,
+                num_classes: int) -> dict[str, float]:
+    """Counted FLOPs per image of one training step (ELF objective, forward + backward) and of one
+    test forward pass.  Doubles as the warm-up of both variants."""
+    model = build_seeded(lambda: build(arch, images.shape[1], num_classes, images.shape[-1]), 0).to(images.device)
+    batch = min(8, len(labels))
+    with torch.no_grad():
+        shape = tuple(model.eval().front(images[:1]).shape[1:])
+    model.train()
+    objective = ElfLoss(spec, target, shape).to(images.device)
+    index = torch.arange(batch, device=images.device)
+    with FlopCounterMode(display=False) as counter:
+        objective(model, images[:batch], labels[:batch], index).backward()
+    train_flops = counter.get_total_flops() / batch
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.eval()(images[:batch])
+    return {"train_per_image": train_flops, "test_per_image": counter.get_total_flops() / batch}
+
+
+# --------------------------------------------------------------------------- (a) the official-style loop
+
+@dataclass
+class SeedOutcome:
+    seed: int
+    test_acc: float
+    train_seconds: float
+    test_seconds: float
+
+
+def official_loop(arch: str, spec: Evaluation, config: TrainConfig, images: torch.Tensor, labels: torch.Tensor,
+                  target: torch.Tensor | None, test_images: torch.Tensor, test_labels: torch.Tensor, seeds: list[int],
+                  num_classes: int, eval_batch_size: int = 256) -> list[SeedOutcome]:
+    """Per-seed training as the official code writes it (see the module docstring).
+
+    Same initialisation (``build_seeded``: model with ``seed``, adapters with ``seed + 1``), objective,
+    optimiser and lr schedule as the pipeline; ``test_images`` stay on the host as a DataLoader's
+    dataset would.
+    """
+    device = images.device
+    use_front, use_rear, use_task = spec.terms
+    decay_epoch = int(math.ceil(config.epochs * config.lr_decay_at)) if config.lr_decay_at else None
+    outcomes = []
+    for seed in seeds:
+        model = build_seeded(lambda: build(arch, images.shape[1], num_classes, images.shape[-1],
+                                           split=spec.student_layer), seed).to(device)
+        with torch.no_grad():
+            shape = tuple(model.eval().front(images[:1]).shape[1:])
+        model.train()
+        objective = build_seeded(lambda shape=shape: ElfLoss(spec, target, shape), seed + 1).to(device)
+        optimizer = torch.optim.SGD(list(model.parameters()) + list(objective.parameters()), lr=config.lr,
+                                    momentum=config.momentum, weight_decay=config.weight_decay)
+        generator = seeded_generator(seed)
+        dataset = TensorDataset(images, labels, torch.arange(len(labels), device=device))
+        loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, generator=generator, num_workers=0)
+        with Timer() as train_timer:
+            for epoch in range(config.epochs):
+                if epoch == decay_epoch:
+                    for group in optimizer.param_groups:
+                        group["lr"] *= config.lr_decay
+                loss_sum, correct = 0.0, 0
+                for x, y, index in loader:
+                    if config.dsa is not None:
+                        x = dsa(x, config.dsa, generator)
+                    output = model(x)  # full pass for the logits ...
+                    loss = F.cross_entropy(output, y) if use_task else torch.zeros((), device=device)
+                    if use_front or use_rear:
+                        teacher = target[index]
+                    if use_front:  # ... and a second pass through the front for the feature term
+                        student = model.front(x)
+                        if objective.to_teacher is not None:
+                            student = objective.to_teacher(student)
+                        loss = loss + spec.lambda_front * feature_loss(spec.feature_loss, student, teacher)
+                    if use_rear:
+                        mapped = objective.from_teacher(teacher) if objective.from_teacher is not None else teacher
+                        loss = loss + spec.lambda_rear * F.cross_entropy(model.rear(mapped), y)
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                    loss_sum += loss.item() * len(y)
+                    correct += int(np.sum(np.equal(np.argmax(output.cpu().data.numpy(), axis=-1), y.cpu().data.numpy())))
+            synchronize(device)
+        model.eval()
+        test_correct = 0
+        with Timer() as test_timer, torch.no_grad():
+            for x, y in DataLoader(TensorDataset(test_images, test_labels), batch_size=eval_batch_size, shuffle=False):
+                output = model(x.to(device))
+                test_correct += int(np.sum(np.equal(np.argmax(output.cpu().data.numpy(), axis=-1), y.numpy())))
+        outcomes.append(SeedOutcome(seed, test_correct / len(test_labels), train_timer.seconds, test_timer.seconds))
+        log.info("official loop %s seed %d: test accuracy %.4f (%.1fs)", arch, seed, outcomes[-1].test_acc,
+                 train_timer.seconds)
+    return outcomes
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+def _row(arch: str, variant: str, trainer: str, outcomes: list[SeedOutcome], epochs: int, n_train: int, n_test: int,
+         flops: dict[str, float]) -> dict:
+    train_seconds = sum(o.train_seconds for o in outcomes)
+    test_seconds = sum(o.test_seconds for o in outcomes)
+    train_images, test_images = len(outcomes) * epochs * n_train, len(outcomes) * n_test
+    accuracies = [o.test_acc for o in outcomes]
+    test_gflops = flops["test_per_image"] * test_images / test_seconds / 1e9
+    return {
+        "arch": arch, "variant": variant, "trainer": trainer, "seeds": [o.seed for o in outcomes],
+        "epochs": epochs, "train_images": train_images, "test_images": test_images,
+        "train_seconds": train_seconds, "test_seconds": test_seconds, "total_seconds": train_seconds + test_seconds,
+        "train_images_per_s": train_images / train_seconds, "test_images_per_s": test_images / test_seconds,
+        "images_per_s": (train_images + test_images) / (train_seconds + test_seconds),
+        "train_gflops": flops["train_per_image"] * train_images / train_seconds / 1e9,
+        "test_gflops": test_gflops,
+        "test_acc": accuracies, "test_acc_mean": statistics.fmean(accuracies),
+        "test_acc_std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
+        "peak_rss_mb": peak_memory_mb(),
+    }
+
+
+def _comparison(official: dict, pipeline: dict) -> dict:
+    seeds = len(official["test_acc"])
+    standard_error = math.sqrt((official["test_acc_std"] ** 2 + pipeline["test_acc_std"] ** 2) / seeds)
+    difference = pipeline["test_acc_mean"] - official["test_acc_mean"]
+    return {"arch": official["arch"], "speedup": official["total_seconds"] / pipeline["total_seconds"],
+            "speedup_train": official["train_seconds"] / pipeline["train_seconds"],
+            "speedup_test": official["test_seconds"] / pipeline["test_seconds"],
+            "speedup_cpu_time": official["cpu_seconds"] / pipeline["cpu_seconds"],
+            "acc_difference": difference, "acc_standard_error": standard_error,
+            "acc_within_noise": abs(difference) <= 2 * standard_error + 1e-12}
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def _machine(device: torch.device) -> dict:
+    info = {"device": device.type, "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch_version": torch.__version__,
+            "python_version": platform.python_version()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def run_bench(settings: BenchSettings, data: str | os.PathLike | None, out: str | os.PathLike,
+              work: str | os.PathLike = "results/bench", root: str | None = FASHION_MNIST_ROOT,
+              command: str | None = None) -> dict:
+    """Run both variants for every architecture, write the result as JSON to ``out`` and return it."""
+    device = resolve_device(settings.device)
+    loadavg_before = _loadavg()
+    data_path = resolve_data(data, work, root)
+    info = read_info(data_path)
+    spec = Evaluation(loss_mode=settings.loss_mode, feature_loss=settings.feature_loss)
+    config = TrainConfig(epochs=settings.epochs, batch_size=settings.batch_size, dsa=dsa_config(settings.dsa),
+                         eval_batch_size=settings.eval_batch_size)
+    images, labels = random_real_synset(data_path, settings.ipc, settings.seed)
+    images, labels = images.to(device), labels.to(device)
+    test_images, test_labels, _ = load_split(data_path, "test", limit=settings.test_limit)
+    target = teacher_features(settings.teacher_arch, images, info.num_classes, settings.seed) if spec.uses_teacher else None
+    peak_dtype = torch.bfloat16 if settings.amp else torch.float32
+    peaks = {"before": measure_peak(device, peak_dtype)}
+    rows, comparisons, flops_by_arch, notes = [], [], {}, []
+    for arch in settings.archs:
+        flops = flops_by_arch[arch] = count_flops(arch, spec, target, images, labels, info.num_classes)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        cpu_start = time.process_time()
+        official = official_loop(arch, spec, config, images, labels, target, test_images, test_labels, settings.seeds,
+                                 info.num_classes, settings.official_eval_batch_size)
+        official_cpu = time.process_time() - cpu_start
+        official_row = _row(arch, "official_loop", "loop", official, settings.epochs, len(labels), len(test_labels), flops)
+        official_row["cpu_seconds"] = official_cpu
+        official_row["device_peak_memory_mb"] = (torch.cuda.max_memory_allocated(device) / 2**20
+                                                 if device.type == "cuda" else None)
+        cpu_start = time.process_time()
+        fit = fit_students(arch, spec, config, images, labels, test_images.to(device), test_labels.to(device),
+                           settings.seeds, info.num_classes, target=target, vectorize=settings.vectorize,
+                           amp=settings.amp, compile=settings.compile, desc="bench")
+        synchronize(device)
+        pipeline_cpu = time.process_time() - cpu_start
+        pipeline = [SeedOutcome(r.seed, r.test_acc, r.train_seconds, r.test_seconds) for r in fit.seeds]
+        pipeline_row = _row(arch, "pipeline", fit.trainer, pipeline, settings.epochs, len(labels), len(test_labels), flops)
+        pipeline_row.update({"cpu_seconds": pipeline_cpu, "trainer_reason": fit.reason, "compiled": fit.compiled,
+                             "amp": settings.amp, "device_peak_memory_mb": fit.device_peak_memory_mb})
+        rows += [official_row, pipeline_row]
+        comparisons.append(_comparison(official_row, pipeline_row))
+    peaks["after"] = measure_peak(device, peak_dtype)
+    peak = max(peaks["before"]["peak"], peaks["after"]["peak"])
+    for row in rows:  # against the best peak measured in this process, before or after the runs
+        row["train_peak_fraction"] = row["train_gflops"] / peak
+        row["test_peak_fraction"] = row["test_gflops"] / peak
+    if settings.test_limit is not None and settings.test_limit < 10000:
+        notes.append(f"test accuracy on the first {len(test_labels)} test images")
+    notes.append("random-init teacher and random real synthetic images: the benchmark measures speed")
+    result = {
+        "benchmark": "student training: official-style loop vs pipeline",
+        "command": command,
+        "settings": asdict(settings), "data": str(data_path), "dataset": info.source,
+        "protocol": {"train": config.to_dict(), "evaluation": asdict(spec), "teacher_arch": settings.teacher_arch,
+                     "ipc": settings.ipc, "num_synthetic": len(labels), "num_test": len(test_labels)},
+        "machine": {**_machine(device), "loadavg_before": loadavg_before, "loadavg_after": _loadavg()},
+        "peak_gflops": {**peaks, "peak": peak, "dtype": str(peak_dtype).removeprefix("torch.")},
+        "flops": flops_by_arch, "rows": rows, "comparisons": comparisons, "notes": notes,
+    }
+    write_json(out, result)
+    return result
+
+
+def format_table(result: dict) -> str:
+    """The benchmark as a Markdown table plus one line per architecture."""
+    from tabulate import tabulate
+
+    table = [[r["arch"], r["variant"], r["trainer"], f"{r['train_images_per_s']:.0f}", f"{r['test_images_per_s']:.0f}",
+              f"{r['train_gflops']:.1f}", f"{r['test_gflops']:.1f}", f"{100 * r['test_peak_fraction']:.0f}%",
+              f"{r['total_seconds']:.1f}", f"{r['cpu_seconds']:.1f}",
+              f"{100 * r['test_acc_mean']:.1f} ± {100 * r['test_acc_std']:.1f}",
+              f"{r['peak_rss_mb']:.0f}"] for r in result["rows"]]
+    headers = ["arch", "variant", "trainer", "train img/s", "test img/s", "train GFLOP/s", "test GFLOP/s",
+               "test / peak", "wall s", "CPU s", "test acc %", "peak RSS MB"]
+    peak = result["peak_gflops"]
+    machine = result["machine"]
+    lines = [tabulate(table, headers=headers, tablefmt="github", disable_numparse=True), "",
+             f"peak {peak['peak']:.1f} GFLOP/s ({peak['dtype']}; conv, channels-last conv, matmul, best before/after); "
+             f"device {machine['device']}{' ' + machine['gpu'] if 'gpu' in machine else ''}, "
+             f"{machine['torch_threads']} torch threads, load average before {machine['loadavg_before']}, "
+             f"after {machine['loadavg_after']}"]
+    for c in result["comparisons"]:
+        lines.append(f"{c['arch']}: pipeline / official = {c['speedup']:.2f}x (train {c['speedup_train']:.2f}x, "
+                     f"test {c['speedup_test']:.2f}x; process CPU time {c['speedup_cpu_time']:.2f}x); "
+                     f"accuracy difference {100 * c['acc_difference']:+.1f} points "
+                     f"(± {100 * c['acc_standard_error']:.1f} s.e.; {'within' if c['acc_within_noise'] else 'OUTSIDE'} noise)")
+    return "\n".join(lines)
+

@@ -1,0 +1,202 @@
+"""Method ``import``: a synthetic set distilled elsewhere (e.g. released by MTT, DATM, DM or DC).
+
+Accepted files (paths relative to the working directory):
+
+- ``.pt`` / ``.pth``, loaded with ``torch.load(weights_only=True)`` (anything holding Python objects
+  beyond tensors and plain containers is refused): a dict with ``images``/``labels`` (also
+  ``image_syn``/``label_syn``, ``x``/``y``), an ``(images, labels)`` tuple or list, DC/DSA/DM's
+  ``{"data": [[images, labels], ...]}`` (the first experiment), or a bare images tensor with the
+  labels in ``labels_path`` (MTT's ``images_best.pt`` + ``labels_best.pt``);
+- ``.npz`` (no pickled objects) and ``.h5``/``.hdf5`` with arrays named as above.
+
+``normalization`` declares the pixel space of the file: ``dataset`` (normalised with this
+``data.h5``'s mean/std), ``published`` (normalised with the reference code's constants recorded in
+``data.h5``, what MTT/DATM/DM releases use), ``unit`` ([0, 1] pixels) or ``uint8`` (0..255).  The
+images are converted to the dataset's normalised space and validated (NCHW shape matching the
+dataset's channels and image size, finite values, labels in range, exactly ``ipc`` per class).
+ZCA-whitened releases are not supported.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from elf_pipeline.data import DatasetInfo, read_info
+from elf_pipeline.distill.common import SyntheticSet
+from elf_pipeline.io import ArtifactError, open_h5, sha256_file
+
+log = logging.getLogger(__name__)
+
+NORMALIZATIONS = ("dataset", "published", "unit", "uint8")
+IMAGE_KEYS = ("images", "image_syn", "images_syn", "x")
+LABEL_KEYS = ("labels", "label_syn", "labels_syn", "y")
+
+
+class ImportedSetError(ArtifactError):
+    """The imported file is missing, unreadable, unsafe or does not fit the dataset (message names it)."""
+
+
+def _to_numpy(value: object, path: Path, what: str) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, (int, float)) for v in value):
+        return np.asarray(value)
+    raise ImportedSetError(f"{path}: {what} should be a tensor or array, got {type(value).__name__}")
+
+
+def _pick(mapping: dict, keys: tuple[str, ...]) -> object | None:
+    return next((mapping[key] for key in keys if key in mapping), None)
+
+
+def _from_container(value: object, path: Path) -> tuple[object, object | None]:
+    """(images, labels or None) out of what a released ``.pt`` file holds."""
+    if isinstance(value, dict):
+        if isinstance(value.get("data"), (list, tuple)) and value["data"]:  # DC/DSA/DM: {'data': [[img, lab], ...]}
+            first = value["data"][0]
+            if isinstance(first, (list, tuple)) and len(first) == 2:
+                return first[0], first[1]
+        images = _pick(value, IMAGE_KEYS)
+        if images is None:
+            raise ImportedSetError(f"{path}: no images found (keys: {', '.join(map(str, value))}; expected one of "
+                                   f"{', '.join(IMAGE_KEYS)})")
+        return images, _pick(value, LABEL_KEYS)
+    if isinstance(value, (list, tuple)):
+        if len(value) == 2:
+            return value[0], value[1]
+        raise ImportedSetError(f"{path}: a list/tuple should be (images, labels), got {len(value)} items")
+    return value, None
+
+
+def _load_torch(path: Path) -> object:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = str(err).strip().splitlines()[-1] if str(err).strip() else "unsupported content"
+        raise ImportedSetError(f"{path}: refused: the file holds Python objects beyond tensors and plain containers, "
+                               f"which weights_only loading does not run ({reason[:160]}); re-save the tensors alone") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise ImportedSetError(f"{path}: not a readable torch file ({err.__class__.__name__}: {str(err)[:160]})") from None
+
+
+def _load_arrays(path: Path) -> tuple[object, object | None]:
+    suffix = path.suffix.lower()
+    if suffix in (".pt", ".pth"):
+        return _from_container(_load_torch(path), path)
+    if suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                arrays = {key: archive[key] for key in archive.files}
+        except ValueError as err:
+            raise ImportedSetError(f"{path}: refused or unreadable .npz ({err}); store plain numeric arrays") from None
+        except (OSError, EOFError) as err:
+            raise ImportedSetError(f"{path}: not a readable .npz file ({err})") from None
+        if len(arrays) == 1:
+            return next(iter(arrays.values())), None
+        return _from_container(arrays, path)
+    if suffix in (".h5", ".hdf5"):
+        with open_h5(path) as h5:
+            arrays = {key: h5[key][()] for key in h5 if isinstance(h5[key], h5py.Dataset)}
+        return _from_container(arrays, path)
+    raise ImportedSetError(f"{path}: unsupported file type {suffix!r} (use .pt, .pth, .npz, .h5 or .hdf5)")
+
+
+def _labels_array(raw: object, path: Path, n: int, num_classes: int) -> np.ndarray:
+    labels = _to_numpy(raw, path, "labels")
+    if labels.ndim == 2 and labels.shape == (n, num_classes):
+        one_hot = np.isin(labels, (0, 1)).all() and (labels.sum(axis=1) == 1).all()
+        if not one_hot:
+            raise ImportedSetError(f"{path}: labels have shape {labels.shape} and are soft (not one-hot); "
+                                   "only hard labels can be imported")
+        labels = labels.argmax(axis=1)
+    if labels.ndim != 1:
+        raise ImportedSetError(f"{path}: labels should be a vector of class indices, got shape {labels.shape}")
+    if len(labels) != n:
+        raise ImportedSetError(f"{path}: {n} images but {len(labels)} labels")
+    if not np.isfinite(labels.astype(np.float64)).all() or (labels.astype(np.float64) % 1 != 0).any():
+        raise ImportedSetError(f"{path}: labels must be whole class indices")
+    labels = labels.astype(np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ImportedSetError(f"{path}: labels span {labels.min()}..{labels.max()} but the dataset has {num_classes} "
+                               f"classes (0..{num_classes - 1})")
+    return labels
+
+
+def _to_dataset_space(images: np.ndarray, normalization: str, info: DatasetInfo, path: Path) -> np.ndarray:
+    low, high = float(images.min()), float(images.max())
+    if normalization == "uint8":
+        if low < 0 or high > 255:
+            raise ImportedSetError(f"{path}: values span [{low:.3g}, {high:.3g}] but normalization: uint8 means 0..255")
+        if high <= 1.0:
+            log.warning("%s: declared uint8 but every value is <= 1; is it normalization: unit?", path)
+        images = images / 255.0
+    elif normalization == "unit":
+        if low < -0.5 or high > 1.5:
+            raise ImportedSetError(f"{path}: values span [{low:.3g}, {high:.3g}], far outside [0, 1] for normalization: unit "
+                                   "(already normalised? declare dataset or published)")
+    elif normalization == "published":
+        if info.published_mean is None or info.published_std is None:
+            raise ImportedSetError(f"{path}: normalization: published, but the prepared dataset ({info.source}) records no "
+                                   "published statistics; declare dataset, unit or uint8")
+        images = images * info.published_std.reshape(1, -1, 1, 1) + info.published_mean.reshape(1, -1, 1, 1)
+    if normalization != "dataset":
+        images = (images - info.mean.reshape(1, -1, 1, 1)) / np.maximum(info.std, 1e-8).reshape(1, -1, 1, 1)
+    return images
+
+
+def import_synset(data: str | os.PathLike, ipc: int, path: str | os.PathLike | None = None,
+                  labels_path: str | os.PathLike | None = None, normalization: str | None = None,
+                  **_: object) -> SyntheticSet:
+    """Read, validate and convert an externally distilled set to the space of ``data.h5``."""
+    if path is None:
+        raise ImportedSetError("method import: no path configured (distillation.methods.import.path, per IPC via by_ipc)")
+    if normalization not in NORMALIZATIONS:
+        raise ImportedSetError(f"method import: normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}")
+    info = read_info(data)
+    path = Path(path)
+    for file in (path, *([Path(labels_path)] if labels_path else [])):
+        if not file.is_file():
+            raise ImportedSetError(f"{file}: imported synthetic set file not found")
+    raw_images, raw_labels = _load_arrays(path)
+    if labels_path is not None:
+        raw_labels = _load_arrays(Path(labels_path))[0]
+    if raw_labels is None:
+        raise ImportedSetError(f"{path}: holds images only; give the labels file as labels_path")
+    images = _to_numpy(raw_images, path, "images")
+    shape, size = images.shape, info.image_size
+    if images.ndim != 4:
+        raise ImportedSetError(f"{path}: images should be N x C x H x W, got shape {shape}")
+    if shape[1] != info.channels and shape[3] == info.channels and shape[1] == size:
+        raise ImportedSetError(f"{path}: images have shape {shape}, which looks N x H x W x C; expected N x {info.channels} x "
+                               f"{size} x {size} (NCHW)")
+    if shape[1] != info.channels:
+        raise ImportedSetError(f"{path}: images have {shape[1]} channels but the dataset ({info.source}) has {info.channels}")
+    if shape[2:] != (size, size):
+        raise ImportedSetError(f"{path}: images are {shape[2]}x{shape[3]} but the dataset is prepared at {size}x{size}")
+    if not np.issubdtype(images.dtype, np.number):
+        raise ImportedSetError(f"{path}: images have non-numeric dtype {images.dtype}")
+    images = images.astype(np.float64)
+    bad = int((~np.isfinite(images)).sum())
+    if bad:
+        raise ImportedSetError(f"{path}: images hold {bad} non-finite values (NaN/Inf)")
+    labels = _labels_array(raw_labels, Path(labels_path) if labels_path else path, len(images), info.num_classes)
+    counts = np.bincount(labels, minlength=info.num_classes)
+    if (counts != ipc).any():
+        wrong = {int(c): int(counts[c]) for c in np.flatnonzero(counts != ipc)[:5]}
+        raise ImportedSetError(f"{path}: expected {ipc} images per class (ipc {ipc}) for {info.num_classes} classes, "
+                               f"got {len(labels)} images; classes with other counts (class: count): {wrong}")
+    images = _to_dataset_space(images, normalization, info, path)
+    order = np.argsort(labels, kind="stable")  # class-major, like the other methods
+    extra = {"imported_from": str(path), "imported_sha256": sha256_file(path), "imported_normalization": normalization}
+    if labels_path:
+        extra.update(imported_labels_from=str(labels_path), imported_labels_sha256=sha256_file(labels_path))
+    return SyntheticSet(torch.from_numpy(images[order].astype(np.float32)), torch.from_numpy(labels[order]),
+                        extra_attrs=extra)

@@ -1,0 +1,209 @@
+"""Train several seeds of one architecture in one vectorised pass (``torch.func``).
+
+The per-seed loop (``training.train``) runs one model at a time.  Here the parameters of all seeds
+are stacked (``stack_module_state``) and one ``vmap``-ed ``functional_call`` computes every seed's
+loss for its own batch, so each layer runs once for all seeds (on a GPU: a few large kernels
+instead of many small ones).  The protocol is the loop's, seed by seed:
+
+- each seed keeps its own ``torch.Generator``: it draws its own shuffle at the start of every
+  epoch and its own DSA family and per-sample parameters for every batch, in the same order as
+  ``training.train``, so a seed sees exactly the batches the loop would show it and its result
+  does not depend on the other seeds;
+- SGD (momentum, weight decay, step decay) is element-wise, so one optimiser over the stacked
+  tensors updates every seed as its own optimiser would.
+
+Results agree with the loop within float tolerance, not bitwise: batched convolutions sum in a
+different order.  Models with buffers (batch-norm running statistics, updated in place) or with
+random layers (dropout) are not vectorised; ``choose_trainer`` sends them to the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from elf_pipeline.augment import dsa
+from elf_pipeline.training import TrainConfig, TrainingDiverged, progress
+
+log = logging.getLogger(__name__)
+
+VECTORIZE_SETTINGS = ("auto", "true", "false")
+TRAINERS = ("vectorized", "loop")
+
+
+def vectorize_setting(value: object) -> str:
+    """Normalise a ``vectorize_seeds`` config value (``auto``, ``true``/``false`` or a boolean)."""
+    text = str(value).lower() if not isinstance(value, bool) else ("true" if value else "false")
+    if text not in VECTORIZE_SETTINGS:
+        raise ValueError(f"vectorize_seeds must be one of {', '.join(VECTORIZE_SETTINGS)}, got {value!r}")
+    return text
+
+
+def vectorization_blocker(*modules: nn.Module) -> str | None:
+    """Why these modules cannot be trained under ``vmap`` (``None`` when they can)."""
+    for module in modules:
+        for name, sub in module.named_modules():
+            if isinstance(sub, nn.modules.batchnorm._NormBase) and sub.track_running_stats:
+                return f"{name or type(module).__name__}: batch norm updates running statistics in place"
+            if isinstance(sub, nn.modules.dropout._DropoutNd):
+                return f"{name}: dropout draws from the global RNG, not the seed's generator"
+        if next(module.buffers(), None) is not None:
+            return f"{type(module).__name__} has buffers"
+    return None
+
+
+def choose_trainer(setting: str, modules: Sequence[nn.Module], device: torch.device, num_seeds: int) -> tuple[str, str]:
+    """(``vectorized`` | ``loop``, why) for a ``vectorize_seeds`` setting.
+
+    ``true`` vectorises wherever the model allows it; ``auto`` only on CUDA, where one kernel per
+    layer for all seeds beats one per seed.  On a CPU the convolutions of a single seed already
+    keep the cores busy and ``vmap``'s grouped convolutions are slower (measured by ``bench``).
+    """
+    setting = vectorize_setting(setting)
+    if setting == "false":
+        return "loop", "vectorize_seeds is false"
+    if num_seeds < 2:
+        return "loop", "a single seed"
+    blocker = vectorization_blocker(*modules)
+    if blocker is not None:
+        return "loop", f"not vectorisable ({blocker})"
+    if setting == "auto" and device.type != "cuda":
+        return "loop", f"vectorize_seeds is auto and the device is {device.type} (vectorising is faster on CUDA only)"
+    return "vectorized", f"vectorize_seeds is {setting}"
+
+
+class _Job(nn.Module):
+    """A model and its loss module as one module, so one ``functional_call`` swaps both."""
+
+    def __init__(self, model: nn.Module, objective: nn.Module):
+        super().__init__()
+        self.model = model
+        self.objective = objective
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return self.objective(self.model, x, y, index)
+
+
+@dataclass
+class VectorizedRun:
+    """Per-seed loss histories and how the step ran."""
+
+    histories: list[list[float]]
+    compiled: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def _autocast(device: torch.device, enabled: bool):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def train_vectorized(models: Sequence[nn.Module], objectives: Sequence[nn.Module], images: torch.Tensor,
+                     labels: torch.Tensor, config: TrainConfig, generators: Sequence[torch.Generator],
+                     desc: str = "train", amp: bool = False, compile: bool = False) -> VectorizedRun:
+    """Train ``models[s]`` with loss module ``objectives[s]`` and generator ``generators[s]``, all
+    seeds at once; the trained parameters are written back into ``models``/``objectives``.
+
+    ``objectives[s](model, x, y, index)`` is the per-seed loss (``students.ElfLoss``); the modules
+    of all seeds must share one structure, and attributes that are not parameters (the teacher
+    features) are taken from ``objectives[0]``.  ``images``/``labels`` should already be on the
+    models' device.  ``amp`` runs the step under bfloat16 autocast; ``compile`` wraps it in
+    ``torch.compile`` (falling back to eager, with a note, if compilation fails).
+    """
+    if not (len(models) == len(objectives) == len(generators)) or not models:
+        raise ValueError("train_vectorized needs one objective and one generator per model")
+    blocker = vectorization_blocker(*models, *objectives)
+    if blocker is not None:
+        raise ValueError(f"cannot vectorise: {blocker}")
+    jobs = [_Job(model, objective) for model, objective in zip(models, objectives, strict=True)]
+    for job in jobs:
+        job.train()
+    device = images.device
+    params, _ = stack_module_state(list(jobs))  # leaf tensors [seeds, ...] that require grad
+    template = jobs[0]
+    optimizer = torch.optim.SGD(list(params.values()), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+
+    def seed_loss(seed_params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return functional_call(template, seed_params, (x, y, index))
+
+    eager_step = vmap(seed_loss)
+    step = eager_step
+    run = VectorizedRun(histories=[[] for _ in models])
+    if compile:
+        step, run.compiled = torch.compile(eager_step), True
+
+    decay_epoch = int(math.ceil(config.epochs * config.lr_decay_at)) if config.lr_decay_at else None
+    n, seeds = len(labels), len(models)
+    for epoch in progress(range(config.epochs), config.epochs, desc):
+        if decay_epoch is not None and epoch == decay_epoch:
+            for group in optimizer.param_groups:
+                group["lr"] *= config.lr_decay
+        orders = [torch.randperm(n, generator=generator) for generator in generators]
+        total = torch.zeros(seeds, device=device)
+        for start in range(0, n, config.batch_size):
+            index = torch.stack([order[start:start + config.batch_size] for order in orders]).to(device)
+            x = images[index]  # [seeds, batch, C, H, W]
+            if config.dsa is not None:  # each seed draws its own augmentation from its own generator
+                x = torch.stack([dsa(x[s], config.dsa, generators[s]) for s in range(seeds)])
+            y = labels[index]
+            with _autocast(device, amp):
+                try:
+                    losses = step(params, x, y, index)
+                except Exception as err:  # noqa: BLE001 - any compiler failure: run eagerly instead
+                    if step is eager_step:
+                        raise
+                    note = f"torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); ran eagerly"
+                    log.warning(note)
+                    run.notes.append(note)
+                    step, run.compiled = eager_step, False
+                    losses = step(params, x, y, index)
+            optimizer.zero_grad(set_to_none=True)
+            losses.float().sum().backward()  # seeds are independent: d(sum)/d(params[s]) = d(loss[s])/d(params[s])
+            optimizer.step()
+            total += losses.detach().float() * index.shape[1]
+        epoch_losses = (total / n).tolist()  # one host sync per epoch
+        for s, value in enumerate(epoch_losses):
+            if not math.isfinite(value):
+                raise TrainingDiverged(f"loss became {value} in epoch {epoch + 1} of {desc} (seed index {s}, lr {config.lr})")
+            run.histories[s].append(value)
+    with torch.no_grad():
+        for s, job in enumerate(jobs):
+            for name, parameter in job.named_parameters():
+                parameter.copy_(params[name][s])
+    return run
+
+
+@torch.inference_mode()
+def evaluate_vectorized(models: Sequence[nn.Module], images: torch.Tensor, labels: torch.Tensor,
+                        batch_size: int = 1024, amp: bool = False) -> list[float]:
+    """Top-1 accuracy of every model on the same test set, all seeds in one ``vmap`` per batch.
+
+    Only for models without buffers (``vectorization_blocker``): eval mode then equals train mode.
+    """
+    blocker = vectorization_blocker(*models)
+    if blocker is not None:
+        raise ValueError(f"cannot vectorise: {blocker}")
+    template = models[0]
+    device = next(template.parameters()).device
+    was_training = [model.training for model in models]
+    for model in models:
+        model.eval()
+    params = {name: torch.stack([dict(model.named_parameters())[name].detach() for model in models])
+              for name, _ in template.named_parameters()}
+    forward = vmap(lambda p, x: functional_call(template, p, (x,)), in_dims=(0, None))
+    correct = torch.zeros(len(models), dtype=torch.long, device=device)
+    for start in range(0, len(labels), batch_size):
+        x = images[start:start + batch_size].to(device, non_blocking=True)
+        y = labels[start:start + batch_size].to(device, non_blocking=True)
+        with _autocast(device, amp):
+            logits = forward(params, x)  # [seeds, batch, classes]
+        correct += (logits.argmax(dim=2) == y).sum(dim=1)
+    for model, training in zip(models, was_training, strict=True):
+        model.train(training)
+    return [value / len(labels) for value in correct.tolist()]

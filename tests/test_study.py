@@ -1,0 +1,238 @@
+"""The empirical study: design distance, the similarity and normalisation tables, and the
+``study_similarity`` / ``study_norm`` workflow targets (one tiny run on digits, then dry runs)."""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from elf_pipeline.cli import main
+from elf_pipeline.config import ConfigError, check_config, study_archs, validate_schema
+from elf_pipeline.students import train_students
+from elf_pipeline.study import design, design_distance, rank_correlation, write_norm, write_similarity
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("arch, distance, differs", [
+    ("convnet", 0, []), ("convnet-in-relu-avgpool-w128-d3", 0, []),
+    ("convnet-w64", 1, ["width"]), ("convnet-d4", 1, ["depth"]), ("convnet-bn", 1, ["norm"]),
+    ("convnet-sigmoid", 1, ["activation"]), ("convnet-maxpool", 1, ["pooling"]),
+    ("convnet-w512-d4-bn", 3, ["width", "depth", "norm"]),
+    ("resnet18", 4, ["family", "width", "depth", "pooling"]), ("resnet18-bn", 5, ["family", "width", "depth", "norm", "pooling"]),
+    ("vgg11", 4, ["family", "width", "depth", "pooling"]), ("alexnet", 5, ["family", "width", "depth", "norm", "pooling"]),
+    ("alexnet-in", 4, ["family", "width", "depth", "pooling"]), ("mlp", 5, ["family", "width", "depth", "norm", "pooling"]),
+    ("tv-mobilenet_v2", 6, ["family", "width", "depth", "norm", "activation", "pooling"]),
+])
+def test_design_distance_counts_differing_choices(arch, distance, differs):
+    assert design_distance(arch, "convnet") == (distance, differs)
+
+
+def test_design_is_symmetric_and_torch_free():
+    assert design_distance("resnet18-bn", "convnet-bn")[0] == design_distance("convnet-bn", "resnet18-bn")[0] == 4
+    assert design("resnet18-imagenet")["pooling"] == "max + strided conv"
+    code = "import sys; import elf_pipeline.study as s; s.design_distance('vgg11', 'convnet'); assert 'torch' not in sys.modules"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_rank_correlation():
+    assert rank_correlation(pd.Series([0, 1, 2, 3]), pd.Series([1.0, 5.0, 6.0, 9.0])) == pytest.approx(1.0)
+    assert rank_correlation(pd.Series([0, 1, 2, 3]), pd.Series([9.0, 5.0, 4.0, 1.0])) == pytest.approx(-1.0)
+    assert math.isnan(rank_correlation(pd.Series([0, 1]), pd.Series([1.0, 2.0])))
+    assert math.isnan(rank_correlation(pd.Series([1, 1, 1]), pd.Series([1.0, 2.0, 3.0])))
+
+
+# --------------------------------------------------------------------------- tables from real student runs
+
+STUDY_ARCHS = ["convnet", "convnet-bn", "alexnet", "alexnet-in"]
+EVALUATIONS = {"baseline": {"loss_mode": "task"}, "elf": {"loss_mode": "front_rear_task", "teacher": "t"}}
+
+
+@pytest.fixture(scope="module")
+def student_runs(tmp_path_factory, digits_h5, synset_h5, features_h5) -> list[Path]:
+    out = tmp_path_factory.mktemp("study_students")
+    paths = []
+    for arch in STUDY_ARCHS:
+        for name, evaluation in EVALUATIONS.items():
+            path = out / f"{arch}_{name}.parquet"
+            train_students(digits_h5, synset_h5, features_h5 if name == "elf" else None, arch, evaluation,
+                           {"epochs": 1, "batch_size": 10, "dsa": True}, [0, 1], path,
+                           {"dataset": "digits", "method": "random", "ipc": 2, "evaluation": name}, device="cpu")
+            paths.append(path)
+    return paths
+
+
+def test_similarity_table_from_student_runs(student_runs, tmp_path):
+    outs = [tmp_path / "similarity.parquet", tmp_path / "similarity.md", tmp_path / "similarity.png"]
+    table = write_similarity(student_runs, "convnet", ["convnet-bn", "alexnet"], list(EVALUATIONS), *outs)
+    assert table["arch"].tolist() == ["convnet", "convnet-bn", "alexnet"]
+    assert table["design_distance"].tolist() == [0, 1, 5]
+    rows = pd.concat(pd.read_parquet(p) for p in student_runs)
+    for evaluation in EVALUATIONS:
+        acc = rows[rows["evaluation"] == evaluation].groupby("arch")["test_acc"].mean()
+        assert table[f"acc_{evaluation}"].tolist() == pytest.approx([acc["convnet"], acc["convnet-bn"], acc["alexnet"]])
+        assert table[f"gap_{evaluation}"].tolist() == pytest.approx([0.0, acc["convnet"] - acc["convnet-bn"],
+                                                                    acc["convnet"] - acc["alexnet"]])
+        assert (table[f"seeds_{evaluation}"] == 2).all()
+    # ELF against the 8-channel conftest teacher needs adapters for every student; baseline none
+    assert table["adapter_elf"].all() and not table["adapter_baseline"].any()
+    stored = pq.read_table(outs[0])
+    assert stored.schema.metadata[b"elf_title"] == b"Study: architecture similarity"
+    assert b"Spearman" in stored.schema.metadata[b"elf_note"]
+    pd.testing.assert_frame_equal(stored.to_pandas(), table)
+    markdown = outs[1].read_text()
+    assert markdown.startswith("# Study: architecture similarity") and "| convnet-bn |" in markdown
+    assert "family, width, depth, norm, pooling" in markdown
+    assert outs[2].read_bytes()[:8] == PNG
+
+
+def test_norm_table_through_the_cli(student_runs, tmp_path, capsys):
+    outs = [tmp_path / "norm.parquet", tmp_path / "norm.md", tmp_path / "norm.png"]
+    code = main(["study", "norm", *map(str, student_runs), "--reference", "convnet", "--evaluations", "baseline", "elf",
+                 "--pairs", "alexnet=alexnet-in", "convnet-bn=convnet", "--out-table", str(outs[0]),
+                 "--out-markdown", str(outs[1]), "--out-plot", str(outs[2])])
+    assert code == 0 and "alexnet-in" in capsys.readouterr().out
+    table = pd.read_parquet(outs[0])
+    assert table["arch"].tolist() == ["alexnet", "convnet-bn"] and table["norm"].tolist() == ["none", "batch"]
+    for evaluation in EVALUATIONS:
+        change = table[f"gap_own_{evaluation}"] - table[f"gap_in_{evaluation}"]
+        assert table[f"gap_change_{evaluation}"].tolist() == pytest.approx(change.tolist())
+        assert table[f"gap_in_{evaluation}"].iloc[1] == pytest.approx(0.0)  # convnet-bn -> convnet is the reference
+    assert outs[2].read_bytes()[:8] == PNG and "gap_change_elf" in outs[1].read_text()
+
+
+def test_missing_study_rows_name_the_architecture(student_runs, tmp_path):
+    outs = [tmp_path / "s.parquet", tmp_path / "s.md", tmp_path / "s.png"]
+    with pytest.raises(Exception, match="no result rows for architecture 'vgg11' under evaluation 'baseline'"):
+        write_similarity(student_runs, "convnet", ["vgg11"], ["baseline"], *outs)
+    with pytest.raises(Exception, match="unknown architecture 'resnet19'"):
+        write_norm(student_runs, "convnet", {"resnet19": "alexnet"}, ["baseline"], *outs)
+    assert not any(p.exists() for p in outs)
+
+
+# --------------------------------------------------------------------------- workflow targets
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([SNAKEMAKE, *args, "--cores", "2"], cwd=workdir, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def planned(workdir: Path, *args: str) -> set[str]:
+    result = snakemake(workdir, *args, "-n")
+    text = result.stdout + result.stderr
+    return {path for line in re.findall(r"^\s+output: (.+)$", text, flags=re.M) for path in line.split(", ")}
+
+
+def variant(workdir: Path, name: str, change) -> str:
+    config = yaml.safe_load((workdir / "config" / "study-smoke.yaml").read_text())
+    change(config)
+    (workdir / "config" / name).write_text(yaml.safe_dump(config))
+    return f"config/{name}"
+
+
+TARGETS = ("study_similarity", "study_norm")
+TABLES = {f"results/study/{part}.{ext}" for part in ("similarity", "norm") for ext in ("parquet", "md", "png")}
+
+
+@pytest.fixture(scope="module")
+def study_run(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("study_run")
+    for item in ("Snakefile", "workflow", "elf_pipeline", "config"):
+        source = REPO / item
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, workdir / item)
+    first = planned(workdir, *TARGETS, "--configfile", "config/study-smoke.yaml")
+    assert TABLES <= first and not any("/full/" in p or "/report/" in p for p in first)
+    snakemake(workdir, *TARGETS, "--configfile", "config/study-smoke.yaml")
+    return workdir
+
+
+@pytest.mark.slow
+def test_study_targets_write_the_tables(study_run: Path):
+    smoke = yaml.safe_load((study_run / "config" / "study-smoke.yaml").read_text())["studies"]
+    similarity = pd.read_parquet(study_run / "results/study/similarity.parquet")
+    assert similarity["arch"].tolist() == [smoke["reference"], *smoke["similarity"]["archs"]]
+    assert similarity[[f"acc_{e}" for e in smoke["evaluations"]]].stack().between(0, 1).all()
+    norm = pd.read_parquet(study_run / "results/study/norm.parquet")
+    assert dict(zip(norm["arch"], norm["arch_instance_norm"], strict=True)) == smoke["norm"]["pairs"]
+    for part in ("similarity", "norm"):
+        assert (study_run / f"results/study/{part}.png").read_bytes()[:8] == PNG
+        assert (study_run / f"results/study/{part}.md").read_text().startswith("# Study:")
+    # the study's students are ordinary train_student results of the one synthetic set
+    students = sorted(p.relative_to(study_run / "results/digits/students").as_posix()
+                      for p in (study_run / "results/digits/students").rglob("*.parquet"))
+    archs = ["convnet", *smoke["similarity"]["archs"], *[a for pair in smoke["norm"]["pairs"].items() for a in pair]]
+    assert students == sorted(f"random/ipc2/{a}/{e}.parquet" for a in set(archs) for e in smoke["evaluations"])
+
+
+@pytest.mark.slow
+def test_finished_study_has_nothing_to_do(study_run: Path):
+    assert planned(study_run, *TARGETS, "--configfile", "config/study-smoke.yaml") == set()
+
+
+@pytest.mark.slow
+def test_changing_the_teacher_layer_replans_only_that_evaluations_students(study_run: Path):
+    config = variant(study_run, "layer.yaml", lambda c: c["evaluations"]["elf"].update(teacher_layer="block2"))
+    plan = planned(study_run, *TARGETS, "report", "--configfile", config)
+    students = {p for p in plan if "/students/" in p}
+    assert students == {f"results/digits/students/random/ipc2/{a}/elf.parquet"
+                        for a in ("convnet", "convnet-bn", "alexnet", "alexnet-in")}
+    assert not any("/features/" in p or "/teachers/" in p or "/distilled/" in p for p in plan)
+    assert plan - students - TABLES <= {f"results/report/{n}" for n in ("runs.parquet", "reference.parquet", "summary.md",
+                                                                          "summary.html")}
+
+
+@pytest.mark.slow
+def test_report_includes_the_configured_study_tables(study_run: Path):
+    result = snakemake(study_run, "report", "-n", "--configfile", "config/study-smoke.yaml")
+    report_inputs = re.search(r"rule report:\n\s+input: (.+)", result.stdout + result.stderr)
+    assert report_inputs and "results/study/similarity.parquet" in report_inputs.group(1)
+    assert "results/study/norm.parquet" in report_inputs.group(1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.pop("studies"), "config key studies: missing"),
+    (lambda c: c["studies"].pop("norm"), "config key studies.norm: missing (needed by target study_norm)"),
+])
+def test_study_target_without_its_config_fails_before_any_job(study_run: Path, change, message):
+    config = variant(study_run, "bad.yaml", change)
+    result = snakemake(study_run, *TARGETS, "-n", "--configfile", config, check=False)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c["studies"].update(evaluations=["elf_l2"]), "config key studies.evaluations[0]: unknown evaluation 'elf_l2'"),
+    (lambda c: c["studies"]["similarity"]["archs"].append("resnet19"), "config key studies.similarity.archs[2]: unknown architecture"),
+    (lambda c: c["studies"]["norm"]["pairs"].update({"vgg11-bn": "vgg12"}), "config key studies.norm.pairs.vgg11-bn: unknown architecture 'vgg12'"),
+    (lambda c: c["studies"].update(method="dm"), "config key studies.method: unknown method 'dm'"),
+    (lambda c: c["studies"].update(dataset="cifar10"), "config key studies.dataset: unknown dataset 'cifar10'"),
+    (lambda c: c["studies"].update(cka=True), "config key studies.cka: unknown key"),
+    (lambda c: c["studies"].update(ipc=0), "config key studies.ipc: 0 is less than the minimum of 1"),
+    (lambda c: c["evaluations"]["elf"].update(student_layer="block3"), "study architecture 'alexnet' has no layer 'block3'"),
+])
+def test_bad_study_config_names_the_key(change, message):
+    config = yaml.safe_load((REPO / "config" / "study-smoke.yaml").read_text())
+    validate_schema(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+    check_config(config)
+    assert study_archs(config) == ["convnet", "convnet-bn", "alexnet", "alexnet-in"]
+    change(config)
+    with pytest.raises(ConfigError) as error:
+        validate_schema(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+        check_config(config)
+    assert message in str(error.value)

@@ -1,0 +1,27 @@
+# teacher: {source: distillation} -- the distillation model itself as the ELF teacher. Only MTT keeps
+# its distillation models (the experts); teacher `distillation-expert<k>[-epoch<e>]` is expert k
+# after epoch e (default: its last), written as an ordinary teacher checkpoint.
+ruleorder: distillation_teacher > train_teacher
+
+
+rule distillation_teacher:
+    """An MTT expert (a network of the distillation architecture trained on the real data) as teacher."""
+    input:
+        data=f"{RESULTS}/{{dataset}}/data.h5",
+        expert=distillation_expert,
+        code=SOURCES["distillation_teacher"],
+    output:
+        f"{RESULTS}/{{dataset}}/teachers/{{teacher}}/model.pt",
+    wildcard_constraints:
+        teacher=_choices(elf_config.distillation_teachers(config)) or "(?!)",
+    params:
+        epoch=lambda w: expert_of(w.teacher)[1],
+        device=DEVICE,
+    log:
+        f"{LOGS}/{{dataset}}/teachers/{{teacher}}.log",
+    conda:
+        ENV
+    threads: 1
+    shell:
+        f"{PYTHON} teacher-from-expert --expert {{input.expert:q}} --data {{input.data:q}} --epoch {{params.epoch}} "
+        "--device {params.device} --out {output:q} > {log:q} 2>&1"

@@ -1,0 +1,27 @@
+rule train_experts:
+    """One MTT expert trajectory: a network trained on the real data, its parameters after every
+    epoch (one file per expert, so adding experts trains only the new ones)."""
+    input:
+        data=f"{RESULTS}/{{dataset}}/data.h5",
+        code=SOURCES["train_experts"],
+    output:
+        f"{RESULTS}/{{dataset}}/experts/{{expert_arch}}/expert_{{index}}.h5",
+    wildcard_constraints:
+        expert_arch=re.escape(elf_config.experts_config(config)["arch"]),
+        index=r"\d+",
+    params:
+        # without num_experts: adding experts must not change the existing experts' params
+        config=as_json(elf_config.expert_train_config(config)),
+        device=DEVICE,
+    log:
+        f"{LOGS}/{{dataset}}/experts/{{expert_arch}}_{{index}}.log",
+    benchmark:
+        f"{BENCH}/{{dataset}}/experts/{{expert_arch}}_{{index}}.tsv"
+    conda:
+        ENV
+    threads: THREADS
+    resources:
+        gpu=1,
+    shell:
+        f"{PYTHON} train-experts --data {{input.data:q}} --arch {{wildcards.expert_arch}} --index {{wildcards.index}} "
+        "--config {params.config:q} --device {params.device} --out {output:q} > {log:q} 2>&1"

@@ -1,0 +1,48 @@
+# The paper's empirical study (config block `studies`): `snakemake study_similarity study_norm`.
+# Its students are ordinary train_student jobs on one synthetic set; these rules only tabulate them.
+
+
+rule study_similarity:
+    """Accuracy gap to the distillation model vs. design distance (differing design choices)."""
+    input:
+        runs=lambda w: study_parquets("similarity"),
+        code=SOURCES["study"],
+    output:
+        table=f"{RESULTS}/study/similarity.parquet",
+        markdown=f"{RESULTS}/study/similarity.md",
+        plot=report(f"{RESULTS}/study/similarity.png", caption="../report/study_similarity.rst", category="Study"),
+    params:
+        **study_args(),
+        archs=" ".join((STUDY.get("similarity") or {}).get("archs", [])),
+    log:
+        f"{LOGS}/study/similarity.log",
+    conda:
+        ENV
+    threads: 1
+    shell:
+        f"{PYTHON} study similarity {{input.runs:q}} --reference {{params.reference}} --evaluations {{params.evaluations}} "
+        "--archs {params.archs} --out-table {output.table:q} --out-markdown {output.markdown:q} --out-plot {output.plot:q} "
+        "> {log:q} 2>&1"
+
+
+rule study_norm:
+    """The gap with each architecture's own normalisation and with instance norm inserted."""
+    input:
+        runs=lambda w: study_parquets("norm"),
+        code=SOURCES["study"],
+    output:
+        table=f"{RESULTS}/study/norm.parquet",
+        markdown=f"{RESULTS}/study/norm.md",
+        plot=report(f"{RESULTS}/study/norm.png", caption="../report/study_norm.rst", category="Study"),
+    params:
+        **study_args(),
+        pairs=" ".join(f"{own}={instance}" for own, instance in ((STUDY.get("norm") or {}).get("pairs") or {}).items()),
+    log:
+        f"{LOGS}/study/norm.log",
+    conda:
+        ENV
+    threads: 1
+    shell:
+        f"{PYTHON} study norm {{input.runs:q}} --reference {{params.reference}} --evaluations {{params.evaluations}} "
+        "--pairs {params.pairs} --out-table {output.table:q} --out-markdown {output.markdown:q} --out-plot {output.plot:q} "
+        "> {log:q} 2>&1"
