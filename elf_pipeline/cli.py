@@ -69,7 +69,8 @@ def cmd_train_teacher(args: argparse.Namespace) -> None:
     from elf_pipeline.teacher import train_teacher
 
     history = train_teacher(args.data, args.out_model, args.out_history, args.arch, args.train, args.checkpoint_epoch,
-                            args.train_limit, args.seed, args.device, args.eval_every)
+                            args.train_limit, args.seed, args.device, args.eval_every,
+                            max_in_memory_gb=args.max_in_memory_gb)
     print(f"teacher {args.arch}: test accuracy {history['test_acc']:.4f} at epoch {history['checkpoint_epoch']}")
 
 
@@ -217,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-epoch", type=_optional_int, default=None)
     p.add_argument("--train-limit", type=_optional_int, default=None)
     p.add_argument("--eval-every", type=int, default=1)
+    p.add_argument("--max-in-memory-gb", type=float, default=4.0,
+                   help="stream the training split from disk when it is larger than this (uint8 GB)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--out-model", required=True)

@@ -3,60 +3,98 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
+import math
 import os
 
 import torch
 
 from elf_pipeline.checkpoint import save_checkpoint
-from elf_pipeline.data import load_split
+from elf_pipeline.data import iter_batches, load_split, read_info, split_nbytes, split_size
 from elf_pipeline.io import config_hash, sha256_file, write_json
 from elf_pipeline.models import build
 from elf_pipeline.resume import ResumeFile, resume_path
-from elf_pipeline.training import Timer, TrainConfig, build_seeded, evaluate, resolve_device, seeded_generator, train
+from elf_pipeline.training import (
+    Timer,
+    TrainConfig,
+    build_seeded,
+    evaluate,
+    evaluate_stream,
+    resolve_device,
+    seeded_generator,
+    train,
+)
 
 log = logging.getLogger(__name__)
 
 
 def train_teacher(data: str | os.PathLike, out_model: str | os.PathLike, out_history: str | os.PathLike, arch: str,
                   train_config: dict, checkpoint_epoch: int | None = None, train_limit: int | None = None,
-                  seed: int = 0, device: str = "auto", eval_every: int = 1, resume_every: float = 60.0) -> dict:
-    """Train ``arch`` on real data; save the weights after ``checkpoint_epoch`` (default: last)."""
+                  seed: int = 0, device: str = "auto", eval_every: int = 1, resume_every: float = 60.0,
+                  max_in_memory_gb: float = 4.0) -> dict:
+    """Train ``arch`` on real data; save the weights after ``checkpoint_epoch`` (default: last).
+
+    A training split larger than ``max_in_memory_gb`` (as uint8) is streamed from ``data.h5`` in
+    shuffled chunks instead of being loaded, so ImageNet-sized sets train in bounded memory.
+    """
     torch_device = resolve_device(device)
     config = TrainConfig.from_dict(train_config)
     checkpoint_epoch = checkpoint_epoch or config.epochs
     if not 1 <= checkpoint_epoch <= config.epochs:
         raise ValueError(f"checkpoint_epoch {checkpoint_epoch} must lie in 1..epochs ({config.epochs})")
-    images, labels, info = load_split(data, "train")
-    test_images, test_labels, _ = load_split(data, "test")
+    info = read_info(data)
     generator = seeded_generator(seed)
-    if train_limit is not None and train_limit < len(labels):
-        keep = torch.randperm(len(labels), generator=generator)[:train_limit]
-        images, labels = images[keep], labels[keep]
+    limit_bytes = max_in_memory_gb * (1 << 30)
+    stream = None
+    if split_nbytes(data, "train", train_limit) <= limit_bytes:
+        images, labels, _ = load_split(data, "train")
+        if train_limit is not None and train_limit < len(labels):
+            keep = torch.randperm(len(labels), generator=generator)[:train_limit]
+            images, labels = images[keep], labels[keep]
+        train_images = len(labels)
+    else:
+        images = labels = None
+        train_images = min(train_limit or split_size(data, "train"), split_size(data, "train"))
+        steps = math.ceil(train_images / config.batch_size)
+
+        def stream(epoch_generator: torch.Generator):
+            return itertools.islice(iter_batches(data, "train", config.batch_size, epoch_generator), steps)
+
+        log.info("streaming %d training images from %s (larger than %.1f GB)", train_images, data, max_in_memory_gb)
+    if split_nbytes(data, "test") <= limit_bytes:
+        test_images, test_labels, _ = load_split(data, "test")
+
+        def test_accuracy() -> float:
+            return evaluate(model, test_images, test_labels, config.eval_batch_size)
+    else:
+        def test_accuracy() -> float:
+            return evaluate_stream(model, iter_batches(data, "test", config.eval_batch_size))
     model = build_seeded(lambda: build(arch, info.channels, info.num_classes, info.image_size), seed).to(torch_device)
     progress_state: dict = {"epochs": [], "saved": {}}  # part of the resume state
 
     def on_epoch(epoch: int, loss: float) -> None:
         record: dict = {"epoch": epoch, "train_loss": loss}
         if epoch % eval_every == 0 or epoch in (checkpoint_epoch, config.epochs):
-            record["test_acc"] = evaluate(model, test_images, test_labels, config.eval_batch_size)
+            record["test_acc"] = test_accuracy()
         progress_state["epochs"].append(record)
         log.info("teacher %s epoch %d loss %.4f %s", arch, epoch, loss, record.get("test_acc", ""))
         if epoch == checkpoint_epoch:
             progress_state["saved"].update(state=copy.deepcopy(model.state_dict()), test_acc=record["test_acc"])
 
     fingerprint = config_hash({"arch": arch, "train": config.to_dict(), "checkpoint_epoch": checkpoint_epoch,
-                               "train_limit": train_limit, "seed": seed, "eval_every": eval_every, "data": sha256_file(data)})
+                               "train_limit": train_limit, "seed": seed, "eval_every": eval_every, "data": sha256_file(data),
+                               "streamed": stream is not None})
     resume = ResumeFile(resume_path(out_model), resume_every, fingerprint)
     with Timer() as timer:
         train(model, images, labels, config, generator, on_epoch=on_epoch, desc=f"teacher {arch}",
-              resume=resume, extra_state=progress_state)
+              resume=resume, extra_state=progress_state, stream=stream)
     epochs, saved = progress_state["epochs"], progress_state["saved"]
     model.load_state_dict(saved["state"])
     save_checkpoint(out_model, model, arch, info.channels, info.num_classes, info.image_size,
                     epoch=checkpoint_epoch, test_acc=saved["test_acc"])
     history = {"arch": arch, "checkpoint_epoch": checkpoint_epoch, "test_acc": saved["test_acc"],
-               "train_images": len(labels), "train_seconds": timer.seconds, "seed": seed,
+               "train_images": train_images, "train_seconds": timer.seconds, "seed": seed,
                "config": config.to_dict(), "epochs": epochs}
     write_json(out_history, history)
     resume.clear()

@@ -81,10 +81,21 @@ def progress(iterable: Iterable, total: int, desc: str):
     return tqdm(iterable, total=total, desc=desc, disable=not sys.stderr.isatty(), leave=False)
 
 
-def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig,
+BatchStream = Callable[[torch.Generator], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+
+
+def _memory_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, generator: torch.Generator):
+    order = torch.randperm(len(labels), generator=generator)
+    for start in range(0, len(labels), batch_size):
+        index = order[start:start + batch_size]
+        yield images[index.to(images.device)], labels[index.to(labels.device)], index
+
+
+def train(model: nn.Module, images: torch.Tensor | None, labels: torch.Tensor | None, config: TrainConfig,
           generator: torch.Generator, loss_fn: LossFn = task_loss, extra_parameters: Iterable[nn.Parameter] = (),
           on_epoch: Callable[[int, float], None] | None = None, desc: str = "train",
-          resume: ResumeFile | None = None, extra_state: dict | None = None) -> list[float]:
+          resume: ResumeFile | None = None, extra_state: dict | None = None,
+          stream: BatchStream | None = None) -> list[float]:
     """Mini-batch SGD with a step decay and per-batch DSA; returns the mean loss of each epoch.
 
     ``images``/``labels`` may live on the host while the model is on a device: each batch is
@@ -95,12 +106,15 @@ def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, config: 
     With ``resume``, the model, optimiser, generator, loss history and the caller's
     ``extra_state`` (a dict of tensors/primitives, e.g. records written by ``on_epoch``) are saved
     periodically and restored on the next call, so a killed job continues bit-identically.
+
+    With ``stream`` (for data larger than memory, e.g. ``data.iter_batches``), ``stream(generator)``
+    yields one shuffled epoch of ``(x, y)`` batches and ``images``/``labels`` are unused; the loss
+    function then gets ``index=None``.
     """
     device = next(model.parameters()).device
     parameters = [p for p in model.parameters() if p.requires_grad] + list(extra_parameters)
     optimizer = torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     decay_epoch = int(math.ceil(config.epochs * config.lr_decay_at)) if config.lr_decay_at else None
-    n = len(labels)
     history: list[float] = []
     start_epoch = 0
     state = resume.load() if resume is not None else None
@@ -116,20 +130,23 @@ def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, config: 
         if decay_epoch is not None and epoch == decay_epoch:
             for group in optimizer.param_groups:
                 group["lr"] *= config.lr_decay
-        order = torch.randperm(n, generator=generator)
+        if stream is None:
+            batches = _memory_batches(images, labels, config.batch_size, generator)
+        else:
+            batches = ((x, y, None) for x, y in stream(generator))
         total = torch.zeros((), device=device)
-        for start in range(0, n, config.batch_size):
-            index = order[start:start + config.batch_size]
-            x = images[index.to(images.device)].to(device, non_blocking=True)
-            y = labels[index.to(labels.device)].to(device, non_blocking=True)
+        seen = 0
+        for x, y, index in batches:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if config.dsa is not None:
                 x = dsa(x, config.dsa, generator)
             loss = loss_fn(model, x, y, index)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += loss.detach() * len(index)
-        epoch_loss = float(total) / n  # one host sync per epoch
+            total += loss.detach() * len(y)
+            seen += len(y)
+        epoch_loss = float(total) / max(seen, 1)  # one host sync per epoch
         if not math.isfinite(epoch_loss):
             raise TrainingDiverged(f"loss became {epoch_loss} in epoch {epoch + 1} of {desc} (lr {config.lr})")
         history.append(epoch_loss)
@@ -156,6 +173,22 @@ def retry_on_oom(run: Callable[[int], T], batch_size: int, what: str) -> T:
                 torch.cuda.empty_cache()
             log.warning("%s ran out of device memory at batch size %d; retrying with %d", what, batch_size, batch_size // 2)
             batch_size //= 2
+
+
+@torch.inference_mode()
+def evaluate_stream(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Top-1 accuracy over streamed ``(x, y)`` batches (data larger than memory)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    seen = 0
+    for x, y in batches:
+        y = y.to(device, non_blocking=True)
+        correct += (model(x.to(device, non_blocking=True)).argmax(dim=1) == y).sum()
+        seen += len(y)
+    model.train(was_training)
+    return float(correct) / max(seen, 1)
 
 
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1024) -> float:

@@ -52,3 +52,25 @@ def test_train_limit_uses_a_subset(digits_h5, tmp_path):
     history = train_teacher(digits_h5, tmp_path / "t.pt", tmp_path / "t.json", "convnet-w4-d2", TRAIN,
                             train_limit=12, seed=1, device="cpu")
     assert history["train_images"] == 12
+
+
+def test_training_split_larger_than_memory_limit_is_streamed(tmp_path, caplog):
+    """With a tiny in-memory limit the teacher streams data.h5 in chunks; results stay reproducible."""
+    import logging
+
+    from elf_pipeline.data import prepare_data
+    from elf_pipeline.teacher import train_teacher
+
+    data = tmp_path / "data.h5"
+    prepare_data("digits", data, image_size=16, resize="interpolate", train_limit=200)
+    train = {"epochs": 2, "batch_size": 32, "dsa": True}
+    with caplog.at_level(logging.INFO, logger="elf_pipeline.teacher"):
+        first = train_teacher(data, tmp_path / "a.pt", tmp_path / "a.json", "convnet-w8", train, train_limit=150,
+                              device="cpu", max_in_memory_gb=1e-9)
+    assert "streaming 150 training images" in caplog.text
+    assert first["train_images"] == 150 and len(first["epochs"]) == 2
+    assert 0.0 <= first["test_acc"] <= 1.0
+    second = train_teacher(data, tmp_path / "b.pt", tmp_path / "b.json", "convnet-w8", train, train_limit=150,
+                           device="cpu", max_in_memory_gb=1e-9)
+    assert [e["train_loss"] for e in second["epochs"]] == [e["train_loss"] for e in first["epochs"]]
+    assert second["test_acc"] == first["test_acc"]

@@ -12,6 +12,7 @@ rule train_teacher:
         checkpoint_epoch=lambda w: config["teachers"][w.teacher].get("checkpoint_epoch") or "none",
         train_limit=lambda w: config["teachers"][w.teacher].get("train_limit") or "none",
         eval_every=lambda w: config["teachers"][w.teacher].get("eval_every", 1),
+        max_in_memory_gb=lambda w: config["teachers"][w.teacher].get("max_in_memory_gb", 4.0),
         seed=lambda w: config["teachers"][w.teacher].get("seed", 0),
         device=DEVICE,
     log:
@@ -26,5 +27,6 @@ rule train_teacher:
     shell:
         f"{PYTHON} train-teacher --data {{input.data:q}} --arch {{params.arch}} --train {{params.train:q}} "
         "--checkpoint-epoch {params.checkpoint_epoch} --train-limit {params.train_limit} --eval-every {params.eval_every} "
+        "--max-in-memory-gb {params.max_in_memory_gb} "
         "--seed {params.seed} --device {params.device} --out-model {output.model:q} --out-history {output.history:q} "
         "> {log:q} 2>&1"
