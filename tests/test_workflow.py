@@ -193,3 +193,17 @@ def test_killed_workflow_resumes_to_identical_metrics(study: Path, tmp_path: Pat
         other = workdir / synset.relative_to(study)
         with h5py.File(synset) as a, h5py.File(other) as b:
             assert np.array_equal(a["images"][:], b["images"][:]), synset
+
+
+def test_editing_one_method_reruns_only_its_synthetic_sets(study: Path) -> None:
+    module = study / "elf_pipeline" / "distill" / "dm.py"
+    stat = module.stat()
+    try:
+        os.utime(module, (stat.st_atime + 3600, stat.st_mtime + 3600))
+        planned = planned_outputs(study, "--configfile", "config/smoke.yaml")
+    finally:
+        os.utime(module, (stat.st_atime, stat.st_mtime))
+    synsets = {p for p in planned if p.endswith("synset.h5")}
+    assert synsets == {"results/digits/distilled/dm/ipc1/synset.h5", "results/digits/distilled/dm/ipc2/synset.h5"}
+    assert not any("/random/" in p for p in planned)
+    assert not any("/teachers/" in p for p in planned)

@@ -44,9 +44,10 @@ def run_distill(data: str | os.PathLike, out: str | os.PathLike, method: str, ip
     images, labels, info = load_split(data, "train")  # stays on the host; batches move to the device
     options = dict(config)
     options["dsa"] = dsa_config(options.get("dsa"))
-    fingerprint = config_hash({"method": method, "ipc": ipc, "seed": seed, "config": config, "data": sha256_file(data)})
-    resume = ResumeFile(resume_path(out), resume_every, fingerprint)
     expert_paths = [str(path) for path in experts or ()]
+    fingerprint = config_hash({"method": method, "ipc": ipc, "seed": seed, "config": config, "data": sha256_file(data),
+                               "experts": [sha256_file(path) for path in expert_paths]})
+    resume = ResumeFile(resume_path(out), resume_every, fingerprint)
     synset = METHODS[method](images, labels, info.num_classes, ipc, seed=seed, device=torch_device, resume=resume,
                                experts=expert_paths, **options)
     provenance = {"seed": seed, **config, **({"experts": expert_paths} if expert_paths else {})}

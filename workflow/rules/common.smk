@@ -57,6 +57,19 @@ def package_sources(*modules):
 
 
 CORE = ("data", "augment", "training", "models")
+
+# distill/<module>.py implementing each method; a job depends on its own method's module only.
+METHOD_MODULES = {"random": "random_subset", "dm": "dm", "dc": "dc", "dsa": "dc", "mtt": "mtt", "import": "imported"}
+
+
+def distill_sources(wildcards):
+    own = METHOD_MODULES.get(wildcards.method)
+    other = {f"{module}.py" for module in METHOD_MODULES.values() if module != own}
+    if wildcards.method == "mtt":
+        other.discard("experts.py")
+    else:
+        other.add("experts.py")
+    return [f for f in SOURCES["distill"] if not (Path(f).parent.name == "distill" and Path(f).name in other)]
 SOURCES = {
     "prepare_data": package_sources("cli", "data"),
     "distill": package_sources("cli", *CORE, "distill", "zca"),

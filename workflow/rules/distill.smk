@@ -4,7 +4,7 @@ rule distill:
         data=f"{RESULTS}/{{dataset}}/data.h5",
         experts=distill_experts,
         imported=distill_imports,
-        code=SOURCES["distill"],
+        code=distill_sources,
     output:
         f"{RESULTS}/{{dataset}}/distilled/{{method}}/ipc{{ipc}}/synset.h5",
     params:
