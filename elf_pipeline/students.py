@@ -17,6 +17,7 @@ the student sees (under no_grad), so ``t`` matches ``x`` exactly. Rows record wh
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -33,7 +34,7 @@ from elf_pipeline import __version__
 from elf_pipeline.checkpoint import load_model
 from elf_pipeline.data import load_split
 from elf_pipeline.features import TeacherFeatures, load_features, read_synset
-from elf_pipeline.io import atomic_path, config_hash, sha256_file
+from elf_pipeline.io import atomic_path, canonical_json, config_hash, open_h5, sha256_file
 from elf_pipeline.losses import LOSS_MODES, feature_loss
 from elf_pipeline.models import build
 from elf_pipeline.models.adapter import make_adapter
@@ -236,6 +237,17 @@ def fit_students(arch: str, spec: Evaluation, config: TrainConfig, images: torch
     return fit
 
 
+def synset_protocol(synset: str | os.PathLike) -> dict:
+    """The distillation protocol recorded in a synthetic set's attrs, as report columns."""
+    with open_h5(synset) as h5:
+        config = json.loads(h5.attrs["config"]) if "config" in h5.attrs else {}
+        syn_lr = float(h5.attrs["syn_lr"]) if "syn_lr" in h5.attrs else None
+        zca_eps = float(h5.attrs["zca_eps"]) if "zca_eps" in h5.attrs else 0.0
+    return {"distill_config": canonical_json(config), "distill_config_hash": config_hash(config),
+            "distill_iterations": config.get("iterations"), "distill_lr_img": config.get("lr_img"),
+            "distill_syn_lr": syn_lr, "distill_zca_eps": zca_eps}
+
+
 def train_students(data: str | os.PathLike, synset: str | os.PathLike, features: str | os.PathLike | None,
                    arch: str, evaluation: dict, train_config: dict, seeds: list[int], out: str | os.PathLike,
                    identity: dict, device: str = "auto", teacher_model: str | os.PathLike | None = None) -> pd.DataFrame:
@@ -275,6 +287,7 @@ def train_students(data: str | os.PathLike, synset: str | os.PathLike, features:
     protocol["teacher_layer"] = teacher.layer if teacher else None
     fit = fit_students(arch, spec, config, images, labels, test_images, test_labels, seeds, info.num_classes,
                        target=target, online=online, vectorize=vectorize, desc=str(identity.get("evaluation")))
+    distillation = synset_protocol(synset)
     rows = []
     for result in fit.seeds:
         seed, accuracy = result.seed, result.test_acc
@@ -292,7 +305,8 @@ def train_students(data: str | os.PathLike, synset: str | os.PathLike, features:
                      "python_version": platform.python_version(), "synset_sha256": sha256_file(synset),
                      "features_sha256": teacher.sha256 if teacher and online is None else None,
                      "teacher_sha256": teacher.sha256 if online is not None else None,
-                     "config_hash": config_hash({"evaluation": evaluation, "train": protocol_train_config(train_config)})})
+                     "config_hash": config_hash({"evaluation": evaluation, "train": protocol_train_config(train_config)}),
+                     **distillation})
     frame = pd.DataFrame(rows)
     with atomic_path(out) as tmp:
         frame.to_parquet(tmp, index=False)
