@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 
 from elf_pipeline.data import DataSourceError
 from elf_pipeline.gpu import pin_free_device
@@ -339,9 +341,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_on_sigterm(stage: str):
+    """SLURM (time limit, scancel) and Snakemake stop a job with SIGTERM; by default Python then dies
+    on the spot. Unwind instead, so that temporary outputs are removed and locks released. Returns
+    the previous handler (None when this is not the main thread, where no handler can be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def terminate(signum, frame):
+        print(f"elf-pipeline {stage}: terminated by signal {signum}", file=sys.stderr)
+        raise SystemExit(128 + signum)
+
+    return signal.signal(signal.SIGTERM, terminate)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    previous_sigterm = _exit_on_sigterm(args.stage)
     # Several GPUs visible and no device named: take a free one before anything initialises CUDA.
     gpu_lock = pin_free_device(args.device, args.gpu_lock_dir) if hasattr(args, "device") else None
     if args.threads:
@@ -356,4 +373,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if gpu_lock is not None:
             gpu_lock.release()
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
     return 0

@@ -19,6 +19,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from elf_pipeline.io import ArtifactError, atomic_path, open_h5  # noqa: E402
 from elf_pipeline.report import (  # noqa: E402
     FULL_LABEL,
+    RANDOM_METHOD,
+    arch_order,
     baseline_evaluation,
     collect_reference,
     gap_closed,
@@ -38,6 +40,12 @@ def _ordered(values) -> list:
     return list(dict.fromkeys(values))
 
 
+def _methods(values) -> list:
+    """Methods in first-seen order, the random-real-subset reference first (as in the tables)."""
+    methods = _ordered(values)
+    return [m for m in methods if m == RANDOM_METHOD] + [m for m in methods if m != RANDOM_METHOD]
+
+
 def _message_figure(text: str, out: str | os.PathLike) -> None:
     """A small figure that says why there is nothing to plot (the output must still exist)."""
     figure, axis = plt.subplots(figsize=(6, 1.5))
@@ -46,15 +54,16 @@ def _message_figure(text: str, out: str | os.PathLike) -> None:
     _save(figure, out)
 
 
-def plot_accuracy(runs: pd.DataFrame, reference: pd.DataFrame, dataset: str, out: str | os.PathLike) -> None:
+def plot_accuracy(runs: pd.DataFrame, reference: pd.DataFrame, dataset: str, out: str | os.PathLike,
+                  distill_archs: dict[str, str] | None = None) -> None:
     """Grouped bars per architecture (one bar per evaluation, mean ± std over seeds), one panel per
     method (columns) and IPC (rows); the full-real-data accuracy as a black tick above each group."""
     runs = runs[runs["dataset"] == dataset]
     if runs.empty:
         raise ArtifactError(f"no runs of dataset {dataset!r} to plot")
     full = reference[reference["dataset"] == dataset].groupby("arch")["test_acc"].mean() * 100
-    methods, ipcs = _ordered(runs["method"]), sorted(runs["ipc"].unique())
-    archs, evaluations = _ordered(runs["arch"]), _ordered(runs["evaluation"])
+    methods, ipcs = _methods(runs["method"]), sorted(runs["ipc"].unique())
+    archs, evaluations = arch_order(runs, distill_archs), _ordered(runs["evaluation"])
     baseline = baseline_evaluation(runs)
     if baseline in evaluations:  # baseline first so its bar is leftmost
         evaluations = [baseline] + [e for e in evaluations if e != baseline]
@@ -103,7 +112,7 @@ def plot_gap_closed(runs: pd.DataFrame, dataset: str, out: str | os.PathLike,
                         "the distillation architecture not among the students, or no gap to close)", out)
         return
     ipcs, evaluations = sorted(gaps["ipc"].unique()), _ordered(gaps["evaluation"])
-    methods, archs = _ordered(gaps["method"]), _ordered(gaps["arch"])
+    methods, archs = _methods(gaps["method"]), _ordered(gaps["arch"])
     width = 0.8 / len(methods)
     colors = plt.get_cmap("tab10").colors
     figure, axes = plt.subplots(len(ipcs), len(evaluations), squeeze=False, sharey=True,
@@ -135,7 +144,7 @@ def plot_results(runs_path: str | os.PathLike, reference_path: str | os.PathLike
                  distill_archs: dict[str, str] | None = None) -> None:
     runs = read_runs(runs_path)
     reference = collect_reference([reference_path] if reference_path else [])
-    plot_accuracy(runs, reference, dataset, out_accuracy)
+    plot_accuracy(runs, reference, dataset, out_accuracy, distill_archs)
     plot_gap_closed(runs, dataset, out_gap, distill_archs)
 
 
@@ -211,7 +220,8 @@ def plot_teacher(history: str | os.PathLike, out: str | os.PathLike, title: str 
                           label=f"checkpoint: epoch {checkpoint}{f', {acc * 100:.1f}%' if acc is not None else ''}")
     loss_axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     handles = loss_axis.get_legend_handles_labels()[0] + acc_axis.get_legend_handles_labels()[0]
-    loss_axis.legend(handles, [h.get_label() for h in handles], loc="center right", fontsize=8)
+    figure.legend(handles, [h.get_label() for h in handles], loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3,
+                  fontsize=8, frameon=False)
     loss_axis.set_title(title or f"teacher {record.get('arch', '?')}: training curve")
     figure.tight_layout()
     _save(figure, out)

@@ -194,6 +194,14 @@ def _ordered(values: Iterable) -> list:
     return list(dict.fromkeys(values))
 
 
+def arch_order(runs: pd.DataFrame, distill_archs: dict[str, str] | None = None) -> list[str]:
+    """Architectures for table columns and figure groups: the distillation architecture(s) first,
+    then the others in the order they appear."""
+    archs = _ordered(runs["arch"])
+    first = [a for a in _ordered((distill_archs or {}).values() or [DEFAULT_DISTILL_ARCH]) if a in archs]
+    return first + [a for a in archs if a not in first]
+
+
 def gap_closed(runs: pd.DataFrame, distill_archs: dict[str, str] | None = None, baseline: str | None = None) -> pd.DataFrame:
     """Fraction of the cross-architecture gap each evaluation closes, per synthetic set and arch.
 
@@ -209,7 +217,7 @@ def gap_closed(runs: pd.DataFrame, distill_archs: dict[str, str] | None = None, 
         return pd.DataFrame(columns=columns)
     means = runs.groupby(KEYS)["test_acc"].mean()
     others = [e for e in _ordered(runs["evaluation"]) if e != baseline]
-    archs = _ordered(runs["arch"])
+    archs = arch_order(runs, distill_archs)
     rows = []
     for (dataset, method, ipc), _ in runs.groupby(["dataset", "method", "ipc"], sort=True):
         same_arch = distill_archs.get(method, DEFAULT_DISTILL_ARCH)
@@ -388,14 +396,14 @@ def reference_notes(runs: pd.DataFrame, reference: pd.DataFrame | None, dataset:
     return notes
 
 
-def paper_tables(runs: pd.DataFrame, reference: pd.DataFrame | None = None,
-                 baseline: str | None = None) -> list[tuple[str, Table]]:
+def paper_tables(runs: pd.DataFrame, reference: pd.DataFrame | None = None, baseline: str | None = None,
+                 distill_archs: dict[str, str] | None = None) -> list[tuple[str, Table]]:
     """Per dataset and IPC (and per non-baseline evaluation): methods × architectures in the layout
     of dataset-distillation papers, reference rows first. Returns (dataset, table) pairs."""
     reference = reference if reference is not None else empty_table("reference")
     baseline = baseline if baseline is not None else baseline_evaluation(runs)
     others = [e for e in _ordered(runs["evaluation"]) if e != baseline] or [None]
-    archs = _ordered(runs["arch"])
+    archs = arch_order(runs, distill_archs)
     out = []
     for dataset, data_runs in runs.groupby("dataset", sort=True):
         full = reference[reference["dataset"] == dataset]
@@ -560,7 +568,7 @@ def build_document(runs: pd.DataFrame, reference: pd.DataFrame | None = None, be
     if teachers:
         doc.paragraph("Teachers:")
         doc.bullets(teachers)
-    papers, gaps = paper_tables(runs, reference, baseline), gap_tables(runs, distill_archs, baseline)
+    papers, gaps = paper_tables(runs, reference, baseline, distill_archs), gap_tables(runs, distill_archs, baseline)
     for dataset in sorted(runs["dataset"].unique()):
         doc.heading(str(dataset), 2)
         doc.bullets(reference_notes(runs, reference, dataset))

@@ -283,7 +283,7 @@ def train_students(data: str | os.PathLike, synset: str | os.PathLike, features:
     target = teacher.values.to(torch_device) if teacher and online is None else None
     protocol = {**{f"train_{k}": v for k, v in config.to_dict().items() if k != "dsa"},
                 "dsa_strategy": config.dsa.strategy if config.dsa else "none",
-                **{k: v for k, v in vars(spec).items() if k != "teacher"}}
+                **{k: v for k, v in vars(spec).items() if k not in ("teacher", "student_layer")}}
     protocol["teacher_layer"] = teacher.layer if teacher else None
     fit = fit_students(arch, spec, config, images, labels, test_images, test_labels, seeds, info.num_classes,
                        target=target, online=online, vectorize=vectorize, desc=str(identity.get("evaluation")))
@@ -306,6 +306,7 @@ def train_students(data: str | os.PathLike, synset: str | os.PathLike, features:
                      "features_sha256": teacher.sha256 if teacher and online is None else None,
                      "teacher_sha256": teacher.sha256 if online is not None else None,
                      "config_hash": config_hash({"evaluation": evaluation, "train": protocol_train_config(train_config)}),
+                     "normalization": "mean_std", "zca": bool(distillation["distill_zca_eps"]),
                      **distillation})
     frame = pd.DataFrame(rows)
     with atomic_path(out) as tmp:

@@ -21,8 +21,9 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +56,7 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory) -> dict[str, str]:
+def cluster(tmp_path_factory) -> Iterator[dict[str, str]]:
     state = tmp_path_factory.mktemp("slurm-cluster")
     start = subprocess.run(["bash", str(SCRIPTS / "start_cluster.sh"), str(state)], capture_output=True, text=True,
                            timeout=900)
@@ -145,10 +146,8 @@ def snapshot(results: Path) -> dict[str, str]:
 
 
 def job_names(run: Run) -> dict[str, str]:
-    """SLURM job id -> rule and wildcards of the job (its log folder below .snakemake/slurm_logs)."""
-    return {job_id: str(log.parent.relative_to(log.parent.parent if log.parent.name.startswith("rule_") else
-                                                 log.parent.parent.parent))
-            for job_id, log in run.submitted().items()}
+    """SLURM job id -> ``rule_<rule>[/<wildcards>]``, the job's log folder below .snakemake/slurm_logs."""
+    return {job_id: "/".join(log.parts[log.parts.index("slurm_logs") + 1:-1]) for job_id, log in run.submitted().items()}
 
 
 def rule_of(job_name: str) -> str:
@@ -164,19 +163,15 @@ def study(cluster: dict[str, str], tmp_path_factory) -> Study:
     local_dir, cluster_dir = tmp_path_factory.mktemp("local"), tmp_path_factory.mktemp("cluster")
 
     # The local run shares the CPUs with the cluster's jobs while Snakemake waits between status polls.
-    local_runs: list[Run] = []
-    local = threading.Thread(target=lambda: local_runs.append(run(
-        snakemake_command(repo, "default", write_config(local_dir, "study.yaml", config), "--cores", "2"), local_dir,
-        dict(os.environ))))
-    local.start()
-    failed = run(snakemake_command(repo, "slurm", write_config(cluster_dir, "diverging.yaml", diverging), *SLURM_OPTIONS),
-                 cluster_dir, cluster)
-    after_failure = snapshot(cluster_dir / "results")
-    (cluster_dir / "failing-run.log").write_text(failed.output)
-    resumed = run(snakemake_command(repo, "slurm", write_config(cluster_dir, "study.yaml", config), *SLURM_OPTIONS),
-                  cluster_dir, cluster)
-    local.join()
-    local_run = local_runs[0]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        local = pool.submit(run, snakemake_command(repo, "default", write_config(local_dir, "study.yaml", config),
+                                                   "--cores", "2"), local_dir, dict(os.environ))
+        failed = run(snakemake_command(repo, "slurm", write_config(cluster_dir, "diverging.yaml", diverging),
+                                       *SLURM_OPTIONS), cluster_dir, cluster)
+        after_failure = snapshot(cluster_dir / "results")
+        resumed = run(snakemake_command(repo, "slurm", write_config(cluster_dir, "study.yaml", config), *SLURM_OPTIONS),
+                      cluster_dir, cluster)
+        local_run = local.result()
     print(f"SLURM: failing run {failed.seconds:.0f} s, resumed run {resumed.seconds:.0f} s; local run {local_run.seconds:.0f} s",
           file=sys.stderr)
     assert local_run.returncode == 0, local_run.output[-3000:]
@@ -237,3 +232,63 @@ def test_rerun_resumes_and_submits_only_the_failed_job(study: Study) -> None:
             "rule_train_student/digits_random_1_convnet_baseline"} <= finished_before
     assert list(job_names(study.resumed).values()) == ["rule_train_student/digits_random_1_convnet_elf"]
     assert (study.cluster / STUDENT_DIR / "elf.parquet").exists()
+
+
+# The profiles themselves, without a cluster: what every job of the smoke study would ask for.
+
+def planned_resources(profile: str, tmp_path: Path, *extra: str) -> dict[str, dict[str, str]]:
+    """rule -> resources of its jobs in a dry run through ``profile`` (one entry per rule)."""
+    dry = run([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--profile", str(REPO / "workflow" / "profiles" / profile),
+               "--configfile", str(REPO / "config" / "smoke.yaml"), "-n", *extra], tmp_path, dict(os.environ))
+    assert dry.returncode == 0, dry.output[-3000:]
+    planned: dict[str, dict[str, str]] = {}
+    for rule, resources in re.findall(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", dry.output, flags=re.M):
+        values = dict(item.split("=", 1) for item in resources.split(", "))
+        assert planned.setdefault(rule, values) == values, f"jobs of {rule} ask for different resources"
+    return planned
+
+
+def test_slurm_profile_sets_memory_runtime_and_gpus_per_rule(tmp_path: Path) -> None:
+    profile = yaml.safe_load((REPO / "workflow/profiles/slurm/profile.yaml").read_text())
+    assert profile["executor"] == "slurm"
+    defaults, per_rule = profile["default-resources"], profile["set-resources"]
+    planned = planned_resources("slurm", tmp_path)
+    assert {"prepare_data", "distill", "train_teacher", "extract_features", "train_student", "report"} <= planned.keys()
+    for rule, resources in planned.items():
+        if rule == "all":
+            continue
+        expected = {**defaults, **per_rule.get(rule, {})}
+        assert (resources["mem_mb"], resources["runtime"]) == (str(expected["mem_mb"]), str(expected["runtime"])), rule
+        assert (resources.get("gpu") == "1") == (rule in GPU_RULES), f"{rule}: gpu={resources.get('gpu')}"
+
+
+def test_default_profile_runs_locally_and_gpu_rules_claim_the_gpu_resource(tmp_path: Path) -> None:
+    profile = yaml.safe_load((REPO / "workflow/profiles/default/profile.yaml").read_text())
+    assert "executor" not in profile and profile["cores"] == "all"
+    planned = planned_resources("default", tmp_path, "--resources", "gpu=4")
+    assert {rule for rule, resources in planned.items() if resources.get("gpu") == "1"} == GPU_RULES & planned.keys()
+    assert "mem_mb" not in planned["train_student"]  # no cluster limits locally
+
+
+def test_a_job_stopped_by_the_scheduler_leaves_no_temporary_file(tmp_path: Path) -> None:
+    """SLURM's time limit and scancel send SIGTERM: the stage unwinds, so atomic_path removes its
+    temporary file (the output itself never appears) and the exit status says what happened."""
+    script = (
+        "import sys, time\n"
+        "from elf_pipeline.cli import _exit_on_sigterm\n"
+        "from elf_pipeline.io import atomic_path\n"
+        "_exit_on_sigterm('train-student')\n"
+        "with atomic_path(sys.argv[1]) as tmp:\n"
+        "    tmp.write_text('half written')\n"
+        "    print('writing', flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    out = tmp_path / "out" / "elf.parquet"
+    job = subprocess.Popen([sys.executable, "-c", script, str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert job.stdout.readline() == "writing\n"
+    assert [path.name for path in out.parent.iterdir() if path.name.endswith(".tmp")]  # the partial file exists
+    job.terminate()
+    assert job.wait(timeout=60) == 143
+    assert "train-student: terminated by signal 15" in job.stderr.read()
+    assert list(out.parent.iterdir()) == []

@@ -105,8 +105,9 @@ MailProg=/bin/true
 SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU_Memory
-# finished jobs stay visible to squeue for 5 minutes: the executor polls squeue (no accounting)
-MinJobAge=300
+# finished jobs stay visible to squeue and scontrol for an hour: without accounting, that is
+# where the executor (and the test) read their final states
+MinJobAge=3600
 ReturnToService=2
 SlurmdParameters=config_overrides
 GresTypes=gpu
