@@ -335,6 +335,7 @@ def run_bench(settings: BenchSettings, data: str | os.PathLike | None, out: str 
         pipeline_row = _row(arch, "pipeline", fit.trainer, pipeline, settings.epochs, len(labels), len(test_labels), flops)
         pipeline_row.update({"cpu_seconds": pipeline_cpu, "trainer_reason": fit.reason, "compiled": fit.compiled,
                              "amp": settings.amp, "device_peak_memory_mb": fit.device_peak_memory_mb})
+        notes += [f"{arch}: {note}" for note in fit.notes]
         rows += [official_row, pipeline_row]
         comparisons.append(_comparison(official_row, pipeline_row))
     peaks["after"] = measure_peak(device, peak_dtype)

@@ -172,6 +172,7 @@ class StudentFit:
     peak_memory_mb: float = 0.0  # peak resident memory of the process (host)
     device_peak_memory_mb: float | None = None  # torch.cuda.max_memory_allocated during the fit (CUDA only)
     compiled: bool = False
+    notes: list[str] = field(default_factory=list)  # e.g. a torch.compile failure that fell back to eager
 
 
 def fit_students(arch: str, spec: Evaluation, config: TrainConfig, images: torch.Tensor, labels: torch.Tensor,
@@ -213,7 +214,7 @@ def fit_students(arch: str, spec: Evaluation, config: TrainConfig, images: torch
                                    desc=f"{arch} {desc} seeds {seeds[0]}..{seeds[-1]}", amp=amp, compile=compile)
         with Timer() as test_timer:
             accuracies = evaluate_vectorized(models, test_images, test_labels, config.eval_batch_size, amp=amp)
-        fit.compiled = run.compiled
+        fit.compiled, fit.notes = run.compiled, run.notes
         for seed, (model, objective, shape), history, accuracy in zip(seeds, built, run.histories, accuracies, strict=True):
             fit.seeds.append(SeedResult(seed, accuracy, train_timer.seconds / len(seeds), test_timer.seconds / len(seeds),
                                         history, model.split, shape, objective.adapted))

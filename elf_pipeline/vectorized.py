@@ -103,6 +103,14 @@ def _autocast(device: torch.device, enabled: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
+def _forward_backward(step, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
+                      device: torch.device, amp: bool) -> torch.Tensor:
+    with _autocast(device, amp):
+        losses = step(params, x, y, index)  # [seeds]
+    losses.float().sum().backward()  # seeds are independent: d(sum)/d(params[s]) = d(loss[s])/d(params[s])
+    return losses
+
+
 def train_vectorized(models: Sequence[nn.Module], objectives: Sequence[nn.Module], images: torch.Tensor,
                      labels: torch.Tensor, config: TrainConfig, generators: Sequence[torch.Generator],
                      desc: str = "train", amp: bool = False, compile: bool = False) -> VectorizedRun:
@@ -144,27 +152,29 @@ def train_vectorized(models: Sequence[nn.Module], objectives: Sequence[nn.Module
         if decay_epoch is not None and epoch == decay_epoch:
             for group in optimizer.param_groups:
                 group["lr"] *= config.lr_decay
-        orders = [torch.randperm(n, generator=generator) for generator in generators]
+        orders = torch.stack([torch.randperm(n, generator=generator) for generator in generators])
+        if device.type == "cuda":  # one asynchronous copy per epoch instead of a blocking one per batch
+            orders = orders.pin_memory()
+        orders = orders.to(device, non_blocking=True)
         total = torch.zeros(seeds, device=device)
         for start in range(0, n, config.batch_size):
-            index = torch.stack([order[start:start + config.batch_size] for order in orders]).to(device)
+            index = orders[:, start:start + config.batch_size]
             x = images[index]  # [seeds, batch, C, H, W]
             if config.dsa is not None:  # each seed draws its own augmentation from its own generator
                 x = torch.stack([dsa(x[s], config.dsa, generators[s]) for s in range(seeds)])
             y = labels[index]
-            with _autocast(device, amp):
-                try:
-                    losses = step(params, x, y, index)
-                except Exception as err:  # noqa: BLE001 - any compiler failure: run eagerly instead
-                    if step is eager_step:
-                        raise
-                    note = f"torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); ran eagerly"
-                    log.warning(note)
-                    run.notes.append(note)
-                    step, run.compiled = eager_step, False
-                    losses = step(params, x, y, index)
             optimizer.zero_grad(set_to_none=True)
-            losses.float().sum().backward()  # seeds are independent: d(sum)/d(params[s]) = d(loss[s])/d(params[s])
+            try:
+                losses = _forward_backward(step, params, x, y, index, device, amp)
+            except Exception as err:  # noqa: BLE001 - any compiler failure: run eagerly instead
+                if step is eager_step:
+                    raise
+                note = f"torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); ran eagerly"
+                log.warning(note)
+                run.notes.append(note)
+                step, run.compiled = eager_step, False
+                optimizer.zero_grad(set_to_none=True)
+                losses = _forward_backward(step, params, x, y, index, device, amp)
             optimizer.step()
             total += losses.detach().float() * index.shape[1]
         epoch_losses = (total / n).tolist()  # one host sync per epoch

@@ -79,7 +79,8 @@ def test_make_targets_parse_into_the_bench_command():
         return build_parser().parse_args(words[words.index("elf_pipeline") + 1:])
 
     gpu = command("bench-gpu")
-    assert gpu.device == "cuda" and gpu.vectorize == "true" and gpu.amp and gpu.compile and gpu.test_limit == 0
+    assert gpu.device == "cuda" and gpu.vectorize == "true" and gpu.amp and not gpu.compile and gpu.test_limit == 0
+    assert command("bench-gpu", "BENCH_GPU_OPTIONS=--vectorize true --amp --compile").compile
     assert gpu.archs == ["convnet", "resnet18"] and gpu.seeds == [0, 1, 2, 3, 4] and gpu.ipc == 10
     assert gpu.out.startswith("results/bench/")
     cpu = command("bench", "BENCH_EPOCHS=7")

@@ -191,3 +191,21 @@ def test_config_accepts_vectorize_seeds_for_students_only():
     validate_schema(teacher, schema)
     with pytest.raises(ConfigError, match=f"teachers.{name}.train.vectorize_seeds"):
         check_config(teacher)
+
+
+def test_a_failing_compiler_falls_back_to_eager_with_a_note(monkeypatch):
+    """The CPU side of ``--compile``: a step that torch.compile cannot build still trains, eagerly."""
+    def broken_compile(fn):
+        def compiled(*args):
+            raise RuntimeError("no compiler here\nsecond line")
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    eager = _fit("true", dsa=True, seeds=(0, 1), epochs=2)
+    images, labels, test_images, test_labels, target = _data()
+    config = TrainConfig.from_dict({"epochs": 2, "batch_size": 16, "dsa": True, "eval_batch_size": 16})
+    fit = fit_students("convnet-w8", ELF, config, images, labels, test_images, test_labels, [0, 1], CLASSES,
+                       target=target, vectorize="true", compile=True)
+    assert fit.trainer == "vectorized" and not fit.compiled
+    assert fit.notes == ["torch.compile failed (RuntimeError: no compiler here); ran eagerly"]
+    assert [r.history for r in fit.seeds] == [r.history for r in eager.seeds]

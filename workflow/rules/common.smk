@@ -25,6 +25,8 @@ LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmarks"
 DEVICE = config.get("device", "auto")
 THREADS = config.get("threads", 1)
+# GPU jobs request one GPU (scheduler resource `gpu`) unless the study is pinned to the CPU.
+GPU_PER_JOB = 0 if DEVICE == "cpu" else 1
 # Under --use-conda/--sdm conda each rule's environment provides `python`; otherwise jobs use the
 # interpreter that runs Snakemake (e.g. the project's virtualenv), activated or not.
 USES_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method

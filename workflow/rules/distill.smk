@@ -20,7 +20,7 @@ rule distill:
         ENV
     threads: THREADS
     resources:
-        gpu=1,
+        gpu=GPU_PER_JOB,
     shell:
         f"{PYTHON} distill --data {{input.data:q}} --method {{wildcards.method}} --ipc {{wildcards.ipc}} "
         "--config {params.config:q} --seed {params.seed} {params.experts} --device {params.device} --out {output:q} > {log:q} 2>&1"

@@ -21,7 +21,7 @@ rule train_experts:
         ENV
     threads: THREADS
     resources:
-        gpu=1,
+        gpu=GPU_PER_JOB,
     shell:
         f"{PYTHON} train-experts --data {{input.data:q}} --arch {{wildcards.expert_arch}} --index {{wildcards.index}} "
         "--config {params.config:q} --device {params.device} --out {output:q} > {log:q} 2>&1"

@@ -14,7 +14,7 @@ rule extract_features:
         ENV
     threads: THREADS
     resources:
-        gpu=1,
+        gpu=GPU_PER_JOB,
     shell:
         f"{PYTHON} extract-features --synset {{input.synset:q}} --teacher {{input.teacher:q}} "
         "--device {params.device} --out {output:q} > {log:q} 2>&1"

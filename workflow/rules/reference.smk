@@ -20,7 +20,7 @@ rule train_full:
         ENV
     threads: THREADS
     resources:
-        gpu=1,
+        gpu=GPU_PER_JOB,
     shell:
         f"{PYTHON} train-full --data {{input.data:q}} --arch {{wildcards.arch}} --train {{params.train:q}} "
         "--seeds {params.seeds} --train-limit {params.train_limit} --identity {params.identity:q} "

@@ -22,7 +22,7 @@ rule train_student:
         ENV
     threads: THREADS
     resources:
-        gpu=1,
+        gpu=GPU_PER_JOB,
     shell:
         f"{PYTHON} train-student --data {{input.data:q}} --synset {{input.synset:q}} {{params.features}} "
         "--arch {wildcards.arch} --evaluation {params.evaluation:q} --train {params.train:q} --seeds {params.seeds} "

@@ -23,7 +23,7 @@ rule train_teacher:
         ENV
     threads: THREADS
     resources:
-        gpu=1,
+        gpu=GPU_PER_JOB,
     shell:
         f"{PYTHON} train-teacher --data {{input.data:q}} --arch {{params.arch}} --train {{params.train:q}} "
         "--checkpoint-epoch {params.checkpoint_epoch} --train-limit {params.train_limit} --eval-every {params.eval_every} "
