@@ -104,7 +104,8 @@ def apply(x: torch.Tensor, params: DSAParams) -> torch.Tensor:
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         return (x - mean) * v["contrast"].view(-1, 1, 1, 1).to(x.dtype) + mean
     if params.family == "crop":
-        pad_y, pad_x = int(v["dy"].abs().max()), int(v["dx"].abs().max())
+        # shift bounds from the host copy of the parameters: no device sync
+        pad_y, pad_x = int(params.values["dy"].abs().max()), int(params.values["dx"].abs().max())
         padded = F.pad(x, (pad_x, pad_x, pad_y, pad_y))
         rows = (torch.arange(height, device=x.device).view(1, -1, 1) + v["dy"].view(-1, 1, 1) + pad_y)
         cols = (torch.arange(width, device=x.device).view(1, 1, -1) + v["dx"].view(-1, 1, 1) + pad_x)
