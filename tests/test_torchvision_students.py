@@ -112,7 +112,7 @@ def test_torchvision_student_through_train_students_reports_the_adapter(digits_h
                            {"loss_mode": "front_rear_task", "teacher": "t"}, {"epochs": 1, "batch_size": 10, "dsa": False},
                            [0], tmp_path / "tv.parquet", {"evaluation": "elf"}, device="cpu")
     row = frame.iloc[0]
-    assert bool(row["adapter"]) and row["student_layer"] is None  # None: the default split (stage2 at 16 px)
+    assert bool(row["adapter"]) and row["student_layer"] == "stage2"  # the default split at 16 px
     assert row["teacher_feature_shape"] == "8x2x2" and row["student_feature_shape"] == "48x2x2"
     assert 0.0 <= row["test_acc"] <= 1.0
 
