@@ -59,3 +59,24 @@ def initial_synset(images: torch.Tensor, by_class: list[torch.Tensor], ipc: int,
     elif init != "real":
         raise ValueError(f"unknown init {init!r} (allowed: real, noise)")
     return synset
+
+
+def restore_images(resume, syn: torch.Tensor, optimizer: torch.optim.Optimizer,
+                   generator: torch.Generator) -> tuple[list[float], int]:
+    """Continue an image-optimising method from its resume state: (losses so far, next iteration)."""
+    state = resume.load() if resume is not None else None
+    if state is None:
+        return [], 0
+    with torch.no_grad():
+        syn.copy_(state["images"].to(syn.device))
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])
+    return list(state["losses"]), int(state["iteration"])
+
+
+def save_images_state(resume, syn: torch.Tensor, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+                      losses: list[float], done: int, iterations: int) -> None:
+    """Save the resume state after ``done`` iterations when it is due (never after the last)."""
+    if resume is not None and resume.due() and done < iterations:
+        resume.save({"images": syn.detach().cpu(), "optimizer": optimizer.state_dict(),
+                     "generator": generator.get_state(), "losses": losses, "iteration": done})

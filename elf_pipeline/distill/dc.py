@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from elf_pipeline.augment import DSAConfig, apply, sample_params
-from elf_pipeline.distill.common import SyntheticSet, class_indices, initial_synset
+from elf_pipeline.distill.common import SyntheticSet, class_indices, initial_synset, restore_images, save_images_state
 from elf_pipeline.models import build
 from elf_pipeline.training import TrainConfig, build_seeded, progress, train
 
@@ -125,15 +125,7 @@ def distill_dc(images: torch.Tensor, labels: torch.Tensor, num_classes: int, ipc
     inner = TrainConfig(epochs=inner_loop, lr=lr_net, momentum=0.0, weight_decay=0.0, batch_size=batch_train,
                         lr_decay_at=0.0, dsa=dsa)
     channels, image_size = images.shape[1], images.shape[2]
-    losses: list[float] = []
-    start = 0
-    state = resume.load() if resume is not None else None
-    if state is not None:
-        with torch.no_grad():
-            syn.copy_(state["images"].to(device))
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        losses, start = list(state["losses"]), int(state["iteration"])
+    losses, start = restore_images(resume, syn, optimizer, generator)
     name = "dsa" if dsa is not None else "dc"
     for iteration in progress(range(start, iterations), iterations - start, name):
         net_seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
@@ -154,9 +146,7 @@ def distill_dc(images: torch.Tensor, labels: torch.Tensor, num_classes: int, ipc
         losses.append(float(total) / (num_classes * outer_loop))
         if log_every and (iteration + 1) % log_every == 0:
             log.info("%s iteration %d/%d loss %.4f", name, iteration + 1, iterations, losses[-1])
-        if resume is not None and resume.due() and iteration + 1 < iterations:
-            resume.save({"images": syn.detach().cpu(), "optimizer": optimizer.state_dict(),
-                         "generator": generator.get_state(), "losses": losses, "iteration": iteration + 1})
+        save_images_state(resume, syn, optimizer, generator, losses, iteration + 1, iterations)
     return SyntheticSet(syn.detach().cpu(), synset.labels, history={"loss": losses},
                         extra_attrs={"outer_loop": outer_loop, "inner_loop": inner_loop})
 

@@ -13,7 +13,7 @@ import logging
 import torch
 
 from elf_pipeline.augment import DSAConfig, apply, sample_params
-from elf_pipeline.distill.common import SyntheticSet, class_indices, sample_real
+from elf_pipeline.distill.common import SyntheticSet, class_indices, restore_images, sample_real, save_images_state
 from elf_pipeline.models import build
 from elf_pipeline.resume import ResumeFile
 from elf_pipeline.training import progress
@@ -51,15 +51,7 @@ def distill_dm(images: torch.Tensor, labels: torch.Tensor, num_classes: int, ipc
     syn.requires_grad_(True)
     optimizer = torch.optim.SGD([syn], lr=lr_img, momentum=momentum)
     channels, image_size = images.shape[1], images.shape[2]
-    losses: list[float] = []
-    start = 0
-    state = resume.load() if resume is not None else None
-    if state is not None:
-        with torch.no_grad():
-            syn.copy_(state["images"].to(device))
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        losses, start = list(state["losses"]), int(state["iteration"])
+    losses, start = restore_images(resume, syn, optimizer, generator)
     for iteration in progress(range(start, iterations), iterations - start, "dm"):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=generator)))
@@ -79,7 +71,5 @@ def distill_dm(images: torch.Tensor, labels: torch.Tensor, num_classes: int, ipc
         losses.append(float(loss.detach()))
         if log_every and (iteration + 1) % log_every == 0:
             log.info("dm iteration %d/%d loss %.4f", iteration + 1, iterations, losses[-1])
-        if resume is not None and resume.due() and iteration + 1 < iterations:
-            resume.save({"images": syn.detach().cpu(), "optimizer": optimizer.state_dict(),
-                         "generator": generator.get_state(), "losses": losses, "iteration": iteration + 1})
+        save_images_state(resume, syn, optimizer, generator, losses, iteration + 1, iterations)
     return SyntheticSet(syn.detach().cpu(), synset.labels, history={"loss": losses})
