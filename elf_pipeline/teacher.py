@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import copy
-import itertools
 import logging
-import math
 import os
 
-import torch
-
 from elf_pipeline.checkpoint import save_checkpoint
-from elf_pipeline.data import iter_batches, load_split, read_info, split_nbytes, split_size
+from elf_pipeline.data import read_info
 from elf_pipeline.io import config_hash, sha256_file, write_json
 from elf_pipeline.models import build
 from elf_pipeline.resume import ResumeFile, resume_path
@@ -19,8 +15,8 @@ from elf_pipeline.training import (
     Timer,
     TrainConfig,
     build_seeded,
-    evaluate,
-    evaluate_stream,
+    real_test_accuracy,
+    real_training_data,
     resolve_device,
     seeded_generator,
     train,
@@ -45,31 +41,12 @@ def train_teacher(data: str | os.PathLike, out_model: str | os.PathLike, out_his
         raise ValueError(f"checkpoint_epoch {checkpoint_epoch} must lie in 1..epochs ({config.epochs})")
     info = read_info(data)
     generator = seeded_generator(seed)
-    limit_bytes = max_in_memory_gb * (1 << 30)
-    stream = None
-    if split_nbytes(data, "train", train_limit) <= limit_bytes:
-        images, labels, _ = load_split(data, "train")
-        if train_limit is not None and train_limit < len(labels):
-            keep = torch.randperm(len(labels), generator=generator)[:train_limit]
-            images, labels = images[keep], labels[keep]
-        train_images = len(labels)
-    else:
-        images = labels = None
-        train_images = min(train_limit or split_size(data, "train"), split_size(data, "train"))
-        steps = math.ceil(train_images / config.batch_size)
+    real = real_training_data(data, config.batch_size, generator, train_limit, max_in_memory_gb)
+    images, labels, stream, train_images = real.images, real.labels, real.stream, real.count
+    accuracy_of = real_test_accuracy(data, config.eval_batch_size, max_in_memory_gb)
 
-        def stream(epoch_generator: torch.Generator):
-            return itertools.islice(iter_batches(data, "train", config.batch_size, epoch_generator), steps)
-
-        log.info("streaming %d training images from %s (larger than %.1f GB)", train_images, data, max_in_memory_gb)
-    if split_nbytes(data, "test") <= limit_bytes:
-        test_images, test_labels, _ = load_split(data, "test")
-
-        def test_accuracy() -> float:
-            return evaluate(model, test_images, test_labels, config.eval_batch_size)
-    else:
-        def test_accuracy() -> float:
-            return evaluate_stream(model, iter_batches(data, "test", config.eval_batch_size))
+    def test_accuracy() -> float:
+        return accuracy_of(model)
     model = build_seeded(lambda: build(arch, info.channels, info.num_classes, info.image_size), seed).to(torch_device)
     progress_state: dict = {"epochs": [], "saved": {}}  # part of the resume state
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import sys
@@ -208,6 +209,48 @@ def _evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batc
         correct += (model(x).argmax(dim=1) == y).sum()
     model.train(was_training)
     return float(correct) / len(labels)
+
+
+@dataclass
+class RealData:
+    """A real training split, in memory (``images``/``labels``) or streamed from disk (``stream``)."""
+
+    images: torch.Tensor | None
+    labels: torch.Tensor | None
+    stream: BatchStream | None
+    count: int
+
+
+def real_training_data(data: str, batch_size: int, generator: torch.Generator, train_limit: int | None = None,
+                       max_in_memory_gb: float = 4.0) -> RealData:
+    """The training split of ``data.h5`` (optionally a seeded subset of ``train_limit`` images): loaded
+    when it fits in ``max_in_memory_gb`` as uint8, otherwise streamed in shuffled chunks."""
+    from elf_pipeline.data import iter_batches, load_split, split_nbytes, split_size
+
+    if split_nbytes(data, "train", train_limit) <= max_in_memory_gb * (1 << 30):
+        images, labels, _ = load_split(data, "train")
+        if train_limit is not None and train_limit < len(labels):
+            keep = torch.randperm(len(labels), generator=generator)[:train_limit]
+            images, labels = images[keep], labels[keep]
+        return RealData(images, labels, None, len(labels))
+    count = min(train_limit or split_size(data, "train"), split_size(data, "train"))
+    steps = math.ceil(count / batch_size)
+
+    def stream(epoch_generator: torch.Generator):
+        return itertools.islice(iter_batches(data, "train", batch_size, epoch_generator), steps)
+
+    log.info("streaming %d training images from %s (larger than %.1f GB)", count, data, max_in_memory_gb)
+    return RealData(None, None, stream, count)
+
+
+def real_test_accuracy(data: str, batch_size: int, max_in_memory_gb: float = 4.0) -> Callable[[nn.Module], float]:
+    """A function giving a model's accuracy on the test split (loaded once, or streamed if large)."""
+    from elf_pipeline.data import iter_batches, load_split, split_nbytes
+
+    if split_nbytes(data, "test") <= max_in_memory_gb * (1 << 30):
+        images, labels, _ = load_split(data, "test")
+        return lambda model: evaluate(model, images, labels, batch_size)
+    return lambda model: evaluate_stream(model, iter_batches(data, "test", batch_size))
 
 
 class Timer:

@@ -149,3 +149,21 @@ def test_experts_are_planned_once_and_extended_incrementally(tmp_path) -> None:
     planned = _planned(tmp_path, *synsets, "--configfile", "three.yaml")
     assert sorted(p for p in planned if "/experts/" in p) == experts[2:]  # only the new expert trains
     assert "results/digits/data.h5" not in planned and set(synsets) <= set(planned)
+
+
+def test_expert_streams_a_training_split_larger_than_its_memory_limit(digits_h5, tmp_path):
+    """Experts, like the teacher, stream data.h5 in chunks when the split exceeds max_in_memory_gb."""
+    import h5py
+
+    from elf_pipeline.distill.experts import train_expert
+
+    config = {"epochs": 2, "batch_size": 16, "dsa": False, "seed": 0}
+    streamed = train_expert(digits_h5, tmp_path / "a.h5", "convnet-w8", 0, {**config, "max_in_memory_gb": 1e-9},
+                            device="cpu")
+    again = train_expert(digits_h5, tmp_path / "b.h5", "convnet-w8", 0, {**config, "max_in_memory_gb": 1e-9},
+                         device="cpu")
+    assert 0.0 <= streamed["test_acc"] <= 1.0
+    with h5py.File(tmp_path / "a.h5") as a, h5py.File(tmp_path / "b.h5") as b:
+        assert a["params"].shape[0] == 3 and (a["params"][2] != a["params"][0]).any()
+        assert (a["params"][:] == b["params"][:]).all()
+    assert again["test_acc"] == streamed["test_acc"]

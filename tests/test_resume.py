@@ -32,9 +32,9 @@ TRAIN = {"epochs": 4, "batch_size": 64, "dsa": True}
 def test_teacher_resumes_bit_identically(data, tmp_path, monkeypatch):
     reference = train_teacher(data, tmp_path / "ref.pt", tmp_path / "ref.json", "convnet-w16", TRAIN, seed=3)
 
-    import elf_pipeline.teacher as teacher_module
+    import elf_pipeline.training as training_module
 
-    original = teacher_module.evaluate
+    original = training_module.evaluate
     calls = {"n": 0}
 
     def evaluate_then_die(*args, **kwargs):
@@ -43,12 +43,12 @@ def test_teacher_resumes_bit_identically(data, tmp_path, monkeypatch):
             raise Killed
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(teacher_module, "evaluate", evaluate_then_die)
+    monkeypatch.setattr(training_module, "evaluate", evaluate_then_die)
     out = tmp_path / "model.pt"
     with pytest.raises(Killed):
         train_teacher(data, out, tmp_path / "history.json", "convnet-w16", TRAIN, seed=3, resume_every=0)
     assert resume_path(out).is_file() and not out.exists()
-    monkeypatch.setattr(teacher_module, "evaluate", original)
+    monkeypatch.setattr(training_module, "evaluate", original)
     resumed = train_teacher(data, out, tmp_path / "history.json", "convnet-w16", TRAIN, seed=3, resume_every=0)
     assert not resume_path(out).exists()
     assert [e["train_loss"] for e in resumed["epochs"]] == [e["train_loss"] for e in reference["epochs"]]

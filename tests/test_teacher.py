@@ -64,7 +64,7 @@ def test_training_split_larger_than_memory_limit_is_streamed(tmp_path, caplog):
     data = tmp_path / "data.h5"
     prepare_data("digits", data, image_size=16, resize="interpolate", train_limit=200)
     train = {"epochs": 2, "batch_size": 32, "dsa": True}
-    with caplog.at_level(logging.INFO, logger="elf_pipeline.teacher"):
+    with caplog.at_level(logging.INFO):
         first = train_teacher(data, tmp_path / "a.pt", tmp_path / "a.json", "convnet-w8", train, train_limit=150,
                               device="cpu", max_in_memory_gb=1e-9)
     assert "streaming 150 training images" in caplog.text

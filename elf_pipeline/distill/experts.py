@@ -27,10 +27,20 @@ import torch
 from torch import nn
 
 from elf_pipeline.augment import dsa_config
-from elf_pipeline.data import load_split
+from elf_pipeline.data import load_split, read_info
 from elf_pipeline.io import ArtifactError, atomic_path, open_h5, sha256_file, write_provenance
 from elf_pipeline.models import build
-from elf_pipeline.training import Timer, TrainConfig, build_seeded, evaluate, resolve_device, seeded_generator, train
+from elf_pipeline.training import (
+    Timer,
+    TrainConfig,
+    build_seeded,
+    evaluate,
+    real_test_accuracy,
+    real_training_data,
+    resolve_device,
+    seeded_generator,
+    train,
+)
 from elf_pipeline.zca import DEFAULT_EPS, fit_zca
 
 log = logging.getLogger(__name__)
@@ -49,6 +59,7 @@ class ExpertConfig:
     dtype: str = "float32"
     seed: int = 0               # expert k trains with seed + k
     train_limit: int | None = None
+    max_in_memory_gb: float = 4.0  # larger training splits are streamed from data.h5 (not with zca)
     zca: bool = False
     zca_eps: float = DEFAULT_EPS
 
@@ -86,17 +97,27 @@ def train_expert(data: str | os.PathLike, out: str | os.PathLike, arch: str, ind
     settings = ExpertConfig(**config)
     seed = settings.seed + index
     torch_device = resolve_device(device)
-    images, labels, info = load_split(data, "train")
-    test_images, test_labels, _ = load_split(data, "test")
+    info = read_info(data)
     zca_eps = 0.0
+    generator = seeded_generator(seed)
+    stream = None
     if settings.zca:  # fitted on the whole training split, exactly as MTT's distillation refits it
+        images, labels, _ = load_split(data, "train")
+        test_images, test_labels, _ = load_split(data, "test")
         whitening = fit_zca(images, settings.zca_eps)
         images, test_images = whitening.transform(images), whitening.transform(test_images)
         zca_eps = whitening.eps
-    generator = seeded_generator(seed)
-    if settings.train_limit is not None and settings.train_limit < len(labels):
-        keep = torch.randperm(len(labels), generator=generator)[:settings.train_limit]
-        images, labels = images[keep], labels[keep]
+        if settings.train_limit is not None and settings.train_limit < len(labels):
+            keep = torch.randperm(len(labels), generator=generator)[:settings.train_limit]
+            images, labels = images[keep], labels[keep]
+        train_count = len(labels)
+
+        def test_accuracy(model: nn.Module) -> float:
+            return evaluate(model, test_images, test_labels)
+    else:  # loaded, or streamed from disk when larger than max_in_memory_gb
+        real = real_training_data(data, settings.batch_size, generator, settings.train_limit, settings.max_in_memory_gb)
+        images, labels, stream, train_count = real.images, real.labels, real.stream, real.count
+        test_accuracy = real_test_accuracy(data, 1024, settings.max_in_memory_gb)
     model = build_seeded(lambda: build(arch, info.channels, info.num_classes, info.image_size), seed).to(torch_device)
     train_config = TrainConfig(epochs=settings.epochs, lr=settings.lr, momentum=settings.momentum,
                                weight_decay=settings.weight_decay, batch_size=settings.batch_size, lr_decay_at=0.0,
@@ -113,14 +134,15 @@ def train_expert(data: str | os.PathLike, out: str | os.PathLike, arch: str, ind
             log.info("expert %s #%d epoch %d/%d loss %.4f", arch, index, epoch, settings.epochs, loss)
 
         with Timer() as timer:
-            losses = train(model, images, labels, train_config, generator, on_epoch=snapshot, desc=f"expert {index}")
-        test_acc = evaluate(model, test_images, test_labels)
+            losses = train(model, images, labels, train_config, generator, on_epoch=snapshot, desc=f"expert {index}",
+                           stream=stream)
+        test_acc = test_accuracy(model)
         h5.create_dataset("history/loss", data=np.asarray(losses, dtype=np.float64))
         storage = int(params.id.get_storage_size())
         h5.attrs.update({"arch": arch, "index": index, "seed": seed, "epochs": settings.epochs,
                          "num_params": initial.numel(), "layout": json.dumps(parameter_layout(model)),
                          "channels": info.channels, "num_classes": info.num_classes, "image_size": info.image_size,
-                         "zca_eps": zca_eps, "lr": settings.lr, "test_acc": test_acc, "train_images": len(labels),
+                         "zca_eps": zca_eps, "lr": settings.lr, "test_acc": test_acc, "train_images": train_count,
                          "train_seconds": timer.seconds, "storage_bytes": storage})
         write_provenance(h5, "train_experts", {"arch": arch, "index": index, **asdict(settings)},
                          {"data": sha256_file(data)})
