@@ -190,6 +190,8 @@ def test_killed_workflow_resumes_to_identical_metrics(study: Path, tmp_path: Pat
     process.wait()
     finished_before_kill = len(list(students.rglob("*.parquet")))
     assert 3 <= finished_before_kill < 16, "the kill must land inside the student stage"
+    # a killed Snakemake leaves its lock behind: release it, then redo the incomplete jobs
+    snakemake(workdir, "--configfile", "config/smoke.yaml", "--unlock")
     snakemake(workdir, "--configfile", "config/smoke.yaml", "--rerun-incomplete")
     key = ["dataset", "method", "ipc", "arch", "evaluation", "seed"]
     resumed = pd.read_parquet(workdir / "results/report/runs.parquet").sort_values(key).reset_index(drop=True)
