@@ -26,7 +26,7 @@ from elf_pipeline.config import (
 )
 
 SCHEMA = str(REPO / "workflow" / "schemas" / "config.schema.yaml")
-CONFIGS = ["config.yaml", "smoke.yaml"]
+CONFIGS = sorted(path.name for path in (REPO / "config").glob("*.yaml"))
 
 
 def _load(name: str) -> dict:

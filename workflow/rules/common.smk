@@ -20,7 +20,9 @@ try:
 except elf_config.ConfigError as error:
     raise WorkflowError(f"invalid configuration: {error}") from None
 
-RESULTS = "results"
+# Every output of a study lies under results_dir (default results/): studies with different configs
+# kept side by side each have their own folder and report.
+RESULTS = config.get("results_dir", "results")
 LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmarks"
 DEVICE = config.get("device", "auto")
