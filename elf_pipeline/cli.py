@@ -79,7 +79,7 @@ def cmd_train_teacher(args: argparse.Namespace) -> None:
 def cmd_extract_features(args: argparse.Namespace) -> None:
     from elf_pipeline.features import extract_features
 
-    shapes = extract_features(args.synset, args.teacher, args.out, args.device, args.batch_size)
+    shapes = extract_features(args.synset, args.teacher, args.out, args.device, args.batch_size, data=args.data)
     print(json.dumps({name: list(shape) for name, shape in shapes.items()}))
 
 
@@ -231,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("extract-features", help="synset.h5 + teacher -> features.h5 (every layer)")
     p.add_argument("--synset", required=True)
     p.add_argument("--teacher", required=True)
+    p.add_argument("--data", default=None, help="data.h5 (needed for a ZCA-whitened synthetic set)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True)

@@ -18,6 +18,7 @@ import torch
 from elf_pipeline.checkpoint import load_model
 from elf_pipeline.io import ArtifactError, atomic_path, open_h5, read_arrays, require_finite, sha256_file, write_provenance
 from elf_pipeline.training import resolve_device, retry_on_oom
+from elf_pipeline.zca import fit_zca_to_data, synset_zca_eps
 
 
 def read_synset(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,9 +31,20 @@ def read_synset(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
 
 @torch.inference_mode()
 def extract_features(synset: str | os.PathLike, teacher: str | os.PathLike, out: str | os.PathLike,
-                     device: str = "auto", batch_size: int = 256) -> dict[str, tuple[int, ...]]:
+                     device: str = "auto", batch_size: int = 256,
+                     data: str | os.PathLike | None = None) -> dict[str, tuple[int, ...]]:
+    """Write ``teacher``'s output at every layer for every image of ``synset`` to ``out``.
+
+    A ZCA-whitened synthetic set (``zca_eps`` attr) is mapped back to the pixel space the teacher
+    was trained in, with the inverse of the transform refitted on ``data``'s training split."""
     torch_device = resolve_device(device)
     images, labels = read_synset(synset)
+    zca_eps = synset_zca_eps(synset)
+    if zca_eps:
+        if data is None:
+            raise ArtifactError(f"{synset}: ZCA-whitened synthetic set (zca_eps={zca_eps}); feature extraction needs "
+                                "the dataset (--data) to map it back to the teacher's input space")
+        images = fit_zca_to_data(data, zca_eps).inverse(images)
     model, meta = load_model(teacher, torch_device)
     if images.shape[1] != meta["channels"] or images.shape[2] != meta["image_size"]:
         raise ArtifactError(f"{synset}: images {tuple(images.shape[1:])} do not fit teacher {teacher} "
@@ -58,8 +70,9 @@ def extract_features(synset: str | os.PathLike, teacher: str | os.PathLike, out:
         h5.attrs.update({"layer_names": np.array(model.layer_names, dtype=h5py.string_dtype()),
                          "default_layer": model.split, "teacher_arch": meta["arch"],
                          "teacher_test_acc": float(meta.get("test_acc", float("nan"))),
-                         "synset_sha256": sha256_file(synset), "teacher_sha256": sha256_file(teacher)})
-        write_provenance(h5, "extract_features", {"batch_size": batch_size},
+                         "synset_sha256": sha256_file(synset), "teacher_sha256": sha256_file(teacher),
+                         "synset_zca_eps": zca_eps})
+        write_provenance(h5, "extract_features", {"batch_size": batch_size, "unwhitened": bool(zca_eps)},
                          {"synset": h5.attrs["synset_sha256"], "teacher": h5.attrs["teacher_sha256"]})
     return shapes
 

@@ -23,6 +23,7 @@ import os
 import platform
 import resource
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -32,7 +33,7 @@ from torch import nn
 
 from elf_pipeline import __version__
 from elf_pipeline.checkpoint import load_model
-from elf_pipeline.data import load_split
+from elf_pipeline.data import DatasetInfo, load_split
 from elf_pipeline.features import TeacherFeatures, load_features, read_synset
 from elf_pipeline.io import atomic_path, canonical_json, config_hash, open_h5, sha256_file
 from elf_pipeline.losses import LOSS_MODES, feature_loss
@@ -40,6 +41,7 @@ from elf_pipeline.models import build
 from elf_pipeline.models.adapter import make_adapter
 from elf_pipeline.training import Timer, TrainConfig, build_seeded, evaluate, resolve_device, seeded_generator, train
 from elf_pipeline.vectorized import choose_trainer, evaluate_vectorized, train_vectorized, vectorize_setting
+from elf_pipeline.zca import ZCA, fit_zca_to_data, synset_zca_eps
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +54,19 @@ class OnlineTeacher:
     Deliberately not an ``nn.Module`` attribute of ElfLoss: the optimiser must not see the frozen
     teacher's parameters."""
 
-    def __init__(self, model: nn.Module, layer: str | None, sample: torch.Tensor):
+    def __init__(self, model: nn.Module, layer: str | None, sample: torch.Tensor,
+                 input_transform: Callable[[torch.Tensor], torch.Tensor] | None = None):
         self.model = model.eval().requires_grad_(False)
         if layer is not None:
             model.set_split(layer)
         self.layer = model.split
+        self.input_transform = input_transform  # e.g. un-whitening for a teacher trained without ZCA
         self.feature_shape = tuple(self(sample[:1]).shape[1:])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
+            if self.input_transform is not None:
+                x = self.input_transform(x)
             return self.model.front(x)
 
 
@@ -249,6 +255,18 @@ def synset_protocol(synset: str | os.PathLike) -> dict:
             "distill_syn_lr": syn_lr, "distill_zca_eps": zca_eps}
 
 
+def student_test_split(data: str | os.PathLike, synset: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, DatasetInfo,
+                                                                                 ZCA | None]:
+    """The test split in the synthetic set's space: whitened by the ZCA transform (refitted on the
+    training split) when the set was distilled in whitened space, else as stored."""
+    test_images, test_labels, info = load_split(data, "test")
+    whitening = None
+    if zca_eps := synset_zca_eps(synset):
+        whitening = fit_zca_to_data(data, zca_eps)
+        test_images = whitening.transform(test_images)
+    return test_images, test_labels, info, whitening
+
+
 def train_students(data: str | os.PathLike, synset: str | os.PathLike, features: str | os.PathLike | None,
                    arch: str, evaluation: dict, train_config: dict, seeds: list[int], out: str | os.PathLike,
                    identity: dict, device: str = "auto", teacher_model: str | os.PathLike | None = None) -> pd.DataFrame:
@@ -261,7 +279,7 @@ def train_students(data: str | os.PathLike, synset: str | os.PathLike, features:
     config = TrainConfig.from_dict(protocol_train_config(train_config))
     vectorize = vectorize_setting(train_config.get("vectorize_seeds", "auto"))
     images, labels = read_synset(synset)
-    test_images, test_labels, info = load_split(data, "test")
+    test_images, test_labels, info, whitening = student_test_split(data, synset)
     if images.shape[1:] != (info.channels, info.image_size, info.image_size):
         raise ValueError(f"{synset}: images {tuple(images.shape[1:])} do not match dataset "
                          f"({info.channels}, {info.image_size}, {info.image_size})")
@@ -272,7 +290,8 @@ def train_students(data: str | os.PathLike, synset: str | os.PathLike, features:
             raise ValueError(f"evaluation {identity.get('evaluation')!r} has teacher_targets: online but no teacher "
                              "checkpoint was given (--teacher-model)")
         network, meta = load_model(teacher_model, torch_device)
-        online = OnlineTeacher(network, spec.teacher_layer, images[:1].to(torch_device))
+        online = OnlineTeacher(network, spec.teacher_layer, images[:1].to(torch_device),
+                               input_transform=whitening.inverse if whitening is not None else None)
         teacher = TeacherFeatures(online.layer, torch.empty(0, *online.feature_shape), meta["arch"],
                                   float(meta.get("test_acc", float("nan"))), sha256_file(teacher_model))
     elif spec.uses_teacher:

@@ -5,10 +5,17 @@ images: ``x_white = (x - mean) @ W`` with ``W = U diag(1 / sqrt(S + eps)) U^T`` 
 eigendecomposition ``cov = U diag(S) U^T`` of the (unbiased) pixel covariance.  The transform is a
 pure function of the training split and ``eps``, so any stage can refit it from ``data.h5``
 instead of storing a D x D matrix (37 MiB for 3x32x32) next to every artifact.
+
+A synthetic set distilled in whitened space (MTT from ZCA experts) carries ``zca_eps`` in its
+attrs.  Every later stage keeps the spaces consistent: students train on the whitened synthetic
+images and are tested on test images whitened by the same transform; a teacher trained on
+un-whitened real images sees the synthetic (or augmented) images mapped back through the exact
+inverse, ``x = x_white @ W^-1 + mean`` (``eps > 0`` makes ``W`` invertible).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +28,7 @@ class ZCA:
     mean: torch.Tensor    # (D,) float32
     matrix: torch.Tensor  # (D, D) float32, symmetric
     eps: float
+    inverse_matrix: torch.Tensor | None = None  # (D, D) float32: U diag(sqrt(S + eps)) U^T
 
     def transform(self, images: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
         """Whiten NCHW images (any leading count) chunk by chunk; differentiable in ``images``."""
@@ -28,6 +36,16 @@ class ZCA:
         flat = images.reshape(shape[0], -1)
         mean, matrix = self.mean.to(images.device), self.matrix.to(images.device)
         out = [(part - mean) @ matrix for part in flat.split(chunk)]
+        return torch.cat(out).reshape(shape) if out else images.clone()
+
+    def inverse(self, images: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+        """Map whitened NCHW images back to the normalised pixel space: ``inverse(transform(x)) == x``."""
+        if self.inverse_matrix is None:
+            raise ValueError("this ZCA transform was built without its inverse")
+        shape = images.shape
+        flat = images.reshape(shape[0], -1)
+        mean, matrix = self.mean.to(images.device), self.inverse_matrix.to(images.device)
+        out = [part @ matrix + mean for part in flat.split(chunk)]
         return torch.cat(out).reshape(shape) if out else images.clone()
 
 
@@ -49,4 +67,21 @@ def fit_zca(images: torch.Tensor, eps: float = DEFAULT_EPS, chunk: int = 4096) -
     eigenvalues, eigenvectors = torch.linalg.eigh(cov)
     scale = (eigenvalues.clamp_min(0) + eps).rsqrt()
     matrix = (eigenvectors * scale) @ eigenvectors.T
-    return ZCA(mean.float(), matrix.float(), float(eps))
+    inverse = (eigenvectors / scale) @ eigenvectors.T
+    return ZCA(mean.float(), matrix.float(), float(eps), inverse.float())
+
+
+def fit_zca_to_data(data: str | os.PathLike, eps: float) -> ZCA:
+    """The transform a ZCA stage used: refit on the normalised training split of ``data.h5``."""
+    from elf_pipeline.data import load_split
+
+    images, _, _ = load_split(data, "train")
+    return fit_zca(images, eps)
+
+
+def synset_zca_eps(synset: str | os.PathLike) -> float:
+    """``zca_eps`` of a synthetic set (0.0: its images are in the normalised pixel space)."""
+    from elf_pipeline.io import open_h5
+
+    with open_h5(synset) as h5:
+        return float(h5.attrs.get("zca_eps", 0.0))

@@ -35,3 +35,9 @@ def test_transform_is_chunk_independent_and_differentiable(correlated) -> None:
 def test_eps_must_be_positive(correlated) -> None:
     with pytest.raises(ValueError, match="eps"):
         fit_zca(correlated, eps=0)
+
+
+def test_inverse_undoes_the_transform(correlated):
+    zca = fit_zca(correlated, eps=0.1)
+    assert torch.allclose(zca.inverse(zca.transform(correlated)), correlated, atol=1e-3)
+    assert torch.allclose(zca.inverse_matrix @ zca.matrix, torch.eye(12), atol=1e-4)

@@ -1,6 +1,7 @@
 rule extract_features:
     """The teacher's output after every block for every synthetic image (one HDF5 per set x teacher)."""
     input:
+        data=f"{RESULTS}/{{dataset}}/data.h5",
         synset=f"{RESULTS}/{{dataset}}/distilled/{{method}}/ipc{{ipc}}/synset.h5",
         teacher=f"{RESULTS}/{{dataset}}/teachers/{{teacher}}/model.pt",
         code=SOURCES["extract_features"],
@@ -16,5 +17,5 @@ rule extract_features:
     resources:
         gpu=GPU_PER_JOB,
     shell:
-        f"{PYTHON} extract-features --synset {{input.synset:q}} --teacher {{input.teacher:q}} "
+        f"{PYTHON} extract-features --synset {{input.synset:q}} --teacher {{input.teacher:q}} --data {{input.data:q}} "
         "--device {params.device} --out {output:q} > {log:q} 2>&1"
