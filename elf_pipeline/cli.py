@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 
+from elf_pipeline.allocator import keep_freed_memory
 from elf_pipeline.data import DataSourceError
 from elf_pipeline.gpu import pin_free_device
 from elf_pipeline.io import ArtifactError
@@ -366,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    keep_freed_memory()  # large temporaries reused from the heap, not re-faulted from the kernel
     try:
         args.func(args)
     except EXPECTED_ERRORS as err:

@@ -197,15 +197,60 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     return retry_on_oom(lambda size: _evaluate(model, images, labels, size), batch_size, "evaluation")
 
 
+# On a CPU, inference is fastest when one chunk's widest activation stays in the caches: the
+# normalisation, activation and pooling between the convolutions are memory-bound, and a batch of
+# hundreds of 32 px feature maps (hundreds of MB) streams through DRAM at every one of them.
+CPU_CHUNK_BYTES = 8 * 2**20
+
+
+@torch.inference_mode()
+def widest_activation_bytes(model: nn.Module, sample: torch.Tensor) -> int:
+    """Bytes of the largest output of any leaf module for one image of ``sample``."""
+    widest = [sample[:1].numel() * sample.element_size()]
+
+    def record(_module, _inputs, output):
+        if isinstance(output, torch.Tensor):
+            widest[0] = max(widest[0], output.numel() * output.element_size())
+
+    handles = [module.register_forward_hook(record) for module in model.modules() if not any(module.children())]
+    was_training = model.training
+    try:
+        model.eval()(sample[:1])
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return widest[0]
+
+
+def inference_chunk(model: nn.Module, sample: torch.Tensor, batch_size: int) -> int:
+    """Images per forward pass of a test pass: ``batch_size`` on a GPU; on a CPU at most as many as
+    keep the widest activation within ``CPU_CHUNK_BYTES`` (the same predictions, 2-3x faster)."""
+    if sample.device.type != "cpu":
+        return batch_size
+    return max(1, min(batch_size, CPU_CHUNK_BYTES // widest_activation_bytes(model, sample)))
+
+
+def inference_layout(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` in the memory format of the model's convolution weights (channels-last models take
+    channels-last inputs, so oneDNN/cuDNN need no layout conversion)."""
+    weight = next((p for p in model.parameters() if p.dim() == 4), None)
+    if x.dim() == 4 and weight is not None and weight.is_contiguous(memory_format=torch.channels_last) \
+            and not weight.is_contiguous():
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
 @torch.inference_mode()
 def _evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=device)
-    for start in range(0, len(labels), batch_size):
-        x = images[start:start + batch_size].to(device, non_blocking=True)
-        y = labels[start:start + batch_size].to(device, non_blocking=True)
+    chunk = inference_chunk(model, images[:1].to(device), batch_size) if len(labels) else batch_size
+    for start in range(0, len(labels), chunk):
+        x = inference_layout(model, images[start:start + chunk].to(device, non_blocking=True))
+        y = labels[start:start + chunk].to(device, non_blocking=True)
         correct += (model(x).argmax(dim=1) == y).sum()
     model.train(was_training)
     return float(correct) / len(labels)

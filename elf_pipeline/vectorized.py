@@ -29,7 +29,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from elf_pipeline.augment import dsa
-from elf_pipeline.training import TrainConfig, TrainingDiverged, progress
+from elf_pipeline.training import TrainConfig, TrainingDiverged, inference_chunk, progress
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +208,8 @@ def evaluate_vectorized(models: Sequence[nn.Module], images: torch.Tensor, label
               for name, _ in template.named_parameters()}
     forward = vmap(lambda p, x: functional_call(template, p, (x,)), in_dims=(0, None))
     correct = torch.zeros(len(models), dtype=torch.long, device=device)
+    if len(labels):  # on a CPU, chunks whose activations (of all seeds together) stay in the caches
+        batch_size = max(1, inference_chunk(template, images[:1].to(device), batch_size * len(models)) // len(models))
     for start in range(0, len(labels), batch_size):
         x = images[start:start + batch_size].to(device, non_blocking=True)
         y = labels[start:start + batch_size].to(device, non_blocking=True)

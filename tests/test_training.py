@@ -200,3 +200,30 @@ def test_seeded_generator_and_timer():
     with Timer() as timer:
         sum(range(1000))
     assert timer.seconds >= 0.0
+
+
+def test_cpu_test_pass_uses_cache_sized_chunks_with_the_same_predictions(digits_h5):
+    from elf_pipeline.data import load_split
+    from elf_pipeline.models import build
+    from elf_pipeline.training import CPU_CHUNK_BYTES, evaluate, inference_chunk, widest_activation_bytes
+
+    images, labels, info = load_split(digits_h5, "test")
+    model = build("convnet", info.channels, info.num_classes, info.image_size)
+    widest = widest_activation_bytes(model, images)
+    assert widest == 128 * info.image_size**2 * 4  # the first conv's output, float32
+    assert inference_chunk(model, images, 4096) == CPU_CHUNK_BYTES // widest
+    assert inference_chunk(model, images, 3) == 3
+    expected = float((model.eval()(images).argmax(1) == labels).float().mean())
+    assert evaluate(model, images, labels, batch_size=4096) == pytest.approx(expected)
+    channels_last = model.to(memory_format=torch.channels_last)
+    assert evaluate(channels_last, images, labels, batch_size=7) == pytest.approx(expected)
+
+
+def test_allocator_thresholds_are_accepted_on_glibc():
+    import platform
+
+    from elf_pipeline.allocator import keep_freed_memory
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("the allocator tuning applies to glibc only")
+    assert keep_freed_memory() is True

@@ -77,8 +77,22 @@ def make_norm(kind: str, channels: int) -> nn.Module:
     raise ValueError(f"unknown norm {kind!r} (allowed: instance, batch, layer, group, none)")
 
 
+def relu(x: torch.Tensor) -> torch.Tensor:
+    """ReLU that overwrites its input when no gradient is recorded (inference): the same values,
+    one memory-bound pass and one feature-map allocation fewer. Only for inputs nothing else holds
+    (the output of the preceding conv or norm)."""
+    return torch.relu(x) if torch.is_grad_enabled() else torch.relu_(x)
+
+
+class ReLU(nn.ReLU):
+    """``nn.ReLU`` with the in-place inference of ``relu`` (same state dict and repr)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return relu(x)
+
+
 def make_activation(kind: str) -> nn.Module:
-    activations = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "leakyrelu": lambda: nn.LeakyReLU(0.01)}
+    activations = {"relu": ReLU, "sigmoid": nn.Sigmoid, "leakyrelu": lambda: nn.LeakyReLU(0.01)}
     if kind not in activations:
         raise ValueError(f"unknown activation {kind!r} (allowed: {', '.join(activations)})")
     return activations[kind]()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from elf_pipeline.models.base import StagedNet, make_norm
+from elf_pipeline.models.base import ReLU, StagedNet, make_norm, relu
 
 
 class BasicBlock(nn.Module):
@@ -24,17 +24,17 @@ class BasicBlock(nn.Module):
             self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False), make_norm(norm, planes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.relu(self.norm1(self.conv1(x)))
+        out = relu(self.norm1(self.conv1(x)))
         out = self.norm2(self.conv2(out))
-        return torch.relu(out + self.shortcut(x))
+        return relu(out + self.shortcut(x))
 
 
 def resnet18(channels: int, num_classes: int, image_size: int, norm: str = "instance",
              stem: str = "cifar", split: str | None = None) -> StagedNet:
     if stem == "cifar":
-        stem_module = nn.Sequential(nn.Conv2d(channels, 64, 3, stride=1, padding=1, bias=False), make_norm(norm, 64), nn.ReLU())
+        stem_module = nn.Sequential(nn.Conv2d(channels, 64, 3, stride=1, padding=1, bias=False), make_norm(norm, 64), ReLU())
     elif stem == "imagenet":
-        stem_module = nn.Sequential(nn.Conv2d(channels, 64, 7, stride=2, padding=3, bias=False), make_norm(norm, 64), nn.ReLU(),
+        stem_module = nn.Sequential(nn.Conv2d(channels, 64, 7, stride=2, padding=3, bias=False), make_norm(norm, 64), ReLU(),
                                     nn.MaxPool2d(3, stride=2, padding=1))
     else:
         raise ValueError(f"unknown resnet stem {stem!r} (allowed: cifar, imagenet)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from elf_pipeline.models.base import StagedNet, flat_head, make_norm
+from elf_pipeline.models.base import ReLU, StagedNet, flat_head, make_norm
 
 VGG11 = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]
 
@@ -22,7 +22,7 @@ def vgg11(channels: int, num_classes: int, image_size: int, norm: str = "instanc
             stages[-1] = (name, nn.Sequential(*block, nn.MaxPool2d(2, 2)))
             continue
         stages.append((f"conv{len(stages) + 1}", nn.Sequential(
-            nn.Conv2d(in_channels, item, 3, padding=1), make_norm(norm, item), nn.ReLU())))
+            nn.Conv2d(in_channels, item, 3, padding=1), make_norm(norm, item), ReLU())))
         in_channels = item
     stages.append(("head", flat_head(stages, channels, image_size, num_classes)))
     return StagedNet(stages, split or "conv5")

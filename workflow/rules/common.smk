@@ -54,7 +54,7 @@ def package_sources(*modules):
     """The package files a stage imports: listed as inputs so that editing them reruns the stage
     (Snakemake's code trigger sees only the rule body, not imported modules)."""
     files = []
-    for module in ("__init__", "io", *modules, *(("gpu",) if "cli" in modules else ())):
+    for module in ("__init__", "io", *modules, *(("gpu", "allocator") if "cli" in modules else ())):
         path = REPO / "elf_pipeline" / f"{module}.py"
         files.extend(sorted((REPO / "elf_pipeline" / module).glob("*.py")) if not path.exists() else [path])
     return [str(f) for f in files]
