@@ -84,7 +84,9 @@ def sample_params(config: DSAConfig, n: int, height: int, width: int, generator:
 
 
 def _per_sample(value: torch.Tensor, n: int, x: torch.Tensor) -> torch.Tensor:
-    value = value.to(device=x.device)
+    # non_blocking: a blocking host-to-device copy waits for every kernel queued before it, which
+    # would stall the GPU once per parameter per batch (the host tensor is staged before returning)
+    value = value.to(device=x.device, non_blocking=True)
     return value.expand(n) if value.numel() == 1 else value
 
 

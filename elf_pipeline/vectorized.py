@@ -78,6 +78,9 @@ def choose_trainer(setting: str, modules: Sequence[nn.Module], device: torch.dev
     return "vectorized", f"vectorize_seeds is {setting}"
 
 
+SYNC_EPOCHS = 25  # epochs between host syncs of the vectorised trainer (loss history, divergence check)
+
+
 class _Job(nn.Module):
     """A model and its loss module as one module, so one ``functional_call`` swaps both."""
 
@@ -148,6 +151,21 @@ def train_vectorized(models: Sequence[nn.Module], objectives: Sequence[nn.Module
 
     decay_epoch = int(math.ceil(config.epochs * config.lr_decay_at)) if config.lr_decay_at else None
     n, seeds = len(labels), len(models)
+    pending: list[torch.Tensor] = []  # epoch losses still on the device
+
+    def collect() -> None:  # one host sync for all pending epochs
+        if not pending:
+            return
+        first = len(run.histories[0])
+        values = torch.stack(pending).tolist()
+        pending.clear()
+        for offset, epoch_losses in enumerate(values):
+            for s, value in enumerate(epoch_losses):
+                if not math.isfinite(value):
+                    raise TrainingDiverged(f"loss became {value} in epoch {first + offset + 1} of {desc} "
+                                           f"(seed index {s}, lr {config.lr})")
+                run.histories[s].append(value)
+
     for epoch in progress(range(config.epochs), config.epochs, desc):
         if decay_epoch is not None and epoch == decay_epoch:
             for group in optimizer.param_groups:
@@ -177,11 +195,12 @@ def train_vectorized(models: Sequence[nn.Module], objectives: Sequence[nn.Module
                 losses = _forward_backward(step, params, x, y, index, device, amp)
             optimizer.step()
             total += losses.detach().float() * index.shape[1]
-        epoch_losses = (total / n).tolist()  # one host sync per epoch
-        for s, value in enumerate(epoch_losses):
-            if not math.isfinite(value):
-                raise TrainingDiverged(f"loss became {value} in epoch {epoch + 1} of {desc} (seed index {s}, lr {config.lr})")
-            run.histories[s].append(value)
+        pending.append(total / n)
+        # A sync per epoch would stall the GPU after every epoch (one step each for a small synthetic
+        # set); checking every SYNC_EPOCHS still stops a diverged run early and names its epoch.
+        if len(pending) >= SYNC_EPOCHS:
+            collect()
+    collect()
     with torch.no_grad():
         for s, job in enumerate(jobs):
             for name, parameter in job.named_parameters():

@@ -209,3 +209,34 @@ def test_a_failing_compiler_falls_back_to_eager_with_a_note(monkeypatch):
     assert fit.trainer == "vectorized" and not fit.compiled
     assert fit.notes == ["torch.compile failed (RuntimeError: no compiler here); ran eagerly"]
     assert [r.history for r in fit.seeds] == [r.history for r in eager.seeds]
+
+
+def test_vectorized_divergence_names_its_epoch_although_losses_sync_in_blocks(monkeypatch):
+    """Losses reach the host every SYNC_EPOCHS epochs; a run that turns NaN still stops with the
+    epoch it happened in, and a finite run keeps one history entry per epoch."""
+    import elf_pipeline.vectorized as vectorized
+    from elf_pipeline.training import TrainingDiverged
+
+    monkeypatch.setattr(vectorized, "SYNC_EPOCHS", 4)
+    images, labels, _, _, _ = _data()
+    config = TrainConfig.from_dict({"epochs": 6, "batch_size": 16, "dsa": False})
+    pairs = [_seed_modules(seed) for seed in (0, 1)]
+    run = train_vectorized([m for m, _ in pairs], [o for _, o in pairs], images, labels, config,
+                           [seeded_generator(s) for s in (0, 1)])
+    assert [len(history) for history in run.histories] == [6, 6]
+
+    poisoned = images.clone()
+    calls = {"n": 0}
+    original = vectorized._forward_backward
+
+    def nan_from_epoch_3(step, params, x, y, index, device, amp):
+        calls["n"] += 1
+        if calls["n"] >= 5:  # 2 batches per epoch: epoch 3 starts at the 5th step
+            x = x * float("nan")
+        return original(step, params, x, y, index, device, amp)
+
+    monkeypatch.setattr(vectorized, "_forward_backward", nan_from_epoch_3)
+    pairs = [_seed_modules(seed) for seed in (0, 1)]
+    with pytest.raises(TrainingDiverged, match="in epoch 3 "):
+        train_vectorized([m for m, _ in pairs], [o for _, o in pairs], poisoned, labels, config,
+                         [seeded_generator(s) for s in (0, 1)])
