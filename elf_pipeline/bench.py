@@ -71,6 +71,7 @@ class BenchSettings:
     vectorize: str = "auto"
     amp: bool = False
     compile: bool = False
+    cuda_graphs: str = "auto"
     seed: int = 0  # picks the synthetic images and initialises the teacher
 
 
@@ -328,12 +329,13 @@ def run_bench(settings: BenchSettings, data: str | os.PathLike | None, out: str 
         cpu_start = time.process_time()
         fit = fit_students(arch, spec, config, images, labels, test_images.to(device), test_labels.to(device),
                            settings.seeds, info.num_classes, target=target, vectorize=settings.vectorize,
-                           amp=settings.amp, compile=settings.compile, desc="bench")
+                           amp=settings.amp, compile=settings.compile, desc="bench", cuda_graphs=settings.cuda_graphs)
         synchronize(device)
         pipeline_cpu = time.process_time() - cpu_start
         pipeline = [SeedOutcome(r.seed, r.test_acc, r.train_seconds, r.test_seconds) for r in fit.seeds]
         pipeline_row = _row(arch, "pipeline", fit.trainer, pipeline, settings.epochs, len(labels), len(test_labels), flops)
         pipeline_row.update({"cpu_seconds": pipeline_cpu, "trainer_reason": fit.reason, "compiled": fit.compiled,
+                             "cuda_graph": fit.cuda_graph,
                              "amp": settings.amp, "device_peak_memory_mb": fit.device_peak_memory_mb})
         notes += [f"{arch}: {note}" for note in fit.notes]
         rows += [official_row, pipeline_row]
@@ -364,7 +366,8 @@ def format_table(result: dict) -> str:
     """The benchmark as a Markdown table plus one line per architecture."""
     from tabulate import tabulate
 
-    table = [[r["arch"], r["variant"], r["trainer"], f"{r['train_images_per_s']:.0f}", f"{r['test_images_per_s']:.0f}",
+    table = [[r["arch"], r["variant"], r["trainer"] + ("+graph" if r.get("cuda_graph") else ""),
+              f"{r['train_images_per_s']:.0f}", f"{r['test_images_per_s']:.0f}",
               f"{r['train_gflops']:.1f}", f"{r['test_gflops']:.1f}", f"{100 * r['test_peak_fraction']:.0f}%",
               f"{r['total_seconds']:.1f}", f"{r['cpu_seconds']:.1f}",
               f"{100 * r['test_acc_mean']:.1f} ± {100 * r['test_acc_std']:.1f}",

@@ -153,11 +153,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
     settings = BenchSettings(archs=args.archs, seeds=args.seeds, ipc=args.ipc, epochs=args.epochs,
                              test_limit=args.test_limit or None, eval_batch_size=args.eval_batch_size,
                              teacher_arch=args.teacher_arch, loss_mode=args.loss_mode, dsa=not args.no_dsa,
-                             device=args.device, vectorize=args.vectorize, amp=args.amp, compile=args.compile)
+                             device=args.device, vectorize=args.vectorize, amp=args.amp, compile=args.compile,
+                             cuda_graphs=args.cuda_graphs)
     command = (f"elf-pipeline bench --device {args.device} --archs {' '.join(args.archs)} "
                f"--seeds {' '.join(map(str, args.seeds))} --ipc {args.ipc} --epochs {args.epochs} "
-               f"--test-limit {args.test_limit} --vectorize {args.vectorize}" + " --amp" * args.amp
-               + " --compile" * args.compile + " --no-dsa" * args.no_dsa)
+               f"--test-limit {args.test_limit} --vectorize {args.vectorize} --cuda-graphs {args.cuda_graphs}"
+               + " --amp" * args.amp + " --compile" * args.compile + " --no-dsa" * args.no_dsa)
     result = run_bench(settings, args.data, args.out, args.work, args.root, command=command)
     print(format_table(result))
     print(f"written to {args.out}")
@@ -338,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vectorize", default="auto", choices=["auto", "true", "false"])
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast in the vectorised trainer")
     p.add_argument("--compile", action="store_true", help="torch.compile the vectorised training step")
+    p.add_argument("--cuda-graphs", default="auto", choices=["auto", "true", "false"],
+                   help="replay the vectorised training step as a CUDA graph (auto: on CUDA when batches have one size)")
     p.add_argument("--out", default="results/bench/bench.json")
     p.set_defaults(func=cmd_bench)
     return parser

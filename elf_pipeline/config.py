@@ -321,8 +321,9 @@ def check_config(config: dict) -> None:
         checkpoint = block.get("checkpoint_epoch")
         if checkpoint is not None and not 1 <= checkpoint <= epochs:
             _fail(f"teachers.{name}.checkpoint_epoch", f"{checkpoint} must lie in 1..train.epochs ({epochs})")
-        if "vectorize_seeds" in block["train"]:
-            _fail(f"teachers.{name}.train.vectorize_seeds", "applies to student training only (students.train)")
+        for key in ("vectorize_seeds", "cuda_graphs"):
+            if key in block["train"]:
+                _fail(f"teachers.{name}.train.{key}", "applies to student training only (students.train)")
     for index, arch in enumerate(config["students"]["archs"]):
         _check_arch(f"students.archs[{index}]", arch)
     seeds = config["students"]["seeds"]

@@ -136,7 +136,7 @@ class ElfLoss(nn.Module):
 
 # Keys of a student ``train`` block that choose how the seeds are trained, not what they learn:
 # they stay out of TrainConfig, the protocol columns and config_hash.
-RUNTIME_KEYS = ("vectorize_seeds",)
+RUNTIME_KEYS = ("vectorize_seeds", "cuda_graphs")
 
 
 def protocol_train_config(train_config: dict) -> dict:
@@ -174,6 +174,7 @@ class StudentFit:
 
     trainer: str  # "vectorized" or "loop"
     reason: str
+    cuda_graph: bool = False  # the vectorised step was replayed as a CUDA graph
     seeds: list[SeedResult] = field(default_factory=list)
     peak_memory_mb: float = 0.0  # peak resident memory of the process (host)
     device_peak_memory_mb: float | None = None  # torch.cuda.max_memory_allocated during the fit (CUDA only)
@@ -184,7 +185,8 @@ class StudentFit:
 def fit_students(arch: str, spec: Evaluation, config: TrainConfig, images: torch.Tensor, labels: torch.Tensor,
                  test_images: torch.Tensor, test_labels: torch.Tensor, seeds: list[int], num_classes: int,
                  target: torch.Tensor | None = None, online: OnlineTeacher | None = None, vectorize: str | bool = "auto",
-                 channels_last: bool = True, amp: bool = False, compile: bool = False, desc: str = "") -> StudentFit:
+                 channels_last: bool = True, amp: bool = False, compile: bool = False, desc: str = "",
+                 cuda_graphs: str | bool = "auto") -> StudentFit:
     """Train ``arch`` once per seed on in-memory tensors (all on one device) and test each student.
 
     Seed ``s`` is initialised with ``build_seeded(..., s)`` (adapters with ``s + 1``) and draws its
@@ -192,8 +194,8 @@ def fit_students(arch: str, spec: Evaluation, config: TrainConfig, images: torch
     ``vectorize`` (``auto``/``true``/``false``, see ``vectorized.choose_trainer``) picks the
     vectorised multi-seed trainer or the per-seed loop.  The loop keeps convolution weights in
     channels-last memory format (``channels_last``; faster with oneDNN and cuDNN, same numbers up
-    to float rounding).  ``amp`` (bfloat16 autocast) and ``compile`` (``torch.compile``) apply to
-    the vectorised trainer.
+    to float rounding).  ``amp`` (bfloat16 autocast), ``compile`` (``torch.compile``) and
+    ``cuda_graphs`` (``vectorized.GraphedStep``) apply to the vectorised trainer.
     """
     device = images.device
     channels, image_size = images.shape[1], images.shape[-1]
@@ -217,10 +219,11 @@ def fit_students(arch: str, spec: Evaluation, config: TrainConfig, images: torch
         models, objectives = [b[0] for b in built], [b[1] for b in built]
         with Timer() as train_timer:
             run = train_vectorized(models, objectives, images, labels, config, [seeded_generator(s) for s in seeds],
-                                   desc=f"{arch} {desc} seeds {seeds[0]}..{seeds[-1]}", amp=amp, compile=compile)
+                                   desc=f"{arch} {desc} seeds {seeds[0]}..{seeds[-1]}", amp=amp, compile=compile,
+                                   cuda_graphs=cuda_graphs)
         with Timer() as test_timer:
             accuracies = evaluate_vectorized(models, test_images, test_labels, config.eval_batch_size, amp=amp)
-        fit.compiled, fit.notes = run.compiled, run.notes
+        fit.compiled, fit.notes, fit.cuda_graph = run.compiled, run.notes, run.graphed
         for seed, (model, objective, shape), history, accuracy in zip(seeds, built, run.histories, accuracies, strict=True):
             fit.seeds.append(SeedResult(seed, accuracy, train_timer.seconds / len(seeds), test_timer.seconds / len(seeds),
                                         history, model.split, shape, objective.adapted))
@@ -306,7 +309,8 @@ def train_students(data: str | os.PathLike, synset: str | os.PathLike, features:
                 **{k: v for k, v in vars(spec).items() if k not in ("teacher", "student_layer")}}
     protocol["teacher_layer"] = teacher.layer if teacher else None
     fit = fit_students(arch, spec, config, images, labels, test_images, test_labels, seeds, info.num_classes,
-                       target=target, online=online, vectorize=vectorize, desc=str(identity.get("evaluation")))
+                       target=target, online=online, vectorize=vectorize, desc=str(identity.get("evaluation")),
+                       cuda_graphs=train_config.get("cuda_graphs", "auto"))
     distillation = synset_protocol(synset)
     rows = []
     for result in fit.seeds:
@@ -314,7 +318,8 @@ def train_students(data: str | os.PathLike, synset: str | os.PathLike, features:
         log.info("%s %s seed %d: test accuracy %.4f (%.1fs)", arch, identity.get("evaluation"), seed, accuracy,
                  result.train_seconds)
         rows.append({**identity, "arch": arch, "seed": seed, "test_acc": accuracy, "train_seconds": result.train_seconds,
-                     "test_seconds": result.test_seconds, "trainer": fit.trainer, "peak_memory_mb": fit.peak_memory_mb,
+                     "test_seconds": result.test_seconds, "trainer": fit.trainer, "cuda_graph": fit.cuda_graph,
+                     "peak_memory_mb": fit.peak_memory_mb,
                      "device_peak_memory_mb": fit.device_peak_memory_mb,
                      "num_synthetic": len(labels), "student_layer": result.student_layer,
                      "student_feature_shape": "x".join(map(str, result.student_shape)),

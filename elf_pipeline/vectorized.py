@@ -99,24 +99,99 @@ class VectorizedRun:
 
     histories: list[list[float]]
     compiled: bool = False
+    graphed: bool = False  # the step ran as a replayed CUDA graph
     notes: list[str] = field(default_factory=list)
 
 
-def _autocast(device: torch.device, enabled: bool):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+def _autocast(device: torch.device, enabled: bool, cache: bool = True):
+    # CUDA graphs need the cast-weight cache off: a cached cast would be baked into the graph
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled, cache_enabled=cache)
 
 
 def _forward_backward(step, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
-                      device: torch.device, amp: bool) -> torch.Tensor:
-    with _autocast(device, amp):
+                      device: torch.device, amp: bool, cache: bool = True) -> torch.Tensor:
+    with _autocast(device, amp, cache):
         losses = step(params, x, y, index)  # [seeds]
     losses.float().sum().backward()  # seeds are independent: d(sum)/d(params[s]) = d(loss[s])/d(params[s])
     return losses
 
 
+class GraphedStep:
+    """One training step (forward, backward, SGD update of every seed) captured as a CUDA graph.
+
+    A small synthetic set trains in a few hundred tiny steps, each a few hundred kernel launches:
+    launch and Python overhead, not arithmetic, bound it on a GPU.  Replaying a captured graph
+    launches the whole step at once.  What varies between steps stays outside the graph: the
+    shuffle, the gather and the DSA draws (the augmentation family is a host-side choice) fill
+    static input buffers that the graph reads.  The warm-up steps that capturing needs run on
+    the real parameters and are then undone (parameters restored, momentum buffers zeroed, which
+    is what SGD's first step starts from), so the protocol is unchanged.  A learning-rate change
+    (the step decay) is captured anew, since SGD bakes its lr into the graph.
+    """
+
+    WARMUP = 3
+
+    def __init__(self, step, params: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, x: torch.Tensor,
+                 y: torch.Tensor, index: torch.Tensor, amp: bool):
+        self.step, self.params, self.optimizer, self.amp = step, params, optimizer, amp
+        self.x, self.y, self.index = x.clone(), y.clone(), index.clone()
+        saved = {name: value.detach().clone() for name, value in params.items()}
+        try:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(self.WARMUP):
+                    optimizer.zero_grad(set_to_none=True)
+                    _forward_backward(step, params, self.x, self.y, self.index, x.device, amp, cache=False)
+                    optimizer.step()
+            torch.cuda.current_stream().wait_stream(side)
+        finally:  # undo the warm-up steps (also when they failed)
+            torch.cuda.synchronize(x.device)
+            with torch.no_grad():
+                for name, value in params.items():
+                    value.copy_(saved[name])
+                for state in optimizer.state.values():
+                    if state.get("momentum_buffer") is not None:
+                        state["momentum_buffer"].zero_()
+        self.capture()
+
+    def capture(self) -> None:
+        self.graph = torch.cuda.CUDAGraph()
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.cuda.graph(self.graph):
+            self.losses = _forward_backward(self.step, self.params, self.x, self.y, self.index, self.x.device,
+                                            self.amp, cache=False).detach().float()
+            self.optimizer.step()
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        self.x.copy_(x)
+        self.y.copy_(y)
+        self.index.copy_(index)
+        self.graph.replay()
+        return self.losses
+
+
+def graphs_setting(value: object, device: torch.device, compile: bool, n: int, batch_size: int) -> tuple[bool, str]:
+    """Whether the vectorised trainer captures its step as a CUDA graph (``auto``: on CUDA, without
+    torch.compile, when every batch has the same size), and why."""
+    text = str(value).lower() if not isinstance(value, bool) else ("true" if value else "false")
+    if text not in VECTORIZE_SETTINGS:
+        raise ValueError(f"cuda_graphs must be one of {', '.join(VECTORIZE_SETTINGS)}, got {value!r}")
+    if text == "false":
+        return False, "cuda_graphs is false"
+    if device.type != "cuda":
+        return False, f"the device is {device.type}"
+    if compile:
+        return False, "torch.compile manages its own graphs"
+    if n > batch_size and n % batch_size:
+        return False, f"{n} images do not split into equal batches of {batch_size}"
+    return True, f"cuda_graphs is {text}"
+
+
 def train_vectorized(models: Sequence[nn.Module], objectives: Sequence[nn.Module], images: torch.Tensor,
                      labels: torch.Tensor, config: TrainConfig, generators: Sequence[torch.Generator],
-                     desc: str = "train", amp: bool = False, compile: bool = False) -> VectorizedRun:
+                     desc: str = "train", amp: bool = False, compile: bool = False,
+                     cuda_graphs: str | bool = "auto") -> VectorizedRun:
     """Train ``models[s]`` with loss module ``objectives[s]`` and generator ``generators[s]``, all
     seeds at once; the trained parameters are written back into ``models``/``objectives``.
 
@@ -124,7 +199,9 @@ def train_vectorized(models: Sequence[nn.Module], objectives: Sequence[nn.Module
     of all seeds must share one structure, and attributes that are not parameters (the teacher
     features) are taken from ``objectives[0]``.  ``images``/``labels`` should already be on the
     models' device.  ``amp`` runs the step under bfloat16 autocast; ``compile`` wraps it in
-    ``torch.compile`` (falling back to eager, with a note, if compilation fails).
+    ``torch.compile`` (falling back to eager, with a note, if compilation fails); ``cuda_graphs``
+    replays the step as a CUDA graph (``GraphedStep``; falling back to eager, with a note, if
+    capturing fails).
     """
     if not (len(models) == len(objectives) == len(generators)) or not models:
         raise ValueError("train_vectorized needs one objective and one generator per model")
@@ -151,6 +228,10 @@ def train_vectorized(models: Sequence[nn.Module], objectives: Sequence[nn.Module
 
     decay_epoch = int(math.ceil(config.epochs * config.lr_decay_at)) if config.lr_decay_at else None
     n, seeds = len(labels), len(models)
+    use_graphs, why = graphs_setting(cuda_graphs, device, compile, n, config.batch_size)
+    if device.type == "cuda":
+        log.info("%s: CUDA graphs %s (%s)", desc, "on" if use_graphs else "off", why)
+    graphed: GraphedStep | None = None
     pending: list[torch.Tensor] = []  # epoch losses still on the device
 
     def collect() -> None:  # one host sync for all pending epochs
@@ -170,6 +251,8 @@ def train_vectorized(models: Sequence[nn.Module], objectives: Sequence[nn.Module
         if decay_epoch is not None and epoch == decay_epoch:
             for group in optimizer.param_groups:
                 group["lr"] *= config.lr_decay
+            if graphed is not None:
+                graphed.capture()  # the new lr
         orders = torch.stack([torch.randperm(n, generator=generator) for generator in generators])
         if device.type == "cuda":  # one asynchronous copy per epoch instead of a blocking one per batch
             orders = orders.pin_memory()
@@ -181,6 +264,22 @@ def train_vectorized(models: Sequence[nn.Module], objectives: Sequence[nn.Module
             if config.dsa is not None:  # each seed draws its own augmentation from its own generator
                 x = torch.stack([dsa(x[s], config.dsa, generators[s]) for s in range(seeds)])
             y = labels[index]
+            if use_graphs and graphed is None:
+                try:
+                    graphed = GraphedStep(step, params, optimizer, x, y, index, amp)
+                    run.graphed = True
+                except Exception as err:  # noqa: BLE001 - capturing failed: train eagerly, as before capturing
+                    note = f"CUDA graph capture failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); ran eagerly"
+                    log.warning(note)
+                    run.notes.append(note)
+                    use_graphs = False
+                    torch.cuda.synchronize(device)
+                    optimizer.state.clear()  # GraphedStep restored the parameters before capturing, or never changed them
+                    optimizer.zero_grad(set_to_none=True)
+            if graphed is not None:
+                losses = graphed(x, y, index)
+                total += losses * index.shape[1]
+                continue
             optimizer.zero_grad(set_to_none=True)
             try:
                 losses = _forward_backward(step, params, x, y, index, device, amp)

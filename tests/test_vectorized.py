@@ -240,3 +240,21 @@ def test_vectorized_divergence_names_its_epoch_although_losses_sync_in_blocks(mo
     with pytest.raises(TrainingDiverged, match="in epoch 3 "):
         train_vectorized([m for m, _ in pairs], [o for _, o in pairs], poisoned, labels, config,
                          [seeded_generator(s) for s in (0, 1)])
+
+
+@pytest.mark.parametrize("setting, device, compile, n, batch, expected", [
+    ("auto", "cpu", False, 100, 256, False),     # CUDA graphs exist on CUDA only
+    ("true", "cpu", False, 100, 256, False),
+    ("auto", "cuda", False, 100, 256, True),     # one batch per epoch
+    ("auto", "cuda", False, 512, 256, True),     # equal batches
+    ("auto", "cuda", False, 500, 256, False),    # a short last batch would need a second graph
+    ("auto", "cuda", True, 100, 256, False),     # torch.compile manages its own graphs
+    ("false", "cuda", False, 100, 256, False),
+])
+def test_cuda_graphs_setting(setting, device, compile, n, batch, expected):
+    from elf_pipeline.vectorized import graphs_setting
+
+    use, why = graphs_setting(setting, torch.device(device), compile, n, batch)
+    assert use is expected and why
+    with pytest.raises(ValueError, match="cuda_graphs"):
+        graphs_setting("sometimes", torch.device(device), compile, n, batch)
