@@ -60,7 +60,7 @@ BENCH_ARGS ?=
 bench: setup
 	$(BIN)/python -m elf_pipeline bench --device cpu --epochs $(BENCH_EPOCHS) --out results/bench/bench-cpu.json $(BENCH_ARGS)
 
-# The same on one GPU with the GPU options (vectorised seeds, bfloat16 autocast), full test set, sized for < 8 minutes.
+# The same on one GPU with the GPU options (vectorised seeds replayed as CUDA graphs, bfloat16 autocast), full test set, < 8 minutes.
 # torch.compile is opt-in (BENCH_GPU_OPTIONS="--vectorize true --amp --compile"): its compile time counts against the pipeline.
 BENCH_GPU_EPOCHS ?= 300
 BENCH_GPU_OPTIONS ?= --vectorize true --amp
