@@ -231,14 +231,13 @@ def inference_chunk(model: nn.Module, sample: torch.Tensor, batch_size: int) -> 
     return max(1, min(batch_size, CPU_CHUNK_BYTES // widest_activation_bytes(model, sample)))
 
 
-def inference_layout(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``x`` in the memory format of the model's convolution weights (channels-last models take
-    channels-last inputs, so oneDNN/cuDNN need no layout conversion)."""
+def input_memory_format(model: nn.Module) -> torch.memory_format:
+    """The memory format of the model's convolution weights, for its inputs (channels-last models
+    take channels-last inputs, so oneDNN/cuDNN need no layout conversion)."""
     weight = next((p for p in model.parameters() if p.dim() == 4), None)
-    if x.dim() == 4 and weight is not None and weight.is_contiguous(memory_format=torch.channels_last) \
-            and not weight.is_contiguous():
-        return x.contiguous(memory_format=torch.channels_last)
-    return x
+    if weight is not None and weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 @torch.inference_mode()
@@ -248,8 +247,9 @@ def _evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batc
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=device)
     chunk = inference_chunk(model, images[:1].to(device), batch_size) if len(labels) else batch_size
+    layout = input_memory_format(model) if images.dim() == 4 else torch.contiguous_format
     for start in range(0, len(labels), chunk):
-        x = inference_layout(model, images[start:start + chunk].to(device, non_blocking=True))
+        x = images[start:start + chunk].to(device, non_blocking=True).contiguous(memory_format=layout)
         y = labels[start:start + chunk].to(device, non_blocking=True)
         correct += (model(x).argmax(dim=1) == y).sum()
     model.train(was_training)

@@ -37,11 +37,12 @@ VECTORIZE_SETTINGS = ("auto", "true", "false")
 TRAINERS = ("vectorized", "loop")
 
 
-def vectorize_setting(value: object) -> str:
-    """Normalise a ``vectorize_seeds`` config value (``auto``, ``true``/``false`` or a boolean)."""
+def vectorize_setting(value: object, key: str = "vectorize_seeds") -> str:
+    """Normalise an ``auto``/``true``/``false`` setting (``vectorize_seeds``, ``cuda_graphs``; a
+    boolean counts as true/false)."""
     text = str(value).lower() if not isinstance(value, bool) else ("true" if value else "false")
     if text not in VECTORIZE_SETTINGS:
-        raise ValueError(f"vectorize_seeds must be one of {', '.join(VECTORIZE_SETTINGS)}, got {value!r}")
+        raise ValueError(f"{key} must be one of {', '.join(VECTORIZE_SETTINGS)}, got {value!r}")
     return text
 
 
@@ -171,12 +172,26 @@ class GraphedStep:
         return self.losses
 
 
+def _capture(step, params: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, x: torch.Tensor,
+             y: torch.Tensor, index: torch.Tensor, amp: bool, run: VectorizedRun) -> GraphedStep | None:
+    """The graphed step, or None (with a note in ``run``) when capturing fails: training then goes
+    on eagerly from the parameters GraphedStep restored after its warm-up."""
+    try:
+        graphed = GraphedStep(step, params, optimizer, x, y, index, amp)
+    except Exception as err:  # noqa: BLE001 - any capture failure: train eagerly
+        note = f"CUDA graph capture failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); ran eagerly"
+        log.warning(note)
+        run.notes.append(note)
+        optimizer.zero_grad(set_to_none=True)  # gradients of the failed capture
+        return None
+    run.graphed = True
+    return graphed
+
+
 def graphs_setting(value: object, device: torch.device, compile: bool, n: int, batch_size: int) -> tuple[bool, str]:
     """Whether the vectorised trainer captures its step as a CUDA graph (``auto``: on CUDA, without
     torch.compile, when every batch has the same size), and why."""
-    text = str(value).lower() if not isinstance(value, bool) else ("true" if value else "false")
-    if text not in VECTORIZE_SETTINGS:
-        raise ValueError(f"cuda_graphs must be one of {', '.join(VECTORIZE_SETTINGS)}, got {value!r}")
+    text = vectorize_setting(value, "cuda_graphs")
     if text == "false":
         return False, "cuda_graphs is false"
     if device.type != "cuda":
@@ -265,17 +280,8 @@ def train_vectorized(models: Sequence[nn.Module], objectives: Sequence[nn.Module
                 x = torch.stack([dsa(x[s], config.dsa, generators[s]) for s in range(seeds)])
             y = labels[index]
             if use_graphs and graphed is None:
-                try:
-                    graphed = GraphedStep(step, params, optimizer, x, y, index, amp)
-                    run.graphed = True
-                except Exception as err:  # noqa: BLE001 - capturing failed: train eagerly, as before capturing
-                    note = f"CUDA graph capture failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); ran eagerly"
-                    log.warning(note)
-                    run.notes.append(note)
-                    use_graphs = False
-                    torch.cuda.synchronize(device)
-                    optimizer.state.clear()  # GraphedStep restored the parameters before capturing, or never changed them
-                    optimizer.zero_grad(set_to_none=True)
+                graphed = _capture(step, params, optimizer, x, y, index, amp, run)
+                use_graphs = graphed is not None
             if graphed is not None:
                 losses = graphed(x, y, index)
                 total += losses * index.shape[1]

@@ -32,21 +32,23 @@ class ZCA:
 
     def transform(self, images: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
         """Whiten NCHW images (any leading count) chunk by chunk; differentiable in ``images``."""
-        shape = images.shape
-        flat = images.reshape(shape[0], -1)
-        mean, matrix = self.mean.to(images.device), self.matrix.to(images.device)
-        out = [(part - mean) @ matrix for part in flat.split(chunk)]
-        return torch.cat(out).reshape(shape) if out else images.clone()
+        return _affine(images, self.matrix, -self.mean, 0, chunk)
 
     def inverse(self, images: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
         """Map whitened NCHW images back to the normalised pixel space: ``inverse(transform(x)) == x``."""
         if self.inverse_matrix is None:
             raise ValueError("this ZCA transform was built without its inverse")
-        shape = images.shape
-        flat = images.reshape(shape[0], -1)
-        mean, matrix = self.mean.to(images.device), self.inverse_matrix.to(images.device)
-        out = [part @ matrix + mean for part in flat.split(chunk)]
-        return torch.cat(out).reshape(shape) if out else images.clone()
+        return _affine(images, self.inverse_matrix, 0, self.mean, chunk)
+
+
+def _affine(images: torch.Tensor, matrix: torch.Tensor, before: torch.Tensor | float, after: torch.Tensor | float,
+            chunk: int) -> torch.Tensor:
+    """``(x + before) @ matrix + after`` per flattened image, ``chunk`` images at a time."""
+    shape = images.shape
+    matrix = matrix.to(images.device)
+    before, after = (v.to(images.device) if isinstance(v, torch.Tensor) else v for v in (before, after))
+    out = [(part + before) @ matrix + after for part in images.reshape(shape[0], -1).split(chunk)]
+    return torch.cat(out).reshape(shape) if out else images.clone()
 
 
 def fit_zca(images: torch.Tensor, eps: float = DEFAULT_EPS, chunk: int = 4096) -> ZCA:
