@@ -45,8 +45,8 @@ from elf_pipeline.data import load_split, normalize, prepare_data, read_info
 from elf_pipeline.io import write_json
 from elf_pipeline.losses import feature_loss
 from elf_pipeline.models import build
-from elf_pipeline.students import ElfLoss, Evaluation, fit_students, peak_memory_mb
-from elf_pipeline.training import Timer, TrainConfig, build_seeded, resolve_device, seeded_generator
+from elf_pipeline.students import Evaluation, build_objective, fit_students, peak_memory_mb
+from elf_pipeline.training import Timer, TrainConfig, build_seeded, decay_lr, resolve_device, seeded_generator
 
 log = logging.getLogger(__name__)
 
@@ -158,10 +158,7 @@ def count_flops(arch: str, spec: Evaluation, target: torch.Tensor | None, images
     test forward pass.  Doubles as the warm-up of both variants."""
     model = build_seeded(lambda: build(arch, images.shape[1], num_classes, images.shape[-1]), 0).to(images.device)
     batch = min(8, len(labels))
-    with torch.no_grad():
-        shape = tuple(model.eval().front(images[:1]).shape[1:])
-    model.train()
-    objective = ElfLoss(spec, target, shape).to(images.device)
+    objective, _ = build_objective(spec, model, images, 1, target)
     index = torch.arange(batch, device=images.device)
     with FlopCounterMode(display=False) as counter:
         objective(model, images[:batch], labels[:batch], index).backward()
@@ -192,25 +189,21 @@ def official_loop(arch: str, spec: Evaluation, config: TrainConfig, images: torc
     """
     device = images.device
     use_front, use_rear, use_task = spec.terms
-    decay_epoch = int(math.ceil(config.epochs * config.lr_decay_at)) if config.lr_decay_at else None
+    decay_epoch = config.decay_epoch
     outcomes = []
     for seed in seeds:
         model = build_seeded(lambda: build(arch, images.shape[1], num_classes, images.shape[-1],
                                            split=spec.student_layer), seed).to(device)
-        with torch.no_grad():
-            shape = tuple(model.eval().front(images[:1]).shape[1:])
-        model.train()
-        objective = build_seeded(lambda shape=shape: ElfLoss(spec, target, shape), seed + 1).to(device)
+        objective, _ = build_objective(spec, model, images, seed + 1, target)
         optimizer = torch.optim.SGD(list(model.parameters()) + list(objective.parameters()), lr=config.lr,
                                     momentum=config.momentum, weight_decay=config.weight_decay)
         generator = seeded_generator(seed)
         dataset = TensorDataset(images, labels, torch.arange(len(labels), device=device))
         loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, generator=generator, num_workers=0)
         with Timer() as train_timer:
-            for epoch in range(config.epochs):
+            for epoch in range(config.total_epochs):
                 if epoch == decay_epoch:
-                    for group in optimizer.param_groups:
-                        group["lr"] *= config.lr_decay
+                    decay_lr(optimizer, config)
                 loss_sum, correct = 0.0, 0
                 for x, y, index in loader:
                     if config.dsa is not None:
@@ -219,13 +212,15 @@ def official_loop(arch: str, spec: Evaluation, config: TrainConfig, images: torc
                     loss = F.cross_entropy(output, y) if use_task else torch.zeros((), device=device)
                     if use_front or use_rear:
                         teacher = target[index]
-                    if use_front:  # ... and a second pass through the front for the feature term
-                        student = model.front(x)
-                        if objective.to_teacher is not None:
-                            student = objective.to_teacher(student)
-                        loss = loss + spec.lambda_front * feature_loss(spec.feature_loss, student, teacher)
-                    if use_rear:
                         mapped = objective.from_teacher(teacher) if objective.from_teacher is not None else teacher
+                    if use_front:  # ... and a second pass through the front for the feature term
+                        student, imitated = model.front(x), teacher
+                        if objective.coupled:
+                            imitated = mapped.detach()
+                        elif objective.to_teacher is not None:
+                            student = objective.to_teacher(student)
+                        loss = loss + spec.lambda_front * feature_loss(spec.feature_loss, student, imitated)
+                    if use_rear:
                         loss = loss + spec.lambda_rear * F.cross_entropy(model.rear(mapped), y)
                     optimizer.zero_grad()
                     loss.backward()

@@ -52,7 +52,7 @@ def cmd_prepare_data(args: argparse.Namespace) -> None:
 
     summary = prepare_data(args.source, args.out, args.image_size, args.resize, args.root, args.train_limit, args.seed,
                            download=args.download, test_fraction=args.test_fraction, split_seed=args.split_seed,
-                           subset=args.subset, channels=args.channels)
+                           subset=args.subset, channels=args.channels, val_size=args.val_size, val_seed=args.val_seed)
     print(json.dumps(summary))
 
 
@@ -133,13 +133,16 @@ def cmd_teacher_from_expert(args: argparse.Namespace) -> None:
 
 
 def cmd_study(args: argparse.Namespace) -> None:
+    from elf_pipeline.ablation import write_ablation
     from elf_pipeline.study import write_norm, write_similarity
 
     outputs = (args.out_table, args.out_markdown, args.out_plot)
+    if args.kind in ("similarity", "ablation") and not args.archs:
+        raise ValueError(f"study {args.kind} needs --archs")
     if args.kind == "similarity":
-        if not args.archs:
-            raise ValueError("study similarity needs --archs")
         table = write_similarity(args.inputs, args.reference, args.archs, args.evaluations, *outputs)
+    elif args.kind == "ablation":
+        table = write_ablation(args.inputs, args.archs, args.evaluations, *outputs)
     else:
         if not args.pairs:
             raise ValueError("study norm needs --pairs ARCH=ARCH_WITH_INSTANCE_NORM ...")
@@ -192,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-seed", type=int, default=None, help="seed of the --test-fraction split")
     p.add_argument("--subset", type=_subset, default=None, help="ImageNet: a named subset or comma-separated WordNet ids")
     p.add_argument("--channels", type=int, choices=[1, 3], default=None, help="image_folder: 1 (greyscale) or 3 (RGB)")
+    p.add_argument("--val-size", type=int, default=None, help="class-balanced validation split held out from train")
+    p.add_argument("--val-seed", type=int, default=0, help="seed of the validation split")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_prepare_data)
 
@@ -309,11 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_teacher_from_expert)
 
     p = sub.add_parser("study", help="student results of the empirical study -> table (Parquet, Markdown) + plot")
-    p.add_argument("kind", choices=["similarity", "norm"])
+    p.add_argument("kind", choices=["similarity", "norm", "ablation"])
     p.add_argument("inputs", nargs="+", help="student result files of the study's synthetic set")
-    p.add_argument("--reference", default="convnet", help="the distillation model")
-    p.add_argument("--evaluations", nargs="+", default=["baseline"])
-    p.add_argument("--archs", nargs="*", default=[], help="similarity: the architectures compared")
+    p.add_argument("--reference", default="convnet", help="similarity, norm: the distillation model")
+    p.add_argument("--evaluations", nargs="+", default=["baseline"],
+                   help="ablation: the first is the reference row every other evaluation is compared with")
+    p.add_argument("--archs", nargs="*", default=[], help="similarity: the architectures compared; ablation: the students")
     p.add_argument("--pairs", type=_pair, nargs="*", default=[], metavar="ARCH=ARCH_IN",
                    help="norm: architecture with its own norm = the same with instance norm")
     p.add_argument("--out-table", required=True)

@@ -7,6 +7,7 @@ Every error is one line that names the config key.
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 from elf_pipeline.datasets.catalog import (
@@ -26,7 +27,7 @@ EXPERT_METHODS = ("mtt",)  # methods that match expert trajectories (train_exper
 EXPERT_DEFAULTS = {"arch": "convnet", "num_experts": 100}
 LOSS_MODES = ("front_rear_task", "front_task", "rear_task", "front_rear", "task")
 TEACHER_TARGETS = ("cached", "online")  # students.TEACHER_TARGETS
-FEATURE_LOSSES = ("ce", "l2", "l1", "cos", "cos_batch")
+FEATURE_LOSSES = ("ce", "ce_softmax", "l2", "l1", "cos", "cos_batch")
 DATA_SOURCES = ("fashion_mnist", "digits", "mnist", "cifar10", "cifar100", "svhn", "tiny_imagenet", "imagenet", "image_folder",
                 *IMAGENET_SUBSETS)
 IMPORT_NORMALIZATIONS = ("dataset", "published", "unit", "uint8")  # distill/imported.py NORMALIZATIONS
@@ -72,9 +73,13 @@ def uses_experts(method: str) -> bool:
     return method in EXPERT_METHODS
 
 
-def evaluation_config(config: dict, name: str) -> dict:
-    """The student-loss part of an evaluation (everything but its ``train`` override)."""
-    return {k: v for k, v in config["evaluations"][name].items() if k != "train"}
+def evaluation_config(config: dict, name: str, arch: str | None = None) -> dict:
+    """The student-loss part of an evaluation (everything but its ``train`` override), with a
+    teacher pool resolved to ``arch``'s teacher (so editing one pool entry reruns only its students)."""
+    block = {k: v for k, v in config["evaluations"][name].items() if k != "train"}
+    if is_teacher_pool(block.get("teacher")):
+        block["teacher"] = teacher_value(config, name, arch)
+    return block
 
 
 def student_train_config(config: dict, evaluation: str) -> dict:
@@ -86,15 +91,37 @@ def uses_teacher(config: dict, evaluation: str) -> bool:
 
 
 def student_jobs(config: dict) -> list[dict[str, Any]]:
-    """Every (dataset, method, ipc, arch, evaluation) the study trains (an evaluation whose teacher
-    is the distillation model only for the methods that keep one)."""
+    """Every (dataset, method, ipc, arch, evaluation) the study trains, for the evaluations of
+    ``students.evaluations`` (an evaluation whose teacher is the distillation model only for the
+    methods that keep one)."""
     study = config["distillation"]
     return [{"dataset": d, "method": m, "ipc": i, "arch": a, "evaluation": e}
             for d in config["datasets"] for m in study["methods"] for i in study["ipc"]
-            for a in config["students"]["archs"] for e in config["evaluations"] if evaluation_applies(config, m, e)]
+            for a in config["students"]["archs"] for e in student_evaluations(config) if evaluation_applies(config, m, e, a)]
+
+
+def student_evaluations(config: dict) -> list[str]:
+    """The evaluations of the main study: ``students.evaluations`` (default: every evaluation)."""
+    chosen = config["students"].get("evaluations")
+    return list(config["evaluations"]) if chosen is None else list(chosen)
 
 
 DISTILLATION_TEACHER = "distillation-expert"  # prefix of the teacher names of teacher: {source: distillation}
+
+
+def is_teacher_pool(value: object) -> bool:
+    """A teacher pool maps student architectures (and ``default``) to teachers, as the official
+    evaluation pools pair each student with the teacher whose split matches it."""
+    return isinstance(value, dict) and "source" not in value and "name" not in value
+
+
+def teacher_value(config: dict, evaluation: str, arch: str | None) -> str | dict | None:
+    """The evaluation's ``teacher`` for one student: a pool's entry for ``arch`` (else its
+    ``default``), or the single teacher; None where the pool has neither."""
+    value = config["evaluations"][evaluation].get("teacher")
+    if is_teacher_pool(value):
+        return value.get(arch, value.get("default")) if arch is not None else value.get("default")
+    return value
 
 
 def teacher_ref(value: str | dict | None) -> dict | None:
@@ -109,24 +136,40 @@ def teacher_ref(value: str | dict | None) -> dict | None:
     return {"source": "teachers", "name": value.get("name")}
 
 
-def teacher_name(config: dict, evaluation: str) -> str | None:
-    """The teacher's name in result paths and rows: the teachers key, or for the distillation
-    model ``distillation-expert<k>[-epoch<e>]``; None without a teacher."""
-    ref = teacher_ref(config["evaluations"][evaluation].get("teacher")) if uses_teacher(config, evaluation) else None
+def _ref(config: dict, evaluation: str, arch: str | None) -> dict | None:
+    return teacher_ref(teacher_value(config, evaluation, arch)) if uses_teacher(config, evaluation) else None
+
+
+def teacher_name(config: dict, evaluation: str, arch: str | None = None) -> str | None:
+    """The teacher of ``arch``'s student under ``evaluation``, by its name in result paths and rows:
+    the teachers key, or for the distillation model ``distillation-expert<k>[-epoch<e>]``; None
+    without a teacher."""
+    ref = _ref(config, evaluation, arch)
     if ref is None or ref["source"] == "teachers":
         return ref and ref["name"]
     return f"{DISTILLATION_TEACHER}{ref['expert']}" + (f"-epoch{ref['epoch']}" if ref["epoch"] else "")
 
 
+def evaluation_teachers(config: dict, evaluation: str) -> dict[str, str | None]:
+    """Student architecture -> teacher name, for every architecture the study trains."""
+    return {arch: teacher_name(config, evaluation, arch) for arch in student_archs(config)}
+
+
+def used_teacher_names(config: dict) -> list[str]:
+    """Every teacher name some student job uses (pool entries no student needs are not trained)."""
+    names = {teacher_name(config, job["evaluation"], job["arch"]) for job in [*student_jobs(config), *study_jobs(config)]}
+    return sorted(name for name in names if name)
+
+
 def distillation_teachers(config: dict) -> list[str]:
     """Names of the distillation-model teachers the evaluations use."""
-    names = [teacher_name(config, e) for e in config["evaluations"]]
+    names = [name for e in config["evaluations"] for name in evaluation_teachers(config, e).values()]
     return sorted({n for n in names if n and n.startswith(DISTILLATION_TEACHER)})
 
 
-def evaluation_applies(config: dict, method: str, evaluation: str) -> bool:
+def evaluation_applies(config: dict, method: str, evaluation: str, arch: str | None = None) -> bool:
     """False where the evaluation's teacher is the distillation model and ``method`` keeps none."""
-    ref = teacher_ref(config["evaluations"][evaluation].get("teacher")) if uses_teacher(config, evaluation) else None
+    ref = _ref(config, evaluation, arch)
     return ref is None or ref["source"] == "teachers" or uses_experts(method)
 
 
@@ -135,10 +178,12 @@ def uses_online_teacher(config: dict, evaluation: str) -> bool:
     return uses_teacher(config, evaluation) and config["evaluations"][evaluation].get("teacher_targets", "cached") == "online"
 
 
-def study_archs(config: dict) -> list[str]:
-    """Architectures the optional ``studies`` block trains (reference first, each once, in config order)."""
-    studies = config.get("studies")
-    if not studies:
+STUDY_PARTS = ("similarity", "norm", "ablation")
+
+
+def _gap_archs(studies: dict) -> list[str]:
+    """The architectures of the similarity and norm parts, reference first (none without those parts)."""
+    if not (studies.get("similarity") or studies.get("norm")):
         return []
     names = [studies.get("reference", "convnet"), *((studies.get("similarity") or {}).get("archs") or [])]
     for own, instance in ((studies.get("norm") or {}).get("pairs") or {}).items():
@@ -146,13 +191,28 @@ def study_archs(config: dict) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def study_jobs(config: dict) -> list[dict[str, Any]]:
-    """The student jobs of the ``studies`` block: one synthetic set x study archs x study evaluations."""
+def study_archs(config: dict) -> list[str]:
+    """Architectures the optional ``studies`` block trains (reference first, then the similarity,
+    norm and ablation architectures, each once, in config order)."""
     studies = config.get("studies")
     if not studies:
         return []
+    names = [studies.get("reference", "convnet"), *_gap_archs(studies), *((studies.get("ablation") or {}).get("archs") or [])]
+    return list(dict.fromkeys(names))
+
+
+def study_jobs(config: dict) -> list[dict[str, Any]]:
+    """The student jobs of the ``studies`` block on its one synthetic set: the similarity and norm
+    archs x ``studies.evaluations``, and the ablation archs x ``studies.ablation.evaluations``
+    (each job once)."""
+    studies = config.get("studies")
+    if not studies:
+        return []
+    ablation = studies.get("ablation") or {}
+    pairs = [(a, e) for a in _gap_archs(studies) for e in studies.get("evaluations", ["baseline"])]
+    pairs += [(a, e) for a in ablation.get("archs") or [] for e in ablation.get("evaluations") or []]
     return [{"dataset": studies["dataset"], "method": studies["method"], "ipc": studies["ipc"], "arch": a, "evaluation": e}
-            for a in study_archs(config) for e in studies.get("evaluations", ["baseline"])]
+            for a, e in dict.fromkeys(pairs)]
 
 
 def student_archs(config: dict) -> list[str]:
@@ -171,6 +231,23 @@ def _check_distillation_teacher(config: dict, name: str, ref: dict) -> None:
         _fail(f"evaluations.{name}.teacher.expert", f"{ref['expert']} is not one of the {experts} experts (0..{experts - 1})")
 
 
+def _check_study_evaluations(config: dict, key: str, names: list[str], archs: list[str]) -> None:
+    """Known evaluations that apply to the study's method, whose student layer every arch has."""
+    method = config["studies"]["method"]
+    for index, name in enumerate(names):
+        if name not in config["evaluations"]:
+            _fail(f"{key}[{index}]", f"unknown evaluation {name!r} (configured: {', '.join(config['evaluations'])})")
+        if not all(evaluation_applies(config, method, name, arch) for arch in archs):
+            _fail(f"{key}[{index}]", f"evaluation {name!r} takes the distillation model as teacher, which "
+                                     f"method {method!r} does not keep")
+        split = config["evaluations"][name].get("student_layer")
+        for arch in archs:
+            known = layer_names(arch)
+            if split is not None and known is not None and split not in known:
+                _fail(f"evaluations.{name}.student_layer",
+                      f"study architecture {arch!r} has no layer {split!r} (layers: {', '.join(known)})")
+
+
 def _check_studies(config: dict) -> None:
     studies = config.get("studies")
     if not studies:
@@ -178,25 +255,28 @@ def _check_studies(config: dict) -> None:
     for key, known in (("dataset", config["datasets"]), ("method", config["distillation"]["methods"])):
         if studies[key] not in known:
             _fail(f"studies.{key}", f"unknown {key} {studies[key]!r} (configured: {', '.join(known)})")
+    if not any(studies.get(part) for part in STUDY_PARTS):
+        _fail("studies", f"configures no part of the study (give at least one of {', '.join(STUDY_PARTS)})")
     _check_arch("studies.reference", studies.get("reference", "convnet"))
     for index, arch in enumerate((studies.get("similarity") or {}).get("archs") or []):
         _check_arch(f"studies.similarity.archs[{index}]", arch)
     for own, instance in ((studies.get("norm") or {}).get("pairs") or {}).items():
         _check_arch(f"studies.norm.pairs.{own}", own)
         _check_arch(f"studies.norm.pairs.{own}", instance)
-    for index, name in enumerate(studies.get("evaluations", ["baseline"])):
+    ablation = studies.get("ablation") or {}
+    for index, arch in enumerate(ablation.get("archs") or []):
+        _check_arch(f"studies.ablation.archs[{index}]", arch)
+    _check_study_evaluations(config, "studies.evaluations", studies.get("evaluations", ["baseline"]), _gap_archs(studies))
+    _check_study_evaluations(config, "studies.ablation.evaluations", ablation.get("evaluations") or [],
+                             ablation.get("archs") or [])
+
+
+def _check_student_evaluations(config: dict) -> None:
+    """``students.evaluations`` names evaluations of the config."""
+    for index, name in enumerate(config["students"].get("evaluations") or []):
         if name not in config["evaluations"]:
-            _fail(f"studies.evaluations[{index}]",
+            _fail(f"students.evaluations[{index}]",
                   f"unknown evaluation {name!r} (configured: {', '.join(config['evaluations'])})")
-        if not evaluation_applies(config, studies["method"], name):
-            _fail(f"studies.evaluations[{index}]", f"evaluation {name!r} takes the distillation model as teacher, which "
-                                                   f"method {studies['method']!r} does not keep")
-        split = config["evaluations"][name].get("student_layer")
-        for arch in study_archs(config):
-            known = layer_names(arch)
-            if split is not None and known is not None and split not in known:
-                _fail(f"evaluations.{name}.student_layer",
-                      f"study architecture {arch!r} has no layer {split!r} (layers: {', '.join(known)})")
 
 
 # The optional `reference` block (report reference rows); the schema documents the same defaults.
@@ -290,6 +370,53 @@ def import_files(config: dict, dataset: str, method: str, ipc: int) -> list[str]
     return [str(block[key]) for key in ("path", "labels_path") if block.get(key)]
 
 
+def _check_schedule(key: str, train: dict) -> None:
+    """A step decay must fall inside the run: a lr_decay_at whose decay epoch is past the last
+    epoch silently trains at one lr (e.g. 0.67 of 3 epochs)."""
+    if train.get("schedule", "step") != "step" or not train.get("lr_decay_at") or train.get("lr_decay", 0.1) == 1:
+        return
+    epochs, at = train["epochs"], train["lr_decay_at"]
+    decay = math.ceil(epochs * at)
+    if decay >= epochs:
+        highest = math.floor((epochs - 1) / epochs * 100) / 100
+        _fail(f"{key}.lr_decay_at", f"{at} of {epochs} epochs decays the lr after the last epoch, i.e. never "
+                                     f"(choose at most {highest:g}, 0 for no decay, or more epochs)")
+
+
+def _check_evaluation_teachers(config: dict, name: str, block: dict) -> None:
+    """Every student the evaluation trains has a known teacher (a pool entry or its default), and
+    the teacher layer exists in each of them."""
+    key = f"evaluations.{name}.teacher"
+    value = block.get("teacher")
+    if value is None:
+        _fail(key, f"loss_mode {block['loss_mode']!r} needs a teacher "
+                   f"(one of: {', '.join(config['teachers']) or 'none configured'})")
+    if is_teacher_pool(value):
+        if not value:
+            _fail(key, "an empty teacher pool (map student architectures, or default, to teachers)")
+        for arch in value:
+            if arch != "default":
+                _check_arch(f"{key}.{arch}", arch)
+    for arch in student_archs(config):
+        entry = teacher_value(config, name, arch)
+        where = f"{key}.{arch}" if is_teacher_pool(value) and arch in value else key
+        if entry is None:
+            _fail(key, f"no teacher for student {arch!r} (add {arch}: <teacher> or default: <teacher> to the pool)")
+        teacher = teacher_ref(entry)
+        if teacher["source"] == "distillation":
+            _check_distillation_teacher(config, name, teacher)
+            teacher_arch = experts_config(config)["arch"]
+        elif teacher["name"] not in config["teachers"]:
+            _fail(where, f"unknown teacher {teacher['name']!r} (configured: {', '.join(config['teachers'])})")
+        else:
+            teacher_arch = config["teachers"][teacher["name"]]["arch"]
+        layer = block.get("teacher_layer")
+        known = layer_names(teacher_arch)
+        if layer is not None and known is not None and layer not in known:
+            _fail(f"evaluations.{name}.teacher_layer",
+                  f"teacher {teacher_name(config, name, arch)!r} has no layer {layer!r} (layers: {', '.join(known)})")
+
+
 def check_config(config: dict) -> None:
     """Semantic checks the schema cannot express; raises ConfigError naming the key."""
     for name, block in config["datasets"].items():
@@ -324,6 +451,7 @@ def check_config(config: dict) -> None:
         for key in ("vectorize_seeds", "cuda_graphs"):
             if key in block["train"]:
                 _fail(f"teachers.{name}.train.{key}", "applies to student training only (students.train)")
+        _check_schedule(f"teachers.{name}.train", block["train"])
     for index, arch in enumerate(config["students"]["archs"]):
         _check_arch(f"students.archs[{index}]", arch)
     seeds = config["students"]["seeds"]
@@ -334,26 +462,17 @@ def check_config(config: dict) -> None:
         _fail("reference.full.seeds", f"seeds must be unique, got {reference_seeds}")
     if "epochs" in (reference_config(config)["full"].get("train") or {}):
         _fail("reference.full.train.epochs", "set reference.full.epochs instead")
+    _check_schedule("students.train", config["students"]["train"])
+    if reference_config(config)["enabled"]:
+        _check_schedule("reference.full", full_train_config(config))
     for name, block in config["evaluations"].items():
-        teacher = teacher_ref(block.get("teacher"))
+        if block.get("train"):
+            _check_schedule(f"evaluations.{name}.train", student_train_config(config, name))
         if uses_teacher(config, name):
-            if teacher is None:
-                _fail(f"evaluations.{name}.teacher", f"loss_mode {block['loss_mode']!r} needs a teacher "
-                                                     f"(one of: {', '.join(config['teachers']) or 'none configured'})")
-            if teacher["source"] == "distillation":
-                _check_distillation_teacher(config, name, teacher)
-                teacher_arch = experts_config(config)["arch"]
-            elif teacher["name"] not in config["teachers"]:
-                _fail(f"evaluations.{name}.teacher",
-                      f"unknown teacher {teacher['name']!r} (configured: {', '.join(config['teachers'])})")
-            else:
-                teacher_arch = config["teachers"][teacher["name"]]["arch"]
-            teacher = teacher_name(config, name)
-            layer = block.get("teacher_layer")
-            known = layer_names(teacher_arch)
-            if layer is not None and known is not None and layer not in known:
-                _fail(f"evaluations.{name}.teacher_layer",
-                      f"teacher {teacher!r} has no layer {layer!r} (layers: {', '.join(known)})")
+            _check_evaluation_teachers(config, name, block)
+        for key in ("adapter",):
+            if key in block and not uses_teacher(config, name):
+                _fail(f"evaluations.{name}.{key}", "applies to evaluations with a teacher (loss_mode task has none)")
         if block.get("teacher_targets", "cached") == "online" and not uses_teacher(config, name):
             _fail(f"evaluations.{name}.teacher_targets", "online teacher targets need a teacher (loss_mode task has none)")
         split = block.get("student_layer")
@@ -363,6 +482,7 @@ def check_config(config: dict) -> None:
                 if known is not None and split not in known:
                     _fail(f"evaluations.{name}.student_layer",
                           f"student {arch!r} has no layer {split!r} (layers: {', '.join(known)})")
+    _check_student_evaluations(config)
     _check_studies(config)
 
 

@@ -158,10 +158,13 @@ def _mean_std(stats: list[int], channels: int) -> tuple[np.ndarray, np.ndarray]:
 def prepare_data(source: str, out: str | os.PathLike, image_size: int, resize: str = "pad",
                  root: str | None = None, train_limit: int | None = None, seed: int = 0, *,
                  download: bool = False, test_fraction: float | None = None, split_seed: int | None = None,
-                 subset: str | list[str] | None = None, channels: int | None = None) -> dict:
+                 subset: str | list[str] | None = None, channels: int | None = None, val_size: int | None = None,
+                 val_seed: int = 0) -> dict:
     """Read a raw dataset, resize it and write ``data.h5``; returns a summary dict.
 
-    ``train_limit`` keeps a class-balanced, seeded subset of the training set.  Datasets read from
+    ``train_limit`` keeps a class-balanced, seeded subset of the training set.  ``val_size`` moves a
+    class-balanced, seeded part of it (``val_seed``) into a ``val`` split that no training stage sees:
+    choices (checkpoints, λs, epoch budgets, defaults) are made on it, never on the test set.  Datasets read from
     image files are decoded block by block and their training images stored in a seeded random order
     (so contiguous blocks are random samples for ``iter_batches``); the others keep the release's order.
     """
@@ -173,24 +176,36 @@ def prepare_data(source: str, out: str | os.PathLike, image_size: int, resize: s
     raw = SOURCES[source](root=root, **options)
     num_classes = len(raw.classes)
     keep = _balanced_subset(raw.train_labels, train_limit, num_classes, seed)
+    held_out = np.array([], dtype=np.int64)
+    if val_size:
+        if val_size < num_classes or val_size > len(keep) // 2:
+            raise DataSourceError(f"val_size {val_size}: must lie in {num_classes}..{len(keep) // 2} "
+                                  f"(one image per class up to half of the {len(keep)} training images)")
+        chosen = _balanced_subset(raw.train_labels[keep], val_size, num_classes, val_seed)
+        held_out, keep = keep[chosen], np.delete(keep, chosen)
     if isinstance(raw, ImageFiles):
         keep = keep[np.random.default_rng(seed).permutation(len(keep))]
         n_channels = raw.channels
         train = _file_split(raw.train_files, raw.train_labels, keep, image_size, resize, n_channels)
+        val = _file_split(raw.train_files, raw.train_labels, held_out, image_size, resize, n_channels)
         test = _file_split(raw.test_files, raw.test_labels, np.arange(len(raw.test_labels)), image_size, resize, n_channels)
     else:
         n_channels = raw.train_images.shape[3]
         train = _array_split(raw.train_images, raw.train_labels, keep, image_size, resize)
+        val = _array_split(raw.train_images, raw.train_labels, held_out, image_size, resize)
         test = _array_split(raw.test_images, raw.test_labels, np.arange(len(raw.test_labels)), image_size, resize)
     for split_name, split in (("train", train), ("test", test)):
         if len(split.labels) == 0:
             raise DataSourceError(f"{root}: the {split_name} split of {source} is empty")
     config = {"source": source, "image_size": image_size, "resize": resize, "train_limit": train_limit, "seed": seed,
-              **{k: v for k, v in options.items() if k != "download"}}
+              **{k: v for k, v in options.items() if k != "download"},
+              **({"val_size": val_size, "val_seed": val_seed} if val_size else {})}
     stats = [0] * (1 + 2 * n_channels)
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
         _write_split(h5.create_group("train"), train, image_size, n_channels, stats)
         _write_split(h5.create_group("test"), test, image_size, n_channels, None)
+        if val_size:
+            _write_split(h5.create_group("val"), val, image_size, n_channels, None)
         mean, std = _mean_std(stats, n_channels)
         h5.attrs.update({"mean": mean.astype(np.float32), "std": std.astype(np.float32),
                          "classes": np.array(raw.classes, dtype=h5py.string_dtype()), "source": source,
@@ -201,7 +216,7 @@ def prepare_data(source: str, out: str | os.PathLike, image_size: int, resize: s
             h5.attrs["published_mean"] = np.asarray(published[0], dtype=np.float32)
             h5.attrs["published_std"] = np.asarray(published[1], dtype=np.float32)
         write_provenance(h5, "prepare_data", config, {})
-    return {"train": len(train.labels), "test": len(test.labels), "classes": num_classes,
+    return {"train": len(train.labels), "val": len(val.labels), "test": len(test.labels), "classes": num_classes,
             "mean": mean.tolist(), "std": std.tolist()}
 
 
@@ -253,6 +268,12 @@ def _split_datasets(h5: h5py.File, path: str | os.PathLike, split: str) -> tuple
     if len(images) != len(labels):
         raise ArtifactError(f"{path}: {split} has {len(images)} images but {len(labels)} labels")
     return images, labels
+
+
+def has_split(path: str | os.PathLike, split: str) -> bool:
+    """Whether ``data.h5`` holds ``split`` (``val`` exists only where the dataset block sets val_size)."""
+    with open_h5(path) as h5:
+        return f"{split}/images" in h5
 
 
 def split_size(path: str | os.PathLike, split: str) -> int:

@@ -7,12 +7,18 @@ import torch.nn.functional as F
 
 
 def feature_ce(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over channels with the teacher's channel softmax as the soft target,
-    averaged over samples and spatial positions (the official ELF default)."""
-    if student.dim() == 2:
-        student, teacher = student[..., None], teacher[..., None]
-    target = F.softmax(teacher.flatten(2), dim=1)
-    return -(target * F.log_softmax(student.flatten(2), dim=1)).sum(dim=1).mean()
+    """The official ELF feature loss: ``nn.CrossEntropyLoss()(student, teacher)`` on N×C(×H×W)
+    maps. PyTorch reads a float target as class probabilities over the channel dimension *without
+    normalising it*, so this is ``-sum_c t_c * log_softmax(s)_c``, averaged over samples and
+    positions, with the raw (post-ReLU) teacher features ``t`` as weights."""
+    return -(teacher * F.log_softmax(student, dim=1)).sum(dim=1).mean()
+
+
+def feature_ce_softmax(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over channels against the teacher's channel *softmax* (a normalised target).
+    Not the official loss: the target is nearly uniform for typical feature magnitudes, so its
+    gradient is far smaller than ``feature_ce``'s."""
+    return -(F.softmax(teacher, dim=1) * F.log_softmax(student, dim=1)).sum(dim=1).mean()
 
 
 def feature_l2(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -34,7 +40,8 @@ def feature_cos_batch(student: torch.Tensor, teacher: torch.Tensor) -> torch.Ten
     return 1 - F.cosine_similarity(student.flatten(), teacher.flatten(), dim=0)
 
 
-FEATURE_LOSSES = {"ce": feature_ce, "l2": feature_l2, "l1": feature_l1, "cos": feature_cos, "cos_batch": feature_cos_batch}
+FEATURE_LOSSES = {"ce": feature_ce, "ce_softmax": feature_ce_softmax, "l2": feature_l2, "l1": feature_l1,
+                  "cos": feature_cos, "cos_batch": feature_cos_batch}
 
 # loss mode -> which of (front, rear, task) terms are on
 LOSS_MODES: dict[str, tuple[bool, bool, bool]] = {

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from elf_pipeline import __version__
-from elf_pipeline.data import load_split
+from elf_pipeline.data import has_split, load_split
 from elf_pipeline.io import atomic_path, config_hash, sha256_file
 from elf_pipeline.models import build
 from elf_pipeline.training import Timer, TrainConfig, build_seeded, evaluate, resolve_device, seeded_generator, train
@@ -60,6 +60,7 @@ def train_full(data: str | os.PathLike, arch: str, train_config: dict, seeds: li
         keep = balanced_subset(labels, train_limit, info.num_classes, seeded_generator(subset_seed))
         images, labels = images[keep], labels[keep]
     test_images, test_labels, _ = load_split(data, "test")
+    val = load_split(data, "val")[:2] if has_split(data, "val") else None
     protocol = {**{f"train_{k}": v for k, v in config.to_dict().items() if k != "dsa"},
                 "dsa_strategy": config.dsa.strategy if config.dsa else "none"}
     provenance = {"device": torch_device.type, "torch_version": torch.__version__, "package_version": __version__,
@@ -75,10 +76,11 @@ def train_full(data: str | os.PathLike, arch: str, train_config: dict, seeds: li
             train(model, images, labels, config, seeded_generator(seed), desc=f"full-data {arch} seed {seed}",
                   on_epoch=lambda epoch, loss, seed=seed: log.info("%s seed %d epoch %d loss %.4f", arch, seed, epoch, loss))
         accuracy = evaluate(model, test_images, test_labels, config.eval_batch_size)
+        val_acc = evaluate(model, *val, config.eval_batch_size) if val is not None else None
         log.info("full-data %s seed %d: test accuracy %.4f on %d training images (%.1fs)", arch, seed, accuracy,
                  len(labels), timer.seconds)
-        rows.append({**identity, "arch": arch, "seed": seed, "test_acc": accuracy, "train_seconds": timer.seconds,
-                     "peak_memory_mb": peak_memory_mb(), "train_images": len(labels),
+        rows.append({**identity, "arch": arch, "seed": seed, "test_acc": accuracy, "val_acc": val_acc,
+                     "train_seconds": timer.seconds, "peak_memory_mb": peak_memory_mb(), "train_images": len(labels),
                      "device_peak_memory_mb": torch.cuda.max_memory_allocated(torch_device) / 2**20
                      if torch_device.type == "cuda" else None,
                      "train_images_total": total, **protocol, **provenance})

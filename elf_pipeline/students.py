@@ -7,8 +7,18 @@ features ``t`` of the same (un-augmented) images:
     front = FL(to_teacher(front(x)), t)        # student imitates the teacher's features
     rear  = CE(rear(from_teacher(t)), y)       # student's rear classifies teacher features
 
-``to_teacher``/``from_teacher`` are learned adapters, present only when the student's split output
-and the teacher feature differ in shape; each result row says whether they were used.
+Where the student's split output and the teacher feature differ in shape, learned adapters bridge
+them (each result row says whether they were used, and which form):
+
+- ``adapter: pair`` -- two independent adapters, ``to_teacher`` in the front term
+  (``FL(to_teacher(front(x)), t)``) and ``from_teacher`` in the rear term. Nothing ties them: the
+  rear learns from ``from_teacher(t)``, a distribution the front is never pushed to produce.
+- ``adapter: coupled`` -- one adapter ``A = from_teacher``, trained by the rear term
+  (``CE(rear(A(t)), y)``); the front term imitates its detached output in the student's own feature
+  space (``FL(front(x), sg(A(t)))``), so the rear learns what the front is pushed to produce, as
+  without adapters. ``A`` ends in a ReLU when the student's split features are non-negative
+  (post-ReLU), so it stays a valid ``ce`` target. Without a rear term (``front_task``) ``A`` is
+  trained by nothing and stays a fixed random projection of the teacher features.
 
 ``teacher_targets: cached`` (the published protocol) reads ``t`` from the features file, computed
 once on the un-augmented images; ``online`` runs the teacher checkpoint on the same augmented batch
@@ -33,7 +43,7 @@ from torch import nn
 
 from elf_pipeline import __version__
 from elf_pipeline.checkpoint import load_model
-from elf_pipeline.data import DatasetInfo, load_split
+from elf_pipeline.data import DatasetInfo, has_split, load_split
 from elf_pipeline.features import TeacherFeatures, load_features, read_synset
 from elf_pipeline.io import atomic_path, canonical_json, config_hash, open_h5, sha256_file
 from elf_pipeline.losses import LOSS_MODES, feature_loss
@@ -46,6 +56,7 @@ from elf_pipeline.zca import ZCA, fit_zca_to_data, synset_zca_eps
 log = logging.getLogger(__name__)
 
 TEACHER_TARGETS = ("cached", "online")
+ADAPTER_FORMS = ("pair", "coupled")
 
 
 class OnlineTeacher:
@@ -82,8 +93,11 @@ class Evaluation:
     teacher_layer: str | None = None
     student_layer: str | None = None
     teacher_targets: str = "cached"
+    adapter: str = "coupled"
 
     def __post_init__(self) -> None:
+        if self.adapter not in ADAPTER_FORMS:
+            raise ValueError(f"unknown adapter {self.adapter!r} (allowed: {', '.join(ADAPTER_FORMS)})")
         if self.loss_mode not in LOSS_MODES:
             raise ValueError(f"unknown loss_mode {self.loss_mode!r} (allowed: {', '.join(LOSS_MODES)})")
         if self.teacher_targets not in TEACHER_TARGETS:
@@ -103,17 +117,21 @@ class ElfLoss(nn.Module):
     """Holds the adapters (so the optimiser sees them) and computes the ELF objective."""
 
     def __init__(self, evaluation: Evaluation, features: torch.Tensor | None, student_shape: tuple[int, ...],
-                 online: OnlineTeacher | None = None):
+                 online: OnlineTeacher | None = None, student_nonnegative: bool = False):
         super().__init__()
         self.evaluation = evaluation
         self.features = features
         self.online = online
+        self.coupled = evaluation.adapter == "coupled"
         self.to_teacher = self.from_teacher = None
         if features is not None or online is not None:
             teacher_shape = online.feature_shape if online is not None else tuple(features.shape[1:])
             front, rear, _ = evaluation.terms
-            self.to_teacher = make_adapter(student_shape, teacher_shape) if front else None
-            self.from_teacher = make_adapter(teacher_shape, student_shape) if rear else None
+            if self.coupled:
+                self.from_teacher = make_adapter(teacher_shape, student_shape, nonnegative=student_nonnegative)
+            else:
+                self.to_teacher = make_adapter(student_shape, teacher_shape) if front else None
+                self.from_teacher = make_adapter(teacher_shape, student_shape) if rear else None
 
     @property
     def adapted(self) -> bool:
@@ -125,13 +143,29 @@ class ElfLoss(nn.Module):
         loss = F.cross_entropy(model.rear(student_features), y) if use_task else torch.zeros((), device=x.device)
         if use_front or use_rear:
             teacher = self.online(x) if self.online is not None else self.features[index.to(self.features.device)]
+            rear_input = self.from_teacher(teacher) if self.from_teacher is not None else teacher
             if use_front:
-                mapped = self.to_teacher(student_features) if self.to_teacher is not None else student_features
-                loss = loss + self.evaluation.lambda_front * feature_loss(self.evaluation.feature_loss, mapped, teacher)
+                if self.coupled:  # imitate what the rear learns from, in the student's own space
+                    student, target = student_features, rear_input.detach()
+                else:
+                    student = self.to_teacher(student_features) if self.to_teacher is not None else student_features
+                    target = teacher
+                loss = loss + self.evaluation.lambda_front * feature_loss(self.evaluation.feature_loss, student, target)
             if use_rear:
-                mapped = self.from_teacher(teacher) if self.from_teacher is not None else teacher
-                loss = loss + self.evaluation.lambda_rear * F.cross_entropy(model.rear(mapped), y)
+                loss = loss + self.evaluation.lambda_rear * F.cross_entropy(model.rear(rear_input), y)
         return loss
+
+
+def build_objective(spec: Evaluation, model: nn.Module, images: torch.Tensor, seed: int,
+                    target: torch.Tensor | None = None, online: OnlineTeacher | None = None) -> tuple[ElfLoss, tuple[int, ...]]:
+    """The ELF objective of one student (adapters initialised with ``seed``) and its split shape,
+    read from a few synthetic images (whether the split features are non-negative, too)."""
+    with torch.no_grad():
+        sample = model.eval().front(images[:8])
+    model.train()
+    shape, nonnegative = tuple(sample.shape[1:]), bool((sample >= 0).all())
+    objective = build_seeded(lambda: ElfLoss(spec, target, shape, online, nonnegative), seed).to(images.device)
+    return objective, shape
 
 
 # Keys of a student ``train`` block that choose how the seeds are trained, not what they learn:
@@ -162,6 +196,7 @@ class SeedResult:
     student_layer: str
     student_shape: tuple[int, ...]
     adapted: bool
+    val_acc: float | None = None
 
 
 @dataclass
@@ -186,7 +221,7 @@ def fit_students(arch: str, spec: Evaluation, config: TrainConfig, images: torch
                  test_images: torch.Tensor, test_labels: torch.Tensor, seeds: list[int], num_classes: int,
                  target: torch.Tensor | None = None, online: OnlineTeacher | None = None, vectorize: str | bool = "auto",
                  channels_last: bool = True, amp: bool = False, compile: bool = False, desc: str = "",
-                 cuda_graphs: str | bool = "auto") -> StudentFit:
+                 cuda_graphs: str | bool = "auto", val: tuple[torch.Tensor, torch.Tensor] | None = None) -> StudentFit:
     """Train ``arch`` once per seed on in-memory tensors (all on one device) and test each student.
 
     Seed ``s`` is initialised with ``build_seeded(..., s)`` (adapters with ``s + 1``) and draws its
@@ -195,7 +230,8 @@ def fit_students(arch: str, spec: Evaluation, config: TrainConfig, images: torch
     vectorised multi-seed trainer or the per-seed loop.  The loop keeps convolution weights in
     channels-last memory format (``channels_last``; faster with oneDNN and cuDNN, same numbers up
     to float rounding).  ``amp`` (bfloat16 autocast), ``compile`` (``torch.compile``) and
-    ``cuda_graphs`` (``vectorized.GraphedStep``) apply to the vectorised trainer.
+    ``cuda_graphs`` (``vectorized.GraphedStep``) apply to the vectorised trainer.  ``val`` (images,
+    labels) is the validation split: each student is also tested on it (``val_acc``).
     """
     device = images.device
     channels, image_size = images.shape[1], images.shape[-1]
@@ -204,10 +240,7 @@ def fit_students(arch: str, spec: Evaluation, config: TrainConfig, images: torch
 
     def build_seed(seed: int) -> tuple[nn.Module, ElfLoss, tuple[int, ...]]:
         model = build_seeded(lambda: build(arch, channels, num_classes, image_size, split=spec.student_layer), seed).to(device)
-        with torch.no_grad():
-            student_shape = tuple(model.eval().front(images[:1]).shape[1:])
-        model.train()
-        objective = build_seeded(lambda: ElfLoss(spec, target, student_shape, online), seed + 1).to(device)
+        objective, student_shape = build_objective(spec, model, images, seed + 1, target, online)
         return model, objective, student_shape
 
     first = build_seed(seeds[0])
@@ -223,10 +256,13 @@ def fit_students(arch: str, spec: Evaluation, config: TrainConfig, images: torch
                                    cuda_graphs=cuda_graphs)
         with Timer() as test_timer:
             accuracies = evaluate_vectorized(models, test_images, test_labels, config.eval_batch_size, amp=amp)
+        val_accuracies = (evaluate_vectorized(models, *val, config.eval_batch_size, amp=amp) if val is not None
+                          else [None] * len(models))
         fit.compiled, fit.notes, fit.cuda_graph = run.compiled, run.notes, run.graphed
-        for seed, (model, objective, shape), history, accuracy in zip(seeds, built, run.histories, accuracies, strict=True):
+        for seed, (model, objective, shape), history, accuracy, val_acc in zip(seeds, built, run.histories, accuracies,
+                                                                                val_accuracies, strict=True):
             fit.seeds.append(SeedResult(seed, accuracy, train_timer.seconds / len(seeds), test_timer.seconds / len(seeds),
-                                        history, model.split, shape, objective.adapted))
+                                        history, model.split, shape, objective.adapted, val_acc))
     else:
         for position, seed in enumerate(seeds):
             model, objective, shape = first if position == 0 else build_seed(seed)
@@ -238,8 +274,9 @@ def fit_students(arch: str, spec: Evaluation, config: TrainConfig, images: torch
                                 extra_parameters=objective.parameters(), desc=f"{arch} {desc} seed {seed}")
             with Timer() as test_timer:
                 accuracy = evaluate(model, test_images, test_labels, config.eval_batch_size)
+            val_acc = evaluate(model, *val, config.eval_batch_size) if val is not None else None
             fit.seeds.append(SeedResult(seed, accuracy, train_timer.seconds, test_timer.seconds, history, model.split,
-                                        shape, objective.adapted))
+                                        shape, objective.adapted, val_acc))
             del model, objective
     fit.peak_memory_mb = peak_memory_mb()
     if device.type == "cuda":
@@ -268,6 +305,14 @@ def student_test_split(data: str | os.PathLike, synset: str | os.PathLike) -> tu
         whitening = fit_zca_to_data(data, zca_eps)
         test_images = whitening.transform(test_images)
     return test_images, test_labels, info, whitening
+
+
+def student_val_split(data: str | os.PathLike, whitening: ZCA | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The validation split in the synthetic set's space, or None where ``data.h5`` has none."""
+    if not has_split(data, "val"):
+        return None
+    images, labels, _ = load_split(data, "val")
+    return (whitening.transform(images) if whitening is not None else images), labels
 
 
 def train_students(data: str | os.PathLike, synset: str | os.PathLike, features: str | os.PathLike | None,
@@ -303,21 +348,25 @@ def train_students(data: str | os.PathLike, synset: str | os.PathLike, features:
         teacher = load_features(features, spec.teacher_layer, synset, len(labels))
     images, labels = images.to(torch_device), labels.to(torch_device)
     test_images, test_labels = test_images.to(torch_device), test_labels.to(torch_device)
+    val = student_val_split(data, whitening)
+    val = tuple(t.to(torch_device) for t in val) if val is not None else None
     target = teacher.values.to(torch_device) if teacher and online is None else None
     protocol = {**{f"train_{k}": v for k, v in config.to_dict().items() if k != "dsa"},
                 "dsa_strategy": config.dsa.strategy if config.dsa else "none",
-                **{k: v for k, v in vars(spec).items() if k not in ("teacher", "student_layer")}}
+                **{k: v for k, v in vars(spec).items() if k not in ("teacher", "student_layer", "adapter")},
+                "adapter_form": spec.adapter}
     protocol["teacher_layer"] = teacher.layer if teacher else None
     fit = fit_students(arch, spec, config, images, labels, test_images, test_labels, seeds, info.num_classes,
                        target=target, online=online, vectorize=vectorize, desc=str(identity.get("evaluation")),
-                       cuda_graphs=train_config.get("cuda_graphs", "auto"))
+                       cuda_graphs=train_config.get("cuda_graphs", "auto"), val=val)
     distillation = synset_protocol(synset)
     rows = []
     for result in fit.seeds:
         seed, accuracy = result.seed, result.test_acc
         log.info("%s %s seed %d: test accuracy %.4f (%.1fs)", arch, identity.get("evaluation"), seed, accuracy,
                  result.train_seconds)
-        rows.append({**identity, "arch": arch, "seed": seed, "test_acc": accuracy, "train_seconds": result.train_seconds,
+        rows.append({**identity, "arch": arch, "seed": seed, "test_acc": accuracy, "val_acc": result.val_acc,
+                     "train_seconds": result.train_seconds,
                      "test_seconds": result.test_seconds, "trainer": fit.trainer, "cuda_graph": fit.cuda_graph,
                      "peak_memory_mb": fit.peak_memory_mb,
                      "device_peak_memory_mb": fit.device_peak_memory_mb,

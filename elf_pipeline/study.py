@@ -151,10 +151,12 @@ def _percent(value: object) -> str:
     return str(value)
 
 
-def _markdown(frame: pd.DataFrame, title: str, lines: list[str]) -> str:
+def _markdown(frame: pd.DataFrame, title: str, lines: list[str],
+              prefixes: tuple[str, ...] = ("acc_", "std_", "gap_", "adapter_")) -> str:
+    """A Markdown page: title, lines, the table with the columns starting with ``prefixes`` in points."""
     shown = frame.copy()
     for column in shown.columns:
-        if column.startswith(("acc_", "std_", "gap_", "adapter_")):
+        if column.startswith(prefixes):
             shown[column] = shown[column].map(_percent)
     return "\n".join([f"# {title}", "", *lines, "", shown.to_markdown(index=False), ""])
 

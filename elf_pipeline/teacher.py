@@ -17,6 +17,7 @@ from elf_pipeline.training import (
     build_seeded,
     real_test_accuracy,
     real_training_data,
+    real_val_accuracy,
     resolve_device,
     seeded_generator,
     train,
@@ -36,14 +37,16 @@ def train_teacher(data: str | os.PathLike, out_model: str | os.PathLike, out_his
     """
     torch_device = resolve_device(device)
     config = TrainConfig.from_dict(train_config)
-    checkpoint_epoch = checkpoint_epoch or config.epochs
-    if not 1 <= checkpoint_epoch <= config.epochs:
-        raise ValueError(f"checkpoint_epoch {checkpoint_epoch} must lie in 1..epochs ({config.epochs})")
+    last_epoch = config.total_epochs
+    checkpoint_epoch = checkpoint_epoch or last_epoch
+    if not 1 <= checkpoint_epoch <= last_epoch:
+        raise ValueError(f"checkpoint_epoch {checkpoint_epoch} must lie in 1..epochs ({last_epoch})")
     info = read_info(data)
     generator = seeded_generator(seed)
     real = real_training_data(data, config.batch_size, generator, train_limit, max_in_memory_gb)
     images, labels, stream, train_images = real.images, real.labels, real.stream, real.count
     accuracy_of = real_test_accuracy(data, config.eval_batch_size, max_in_memory_gb)
+    val_accuracy_of = real_val_accuracy(data, config.eval_batch_size, max_in_memory_gb)
 
     def test_accuracy() -> float:
         return accuracy_of(model)
@@ -52,12 +55,15 @@ def train_teacher(data: str | os.PathLike, out_model: str | os.PathLike, out_his
 
     def on_epoch(epoch: int, loss: float) -> None:
         record: dict = {"epoch": epoch, "train_loss": loss}
-        if epoch % eval_every == 0 or epoch in (checkpoint_epoch, config.epochs):
+        if epoch % eval_every == 0 or epoch in (checkpoint_epoch, last_epoch):
             record["test_acc"] = test_accuracy()
+            if (val_acc := val_accuracy_of(model)) is not None:
+                record["val_acc"] = val_acc
         progress_state["epochs"].append(record)
         log.info("teacher %s epoch %d loss %.4f %s", arch, epoch, loss, record.get("test_acc", ""))
         if epoch == checkpoint_epoch:
-            progress_state["saved"].update(state=copy.deepcopy(model.state_dict()), test_acc=record["test_acc"])
+            progress_state["saved"].update(state=copy.deepcopy(model.state_dict()), test_acc=record["test_acc"],
+                                           val_acc=record.get("val_acc"))
 
     fingerprint = config_hash({"arch": arch, "train": config.to_dict(), "checkpoint_epoch": checkpoint_epoch,
                                "train_limit": train_limit, "seed": seed, "eval_every": eval_every, "data": sha256_file(data),
@@ -71,6 +77,7 @@ def train_teacher(data: str | os.PathLike, out_model: str | os.PathLike, out_his
     save_checkpoint(out_model, model, arch, info.channels, info.num_classes, info.image_size,
                     epoch=checkpoint_epoch, test_acc=saved["test_acc"])
     history = {"arch": arch, "checkpoint_epoch": checkpoint_epoch, "test_acc": saved["test_acc"],
+               "val_acc": saved.get("val_acc"),
                "train_images": train_images, "train_seconds": timer.seconds, "seed": seed,
                "config": config.to_dict(), "epochs": epochs}
     write_json(out_history, history)

@@ -21,6 +21,20 @@ from elf_pipeline.resume import ResumeFile
 log = logging.getLogger(__name__)
 
 
+SCHEDULES = ("step", "official")
+
+
+def decay_lr(optimizer: torch.optim.Optimizer, config: TrainConfig) -> None:
+    """Multiply the lr by ``lr_decay``; under the official schedule also reset the momentum, as
+    recreating the SGD optimiser does (a zeroed buffer gives the same next step as a fresh one)."""
+    for group in optimizer.param_groups:
+        group["lr"] *= config.lr_decay
+    if config.schedule == "official":
+        for state in optimizer.state.values():
+            if state.get("momentum_buffer") is not None:
+                state["momentum_buffer"].zero_()
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or Inf; no result is written for that run."""
 
@@ -36,6 +50,27 @@ class TrainConfig:
     lr_decay: float = 0.1
     dsa: DSAConfig | None = field(default_factory=DSAConfig)
     eval_batch_size: int = 1024
+    schedule: str = "step"  # or "official": epochs + 1 epochs, optimiser recreated at the decay
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r} (allowed: {', '.join(SCHEDULES)})")
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs actually run: the official ELF loop runs ``range(Epoch + 1)``."""
+        return self.epochs + 1 if self.schedule == "official" else self.epochs
+
+    @property
+    def decay_epoch(self) -> int | None:
+        """The (0-based) epoch from whose start on the lr is decayed; None when it never is."""
+        if self.schedule == "official":  # decayed after epoch Epoch // 2 + 1 of range(Epoch + 1)
+            epoch = self.epochs // 2 + 2
+        elif self.lr_decay_at:
+            epoch = int(math.ceil(self.epochs * self.lr_decay_at))
+        else:
+            return None
+        return epoch if epoch < self.total_epochs else None
 
     @classmethod
     def from_dict(cls, block: dict) -> TrainConfig:
@@ -115,7 +150,7 @@ def train(model: nn.Module, images: torch.Tensor | None, labels: torch.Tensor | 
     device = next(model.parameters()).device
     parameters = [p for p in model.parameters() if p.requires_grad] + list(extra_parameters)
     optimizer = torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    decay_epoch = int(math.ceil(config.epochs * config.lr_decay_at)) if config.lr_decay_at else None
+    decay_epoch, epochs = config.decay_epoch, config.total_epochs
     history: list[float] = []
     start_epoch = 0
     state = resume.load() if resume is not None else None
@@ -127,10 +162,9 @@ def train(model: nn.Module, images: torch.Tensor | None, labels: torch.Tensor | 
         if extra_state is not None:
             extra_state.update(state["extra"])
     model.train()
-    for epoch in progress(range(start_epoch, config.epochs), config.epochs - start_epoch, desc):
+    for epoch in progress(range(start_epoch, epochs), epochs - start_epoch, desc):
         if decay_epoch is not None and epoch == decay_epoch:
-            for group in optimizer.param_groups:
-                group["lr"] *= config.lr_decay
+            decay_lr(optimizer, config)
         if stream is None:
             batches = _memory_batches(images, labels, config.batch_size, generator)
         else:
@@ -153,7 +187,7 @@ def train(model: nn.Module, images: torch.Tensor | None, labels: torch.Tensor | 
         history.append(epoch_loss)
         if on_epoch is not None:
             on_epoch(epoch + 1, epoch_loss)
-        if resume is not None and resume.due() and epoch + 1 < config.epochs:
+        if resume is not None and resume.due() and epoch + 1 < epochs:
             resume.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
                          "history": history, "epoch": epoch + 1, "extra": extra_state or {}})
     return history
@@ -288,14 +322,24 @@ def real_training_data(data: str, batch_size: int, generator: torch.Generator, t
     return RealData(None, None, stream, count)
 
 
-def real_test_accuracy(data: str, batch_size: int, max_in_memory_gb: float = 4.0) -> Callable[[nn.Module], float]:
-    """A function giving a model's accuracy on the test split (loaded once, or streamed if large)."""
+def real_test_accuracy(data: str, batch_size: int, max_in_memory_gb: float = 4.0,
+                       split: str = "test") -> Callable[[nn.Module], float]:
+    """A function giving a model's accuracy on a split (test by default; loaded once, or streamed if large)."""
     from elf_pipeline.data import iter_batches, load_split, split_nbytes
 
-    if split_nbytes(data, "test") <= max_in_memory_gb * (1 << 30):
-        images, labels, _ = load_split(data, "test")
+    if split_nbytes(data, split) <= max_in_memory_gb * (1 << 30):
+        images, labels, _ = load_split(data, split)
         return lambda model: evaluate(model, images, labels, batch_size)
-    return lambda model: evaluate_stream(model, iter_batches(data, "test", batch_size))
+    return lambda model: evaluate_stream(model, iter_batches(data, split, batch_size))
+
+
+def real_val_accuracy(data: str, batch_size: int, max_in_memory_gb: float = 4.0) -> Callable[[nn.Module], float | None]:
+    """Accuracy on the validation split, or a function giving None where ``data.h5`` has none."""
+    from elf_pipeline.data import has_split
+
+    if not has_split(data, "val"):
+        return lambda model: None
+    return real_test_accuracy(data, batch_size, max_in_memory_gb, split="val")
 
 
 class Timer:

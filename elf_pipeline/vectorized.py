@@ -29,7 +29,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from elf_pipeline.augment import dsa
-from elf_pipeline.training import TrainConfig, TrainingDiverged, inference_chunk, progress
+from elf_pipeline.training import TrainConfig, TrainingDiverged, decay_lr, inference_chunk, progress
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +241,7 @@ def train_vectorized(models: Sequence[nn.Module], objectives: Sequence[nn.Module
     if compile:
         step, run.compiled = torch.compile(eager_step), True
 
-    decay_epoch = int(math.ceil(config.epochs * config.lr_decay_at)) if config.lr_decay_at else None
+    decay_epoch, epochs = config.decay_epoch, config.total_epochs
     n, seeds = len(labels), len(models)
     use_graphs, why = graphs_setting(cuda_graphs, device, compile, n, config.batch_size)
     if device.type == "cuda":
@@ -262,10 +262,9 @@ def train_vectorized(models: Sequence[nn.Module], objectives: Sequence[nn.Module
                                            f"(seed index {s}, lr {config.lr})")
                 run.histories[s].append(value)
 
-    for epoch in progress(range(config.epochs), config.epochs, desc):
+    for epoch in progress(range(epochs), epochs, desc):
         if decay_epoch is not None and epoch == decay_epoch:
-            for group in optimizer.param_groups:
-                group["lr"] *= config.lr_decay
+            decay_lr(optimizer, config)
             if graphed is not None:
                 graphed.capture()  # the new lr
         orders = torch.stack([torch.randperm(n, generator=generator) for generator in generators])

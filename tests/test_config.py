@@ -226,3 +226,40 @@ def test_config_module_imports_no_torch():
     code = "import sys, elf_pipeline.config; assert 'torch' not in sys.modules, 'torch imported'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture(scope="module")
+def smoke_config() -> dict:
+    return _load("smoke.yaml")
+
+
+def test_students_evaluations_limit_the_main_jobs(smoke_config):
+    assert {job["evaluation"] for job in student_jobs(smoke_config)} == set(smoke_config["evaluations"])
+    config = _mutated(smoke_config, lambda c: c["evaluations"].update(elf_l2={**c["evaluations"]["elf"], "feature_loss": "l2"}))
+    config["students"]["evaluations"] = ["elf", "baseline"]
+    validate(config)
+    jobs = student_jobs(config)
+    assert {job["evaluation"] for job in jobs} == {"baseline", "elf"}
+    assert len(jobs) == len(student_jobs(smoke_config))
+    config["students"]["evaluations"] = ["elf_l2"]
+    assert {(job["arch"], job["evaluation"]) for job in student_jobs(config)} == {
+        (arch, "elf_l2") for arch in config["students"]["archs"]}
+
+
+@pytest.mark.parametrize("evaluations, fragments", [
+    (["baseline", "elf_l2"], ["config key students.evaluations[1]: unknown evaluation 'elf_l2' (configured: baseline, elf)"]),
+    ([], ["config key students.evaluations"]),
+    (["elf", "elf"], ["config key students.evaluations", "non-unique"]),
+    ("elf", ["config key students.evaluations", "not of type 'array'"]),
+])
+def test_bad_students_evaluations_name_the_key(smoke_config, evaluations, fragments):
+    _expect(_mutated(smoke_config, lambda c: c["students"].update(evaluations=evaluations)), *fragments)
+
+
+def test_study_ablation_config_names_the_key():
+    config = _load("study-smoke.yaml")
+    config["studies"]["ablation"] = {"archs": ["convnet-bn"], "evaluations": ["baseline", "elf"]}
+    validate(config)
+    _expect(_mutated(config, lambda c: c["studies"]["ablation"]["evaluations"].append("elf_cos")),
+            "config key studies.ablation.evaluations[2]: unknown evaluation 'elf_cos' (configured: baseline, elf)")
+    _expect(_mutated(config, lambda c: c["studies"]["ablation"].update(arch=["vgg11"])), "config key studies.ablation.arch", "unknown key")

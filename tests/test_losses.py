@@ -7,6 +7,7 @@ from elf_pipeline.losses import (
     FEATURE_LOSSES,
     LOSS_MODES,
     feature_ce,
+    feature_ce_softmax,
     feature_cos,
     feature_cos_batch,
     feature_l1,
@@ -35,14 +36,14 @@ def _hand_ce(student_rows, teacher_rows):
     return sum(losses) / len(losses)
 
 
-def test_ce_flat_matches_hand_computation():
+def test_ce_softmax_flat_matches_hand_computation():
     student = [[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]]
     teacher = [[0.3, 0.1, 2.0], [1.0, 1.0, 1.0]]
-    got = feature_loss("ce", torch.tensor(student), torch.tensor(teacher))
+    got = feature_loss("ce_softmax", torch.tensor(student), torch.tensor(teacher))
     assert got.item() == pytest.approx(_hand_ce(student, teacher), rel=1e-6)
 
 
-def test_ce_spatial_softmax_over_channels_mean_over_samples_and_positions():
+def test_ce_softmax_spatial_over_channels_mean_over_samples_and_positions():
     # 2 samples, 3 channels, 1x2 positions
     student = torch.tensor([[[[1.0, 0.0]], [[2.0, 0.5]], [[0.5, -1.0]]],
                             [[[0.0, 0.2]], [[-1.0, 0.0]], [[3.0, 0.1]]]])
@@ -53,15 +54,15 @@ def test_ce_spatial_softmax_over_channels_mean_over_samples_and_positions():
         for w in range(2):
             rows_s.append([student[n, c, 0, w].item() for c in range(3)])
             rows_t.append([teacher[n, c, 0, w].item() for c in range(3)])
-    got = feature_ce(student, teacher)
+    got = feature_ce_softmax(student, teacher)
     assert got.item() == pytest.approx(_hand_ce(rows_s, rows_t), rel=1e-6)
 
 
-def test_ce_of_identical_inputs_is_the_entropy():
+def test_ce_softmax_of_identical_inputs_is_the_entropy():
     logits = [[0.0, 1.0, 2.0]]
     probs = _softmax(logits[0])
     entropy = -sum(p * math.log(p) for p in probs)
-    assert feature_ce(torch.tensor(logits), torch.tensor(logits)).item() == pytest.approx(entropy, rel=1e-6)
+    assert feature_ce_softmax(torch.tensor(logits), torch.tensor(logits)).item() == pytest.approx(entropy, rel=1e-6)
 
 
 def test_identical_inputs_give_zero_distance():
@@ -108,7 +109,7 @@ def test_dispatch_and_gradient(name):
 
 
 def test_unknown_feature_loss_lists_allowed():
-    with pytest.raises(ValueError, match="unknown feature loss 'kl'.*ce, l2, l1, cos, cos_batch"):
+    with pytest.raises(ValueError, match="unknown feature loss 'kl'.*ce, ce_softmax, l2, l1, cos, cos_batch"):
         feature_loss("kl", torch.zeros(1, 2), torch.zeros(1, 2))
 
 
@@ -117,3 +118,22 @@ def test_loss_modes_flags():
     assert LOSS_MODES["front_rear_task"] == (True, True, True)
     for name, (front, rear, task) in LOSS_MODES.items():
         assert ("front" in name) == front and ("rear" in name) == rear and ("task" in name) == task
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (4, 6, 3, 3), (2, 512, 4, 4)])
+def test_ce_equals_pytorch_cross_entropy_with_an_unnormalised_probability_target(shape):
+    generator = torch.Generator().manual_seed(3)
+    student = torch.randn(shape, generator=generator)
+    teacher = torch.relu(torch.randn(shape, generator=generator)) * 3.0  # post-ReLU maps, rows not summing to 1
+    expected = torch.nn.CrossEntropyLoss()(student, teacher)
+    assert feature_ce(student, teacher).item() == pytest.approx(expected.item(), rel=1e-5)
+    # the softmax-normalised variant is a different loss on the same tensors
+    assert abs(feature_ce_softmax(student, teacher).item() - expected.item()) > 1e-3
+
+
+def test_ce_hand_value_weights_by_raw_teacher_features():
+    student = [[1.0, 2.0, 0.5]]
+    teacher = [[0.0, 2.0, 1.0]]  # sums to 3: the target is not normalised
+    log_probs = _log_softmax(student[0])
+    expected = -(2.0 * log_probs[1] + 1.0 * log_probs[2])
+    assert feature_ce(torch.tensor(student), torch.tensor(teacher)).item() == pytest.approx(expected, rel=1e-6)

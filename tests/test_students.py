@@ -35,7 +35,7 @@ def _batch(n=6, seed=0):
 def test_mismatched_shapes_create_adapters_that_learn():
     model = _student()  # front: 8 x 4 x 4
     features = torch.randn(6, 16, 2, 2)
-    objective = ElfLoss(Evaluation(**ELF), features, (8, 4, 4))
+    objective = ElfLoss(Evaluation(**ELF, adapter="pair"), features, (8, 4, 4))
     assert isinstance(objective.to_teacher, FeatureAdapter) and isinstance(objective.from_teacher, FeatureAdapter)
     assert objective.to_teacher.out_shape == (16, 2, 2) and objective.from_teacher.out_shape == (8, 4, 4)
     assert objective.adapted
@@ -53,10 +53,38 @@ def test_mismatched_shapes_create_adapters_that_learn():
     ("front_rear", True, True), ("task", False, False),
 ])
 def test_adapters_only_for_the_terms_in_use(mode, to_teacher, from_teacher):
-    objective = ElfLoss(Evaluation(loss_mode=mode), torch.randn(4, 32), (8, 4, 4))
+    objective = ElfLoss(Evaluation(loss_mode=mode, adapter="pair"), torch.randn(4, 32), (8, 4, 4))
     assert (objective.to_teacher is not None) == to_teacher
     assert (objective.from_teacher is not None) == from_teacher
     assert objective.adapted == (to_teacher or from_teacher)
+
+
+def test_coupled_adapter_one_map_trained_by_the_rear_term_imitated_by_the_front():
+    model = _student()  # front: 8 x 4 x 4, post-ReLU
+    features = torch.relu(torch.randn(6, 16, 2, 2, generator=torch.Generator().manual_seed(4)))
+    objective = ElfLoss(Evaluation(**ELF, adapter="coupled"), features, (8, 4, 4), student_nonnegative=True)
+    assert objective.to_teacher is None and isinstance(objective.from_teacher, FeatureAdapter)
+    assert objective.from_teacher.out_shape == (8, 4, 4) and objective.from_teacher.nonnegative and objective.adapted
+    x, y, index = _batch()
+    mapped = objective.from_teacher(features[index])
+    assert (mapped >= 0).all()  # a valid ce target in the student's own (post-ReLU) space
+    expected = (F.cross_entropy(model(x), y) + 0.5 * feature_loss("ce", model.front(x), mapped.detach())
+                + 2.0 * F.cross_entropy(model.rear(mapped), y))
+    got = objective(model, x, y, index)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    # the front term does not train the adapter: with only the front term on, it gets no gradient
+    front_only = ElfLoss(Evaluation(**{**ELF, "loss_mode": "front_task"}, adapter="coupled"), features, (8, 4, 4))
+    front_only(model, x, y, index).backward()
+    assert all(p.grad is None for p in front_only.parameters())
+    # with the rear term on, it does
+    model.zero_grad()
+    got.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in objective.parameters())
+
+
+def test_unknown_adapter_form_is_refused():
+    with pytest.raises(ValueError, match="unknown adapter 'tied'.*pair, coupled"):
+        Evaluation(**ELF, adapter="tied")
 
 
 def test_matching_shapes_need_no_adapter_and_loss_is_the_sum_of_terms():

@@ -1,5 +1,6 @@
-"""The empirical study: design distance, the similarity and normalisation tables, and the
-``study_similarity`` / ``study_norm`` workflow targets (one tiny run on digits, then dry runs)."""
+"""The empirical study: design distance, the similarity, normalisation and ablation tables, and the
+``study_similarity`` / ``study_norm`` / ``study_ablation`` workflow targets (one tiny run on digits,
+then dry runs)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+import elf_pipeline.ablation as ablation
+from elf_pipeline.ablation import ablation_table, write_ablation
 from elf_pipeline.cli import main
-from elf_pipeline.config import ConfigError, check_config, study_archs, validate_schema
+from elf_pipeline.config import ConfigError, check_config, study_archs, study_jobs, validate_schema
 from elf_pipeline.students import train_students
 from elf_pipeline.study import design, design_distance, rank_correlation, write_norm, write_similarity
 
@@ -225,6 +228,15 @@ def test_study_target_without_its_config_fails_before_any_job(study_run: Path, c
     (lambda c: c["studies"].update(cka=True), "config key studies.cka: unknown key"),
     (lambda c: c["studies"].update(ipc=0), "config key studies.ipc: 0 is less than the minimum of 1"),
     (lambda c: c["evaluations"]["elf"].update(student_layer="block3"), "study architecture 'alexnet' has no layer 'block3'"),
+    (lambda c: c["studies"].update(ablation={"archs": ["convnet-bn"], "evaluations": ["baseline", "elf_l2"]}),
+     "config key studies.ablation.evaluations[1]: unknown evaluation 'elf_l2' (configured: baseline, elf)"),
+    (lambda c: c["studies"].update(ablation={"archs": ["convnet-bn", "resnet19"], "evaluations": ["baseline"]}),
+     "config key studies.ablation.archs[1]: unknown architecture 'resnet19'"),
+    (lambda c: c["studies"].update(ablation={"archs": ["convnet-bn"]}), "config key studies.ablation: 'evaluations' is a required property"),
+    (lambda c: c["studies"].update(ablation={"archs": [], "evaluations": ["baseline"]}), "config key studies.ablation.archs"),
+    (lambda c: c["studies"].update(ablation={"archs": ["alexnet"], "evaluations": ["baseline", "baseline"]}),
+     "config key studies.ablation.evaluations"),
+    (lambda c: [c["studies"].pop(part) for part in ("similarity", "norm")], "config key studies: configures no part of the study"),
 ])
 def test_bad_study_config_names_the_key(change, message):
     config = yaml.safe_load((REPO / "config" / "study-smoke.yaml").read_text())
@@ -236,3 +248,167 @@ def test_bad_study_config_names_the_key(change, message):
         validate_schema(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
         check_config(config)
     assert message in str(error.value)
+
+
+# --------------------------------------------------------------------------- ELF ablation
+
+ABLATION_ARCHS = ["convnet", "alexnet"]
+PROTOCOLS = {"baseline": ("task", "ce", "coupled"), "elf": ("front_rear_task", "ce", "coupled"),
+             "elf_l2": ("front_rear_task", "l2", "coupled"), "elf_pair": ("front_rear_task", "ce", "pair")}
+
+
+def result_rows(cells: dict[tuple[str, str], tuple[list, list]], **extra) -> pd.DataFrame:
+    """Result rows as train_student writes them: (arch, evaluation) -> (val_acc per seed, test_acc per seed)."""
+    rows = []
+    for (arch, evaluation), (vals, tests) in cells.items():
+        loss_mode, loss, form = PROTOCOLS[evaluation]
+        for seed, (val, test) in enumerate(zip(vals, tests, strict=True)):
+            rows.append({"dataset": "digits", "method": "random", "ipc": 2, "arch": arch, "evaluation": evaluation,
+                         "seed": seed, "test_acc": test, "val_acc": val, "loss_mode": loss_mode, "feature_loss": loss,
+                         "adapter_form": form, "adapter": arch == "alexnet" and loss_mode != "task", **extra})
+    return pd.DataFrame(rows)
+
+
+# elf gains more on validation (+5 points on both archs), elf_l2 more on test (+15): the choice is elf
+CELLS = {
+    ("convnet", "baseline"): ([0.50, 0.52], [0.60, 0.62]), ("alexnet", "baseline"): ([0.40, 0.40], [0.50, 0.50]),
+    ("convnet", "elf"): ([0.55, 0.57], [0.70, 0.70]), ("alexnet", "elf"): ([0.45, 0.45], [0.60, 0.60]),
+    ("convnet", "elf_l2"): ([0.53, 0.53], [0.76, 0.76]), ("alexnet", "elf_l2"): ([0.42, 0.42], [0.65, 0.65]),
+}
+
+
+def test_ablation_table_deltas_and_the_choice_on_validation():
+    table = ablation_table(result_rows(CELLS), ABLATION_ARCHS, ["baseline", "elf", "elf_l2"]).set_index("evaluation")
+    assert table.loc["baseline", ["loss_mode", "feature_loss", "adapter_form"]].tolist() == ["task", "-", "-"]
+    assert table.loc["elf_l2", ["loss_mode", "feature_loss", "adapter_form"]].tolist() == ["front_rear_task", "l2", "coupled"]
+    assert table.loc["baseline", "val_convnet"] == pytest.approx(0.51)
+    assert table.loc["baseline", "test_convnet"] == pytest.approx(0.61)
+    assert table.loc["baseline", "std_convnet"] == pytest.approx(pd.Series([0.60, 0.62]).std(ddof=1))
+    assert table.loc["elf", "std_alexnet"] == pytest.approx(0.0)
+    assert table["delta_val_convnet"].tolist() == pytest.approx([0.0, 0.05, 0.02])
+    assert table["delta_test_convnet"].tolist() == pytest.approx([0.0, 0.09, 0.15])
+    assert table["delta_val_alexnet"].tolist() == pytest.approx([0.0, 0.05, 0.02])
+    assert table["delta_test_alexnet"].tolist() == pytest.approx([0.0, 0.10, 0.15])
+    assert table["mean_delta_val"].tolist() == pytest.approx([0.0, 0.05, 0.02])
+    assert table["mean_delta_test"].idxmax() == "elf_l2"  # the best on test ...
+    assert table["best_on_val"].tolist() == [False, True, False]  # ... is not the one chosen
+    assert table["adapter_alexnet"].tolist() == [False, True, True] and not table["adapter_convnet"].any()
+
+
+def test_ablation_reference_is_never_chosen_and_one_seed_has_zero_std():
+    cells = {(a, e): ([0.5 if e == "baseline" else 0.4], [0.5]) for a in ABLATION_ARCHS for e in ("baseline", "elf", "elf_pair")}
+    cells["convnet", "elf_pair"] = ([0.45], [0.5])
+    table = ablation_table(result_rows(cells), ABLATION_ARCHS, ["baseline", "elf", "elf_pair"])
+    assert table["best_on_val"].tolist() == [False, False, True]  # the highest non-reference row, though below 0
+    assert (table[[f"std_{a}" for a in ABLATION_ARCHS]] == 0).all().all()
+    assert table.loc[2, "adapter_form"] == "pair"
+
+
+@pytest.mark.parametrize("drop", [False, True], ids=["val_acc None", "no val_acc column"])
+def test_ablation_without_validation_accuracy_chooses_nothing(tmp_path, monkeypatch, drop):
+    rows = result_rows(CELLS)
+    rows = rows.drop(columns=["val_acc", "adapter_form"]) if drop else rows.assign(val_acc=None)
+    path = tmp_path / "rows.parquet"
+    rows.to_parquet(path)
+    titles = []
+    monkeypatch.setattr(ablation, "_save", lambda figure, out: titles.append(figure.axes[0].get_title()))
+    outs = [tmp_path / "ablation.parquet", tmp_path / "ablation.md", tmp_path / "ablation.png"]
+    table = write_ablation([path], ABLATION_ARCHS, ["baseline", "elf", "elf_l2"], *outs)
+    for column in ("val_convnet", "delta_val_alexnet", "mean_delta_val"):
+        assert table[column].isna().all()
+    assert not table["best_on_val"].any()
+    assert table["delta_test_convnet"].tolist() == pytest.approx([0.0, 0.09, 0.15])
+    assert table["adapter_form"].tolist() == (["-", "-", "-"] if drop else ["-", "coupled", "coupled"])
+    assert titles and "TEST accuracy" in titles[0] and "no validation split" in titles[0]
+    note = pq.read_table(outs[0]).schema.metadata[b"elf_note"].decode()
+    assert "no evaluation is chosen" in note and "never on test accuracy" in note
+
+
+def test_ablation_some_arch_without_validation_leaves_the_row_unranked():
+    rows = result_rows(CELLS)
+    rows.loc[(rows["arch"] == "alexnet") & (rows["evaluation"] == "elf"), "val_acc"] = None
+    table = ablation_table(rows, ABLATION_ARCHS, ["baseline", "elf", "elf_l2"])
+    assert math.isnan(table.loc[1, "mean_delta_val"])
+    assert table["best_on_val"].tolist() == [False, False, True]
+
+
+def test_ablation_through_the_cli(tmp_path, capsys, monkeypatch):
+    paths = []
+    for (arch, evaluation), cell in CELLS.items():  # one file per train_student job
+        paths.append(tmp_path / f"{arch}_{evaluation}.parquet")
+        result_rows({(arch, evaluation): cell}).to_parquet(paths[-1])
+    titles = []
+    save = ablation._save
+    monkeypatch.setattr(ablation, "_save", lambda figure, out: (titles.append(figure.axes[0].get_title()), save(figure, out)))
+    outs = [tmp_path / "ablation.parquet", tmp_path / "ablation.md", tmp_path / "ablation.png"]
+    code = main(["study", "ablation", *map(str, paths), "--archs", *ABLATION_ARCHS, "--evaluations", "baseline", "elf",
+                 "elf_l2", "--out-table", str(outs[0]), "--out-markdown", str(outs[1]), "--out-plot", str(outs[2])])
+    assert code == 0 and "elf_l2" in capsys.readouterr().out
+    stored = pq.read_table(outs[0])
+    assert stored.schema.metadata[b"elf_title"] == b"Study: ELF ablation"
+    note = stored.schema.metadata[b"elf_note"].decode()
+    assert "dataset digits, method random, ipc 2" in note and "best_on_val: elf" in note and "never on test accuracy" in note
+    assert stored.to_pandas()["best_on_val"].tolist() == [False, True, False]
+    markdown = outs[1].read_text()
+    assert markdown.startswith("# Study: ELF ablation") and "| elf_l2 " in markdown and "| yes " in markdown
+    assert titles == ["ELF ablation: validation accuracy change vs. baseline"]
+    assert outs[2].read_bytes()[:8] == PNG
+    with pytest.raises(Exception, match="no result rows for architecture 'vgg11' under evaluation 'baseline'"):
+        write_ablation(paths, ["vgg11"], ["baseline", "elf"], *[tmp_path / f"x.{e}" for e in ("parquet", "md", "png")])
+
+
+def ablation_config() -> dict:
+    """The smoke study with an ablation: an extra evaluation only the ablation trains."""
+    config = yaml.safe_load((REPO / "config" / "study-smoke.yaml").read_text())
+    config["evaluations"]["elf_l2"] = {**config["evaluations"]["elf"], "feature_loss": "l2"}
+    config["students"]["evaluations"] = ["baseline", "elf"]
+    config["studies"]["ablation"] = {"archs": ["convnet-bn", "resnet18"], "evaluations": ["baseline", "elf", "elf_l2"]}
+    return config
+
+
+def test_study_jobs_include_the_ablation_once():
+    config = ablation_config()
+    validate_schema(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+    check_config(config)
+    assert study_archs(config) == ["convnet", "convnet-bn", "alexnet", "alexnet-in", "resnet18"]
+    jobs = [(job["arch"], job["evaluation"]) for job in study_jobs(config)]
+    gap = [(a, e) for a in ("convnet", "convnet-bn", "alexnet", "alexnet-in") for e in ("baseline", "elf")]
+    assert jobs == [*gap, ("convnet-bn", "elf_l2"), ("resnet18", "baseline"), ("resnet18", "elf"), ("resnet18", "elf_l2")]
+    assert {(j["dataset"], j["method"], j["ipc"]) for j in study_jobs(config)} == {("digits", "random", 2)}
+    for part in ("similarity", "norm"):  # the ablation alone trains only its own jobs
+        config["studies"].pop(part)
+    check_config(config)
+    assert [(job["arch"], job["evaluation"]) for job in study_jobs(config)] == [
+        (a, e) for a in ("convnet-bn", "resnet18") for e in ("baseline", "elf", "elf_l2")]
+
+
+@pytest.fixture(scope="module")
+def ablation_workdir(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("ablation_dry_run")
+    for item in ("Snakefile", "workflow", "elf_pipeline", "config"):
+        source = REPO / item
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, workdir / item)
+    (workdir / "config" / "ablation-smoke.yaml").write_text(yaml.safe_dump(ablation_config()))
+    return workdir
+
+
+def test_study_ablation_dry_run_schedules_its_students(ablation_workdir: Path):
+    plan = planned(ablation_workdir, "study_ablation", "--configfile", "config/ablation-smoke.yaml")
+    students = {p for p in plan if "/students/" in p}
+    assert students == {f"results/digits/students/random/ipc2/{a}/{e}.parquet"
+                        for a in ("convnet-bn", "resnet18") for e in ("baseline", "elf", "elf_l2")}
+    assert {f"results/study/ablation.{ext}" for ext in ("parquet", "md", "png")} <= plan
+    assert not any("similarity" in p or "norm." in p for p in plan)
+    # the similarity and norm parts do not read (or train) the ablation's extra evaluation
+    plan = planned(ablation_workdir, "study_similarity", "study_norm", "--configfile", "config/ablation-smoke.yaml")
+    assert plan and not any("elf_l2" in p for p in plan) and "results/study/ablation.parquet" not in plan
+
+
+def test_report_with_an_ablation_trains_the_main_students_under_students_evaluations(ablation_workdir: Path):
+    result = snakemake(ablation_workdir, "report", "-n", "--configfile", "config/ablation-smoke.yaml")
+    text = result.stdout + result.stderr
+    report_inputs = re.search(r"rule report:\n\s+input: (.+)", text)
+    assert report_inputs and "results/study/ablation.parquet" in report_inputs.group(1)
+    plan = {path for line in re.findall(r"^\s+output: (.+)$", text, flags=re.M) for path in line.split(", ")}
+    elf_l2 = {p for p in plan if p.endswith("/elf_l2.parquet")}
+    assert elf_l2 == {f"results/digits/students/random/ipc2/{a}/elf_l2.parquet" for a in ("convnet-bn", "resnet18")}

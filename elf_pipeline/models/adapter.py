@@ -14,9 +14,10 @@ class FeatureAdapter(nn.Module):
     average-pool (shrink) or bilinear resize (grow) for the spatial size; a linear map when either
     side is flat."""
 
-    def __init__(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]):
+    def __init__(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...], nonnegative: bool = False):
         super().__init__()
         self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
+        self.nonnegative = nonnegative  # a ReLU last: outputs live where post-ReLU features do
         self.spatial = len(self.in_shape) == 3 and len(self.out_shape) == 3
         if self.spatial:
             self.project = nn.Conv2d(self.in_shape[0], self.out_shape[0], kernel_size=1)
@@ -24,6 +25,10 @@ class FeatureAdapter(nn.Module):
             self.project = nn.Linear(math.prod(self.in_shape), math.prod(self.out_shape))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._map(x)
+        return torch.relu(x) if self.nonnegative else x
+
+    def _map(self, x: torch.Tensor) -> torch.Tensor:
         if not self.spatial:
             return self.project(x.flatten(1)).view(-1, *self.out_shape)
         x = self.project(x)
@@ -35,9 +40,9 @@ class FeatureAdapter(nn.Module):
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
     def extra_repr(self) -> str:
-        return f"{self.in_shape} -> {self.out_shape}"
+        return f"{self.in_shape} -> {self.out_shape}" + (", relu" if self.nonnegative else "")
 
 
-def make_adapter(in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> nn.Module | None:
+def make_adapter(in_shape: tuple[int, ...], out_shape: tuple[int, ...], nonnegative: bool = False) -> nn.Module | None:
     """An adapter, or ``None`` when the shapes already agree."""
-    return None if tuple(in_shape) == tuple(out_shape) else FeatureAdapter(in_shape, out_shape)
+    return None if tuple(in_shape) == tuple(out_shape) else FeatureAdapter(in_shape, out_shape, nonnegative)

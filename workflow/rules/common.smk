@@ -119,6 +119,8 @@ def prepare_options(block):
         "--split-seed": block.get("split_seed"),
         "--subset": ",".join(subset) if isinstance(subset, list) else subset,
         "--channels": block.get("channels"),
+        "--val-size": block.get("val_size"),
+        "--val-seed": block.get("val_seed") if block.get("val_size") else None,
     }
     return " ".join(flag if value is True else f"{flag} {value}" for flag, value in flags.items() if value is not None)
 
@@ -134,7 +136,7 @@ def student_features(wildcards):
     """The teacher's stored features, or its checkpoint where the evaluation computes targets online."""
     if not elf_config.uses_teacher(config, wildcards.evaluation):
         return []
-    teacher = elf_config.teacher_name(config, wildcards.evaluation)
+    teacher = elf_config.teacher_name(config, wildcards.evaluation, wildcards.arch)
     if elf_config.uses_online_teacher(config, wildcards.evaluation):
         return f"{RESULTS}/{wildcards.dataset}/teachers/{teacher}/model.pt"
     return f"{RESULTS}/{wildcards.dataset}/features/{wildcards.method}/ipc{wildcards.ipc}/{teacher}.h5"
@@ -154,7 +156,7 @@ def student_identity(wildcards):
             "method": wildcards.method,
             "ipc": int(wildcards.ipc),
             "evaluation": wildcards.evaluation,
-            "teacher": elf_config.teacher_name(config, wildcards.evaluation),
+            "teacher": elf_config.teacher_name(config, wildcards.evaluation, wildcards.arch),
         }
     )
 
@@ -170,8 +172,7 @@ def full_parquets():
 def used_teachers():
     """The trained teachers (keys of teachers) the evaluations use; distillation-model teachers are
     not trained here."""
-    names = {elf_config.teacher_name(config, name) for name in config["evaluations"]}
-    return sorted(name for name in names if name in config["teachers"])
+    return [name for name in elf_config.used_teacher_names(config) if name in config["teachers"]]
 
 
 def distill_arch_args():
@@ -212,34 +213,38 @@ def figure_targets():
 
 # --------------------------------------------------------------------------- empirical study (study.smk)
 
-SOURCES["study"] = package_sources("cli", "study", "models/registry")
+SOURCES["study"] = package_sources("cli", "study", "ablation", "models/registry")
 STUDY = config.get("studies") or {}
 # A configured study is part of the whole run: its tables are appended to summary.md.
-EXTRA_REPORT_TABLES += [f"{RESULTS}/study/{part}.parquet" for part in ("similarity", "norm") if STUDY.get(part)]
+EXTRA_REPORT_TABLES += [f"{RESULTS}/study/{part}.parquet" for part in elf_config.STUDY_PARTS if STUDY.get(part)]
 
 
 def study_block(part):
     """The `studies` block, refusing a study target whose part is not configured."""
     if not STUDY:
         raise WorkflowError("config key studies: missing (the empirical study needs dataset, method, ipc and "
-                            "similarity.archs / norm.pairs; see config/study-smoke.yaml)")
+                            "similarity.archs / norm.pairs / ablation; see config/study-smoke.yaml)")
     if not STUDY.get(part):
         raise WorkflowError(f"config key studies.{part}: missing (needed by target study_{part})")
     return STUDY
 
 
 def study_parquets(part):
-    """The student results one part of the study reads: its architectures and the reference."""
+    """The student results one part of the study reads: its architectures (and the reference) under
+    its evaluations (studies.evaluations; the ablation's own for part ablation)."""
     study = study_block(part)
-    archs = {study.get("reference", "convnet")}
-    if part == "similarity":
-        archs.update(study["similarity"]["archs"])
+    if part == "ablation":
+        archs, evaluations = set(study["ablation"]["archs"]), set(study["ablation"]["evaluations"])
     else:
-        archs.update(arch for pair in study["norm"]["pairs"].items() for arch in pair)
+        archs, evaluations = {study.get("reference", "convnet")}, set(study.get("evaluations", ["baseline"]))
+        if part == "similarity":
+            archs.update(study["similarity"]["archs"])
+        else:
+            archs.update(arch for pair in study["norm"]["pairs"].items() for arch in pair)
     return [
         f"{RESULTS}/{job['dataset']}/students/{job['method']}/ipc{job['ipc']}/{job['arch']}/{job['evaluation']}.parquet"
         for job in elf_config.study_jobs(config)
-        if job["arch"] in archs
+        if job["arch"] in archs and job["evaluation"] in evaluations
     ]
 
 

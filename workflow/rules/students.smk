@@ -8,7 +8,7 @@ rule train_student:
     output:
         f"{RESULTS}/{{dataset}}/students/{{method}}/ipc{{ipc}}/{{arch}}/{{evaluation}}.parquet",
     params:
-        evaluation=lambda w: as_json(elf_config.evaluation_config(config, w.evaluation)),
+        evaluation=lambda w: as_json(elf_config.evaluation_config(config, w.evaluation, w.arch)),
         train=lambda w: as_json(elf_config.student_train_config(config, w.evaluation)),
         seeds=" ".join(str(seed) for seed in config["students"]["seeds"]),
         identity=student_identity,

@@ -1,4 +1,4 @@
-# The paper's empirical study (config block `studies`): `snakemake study_similarity study_norm`.
+# The paper's empirical study (config block `studies`): `snakemake study_similarity study_norm study_ablation`.
 # Its students are ordinary train_student jobs on one synthetic set; these rules only tabulate them.
 
 
@@ -46,3 +46,25 @@ rule study_norm:
         f"{PYTHON} study norm {{input.runs:q}} --reference {{params.reference}} --evaluations {{params.evaluations}} "
         "--pairs {params.pairs} --out-table {output.table:q} --out-markdown {output.markdown:q} --out-plot {output.plot:q} "
         "> {log:q} 2>&1"
+
+
+rule study_ablation:
+    """Every ELF ablation evaluation on every ablation architecture, against the first (reference) evaluation."""
+    input:
+        runs=lambda w: study_parquets("ablation"),
+        code=SOURCES["study"],
+    output:
+        table=f"{RESULTS}/study/ablation.parquet",
+        markdown=f"{RESULTS}/study/ablation.md",
+        plot=report(f"{RESULTS}/study/ablation.png", caption="../report/study_ablation.rst", category="Study"),
+    params:
+        archs=" ".join((STUDY.get("ablation") or {}).get("archs", [])),
+        evaluations=" ".join((STUDY.get("ablation") or {}).get("evaluations", [])),
+    log:
+        f"{LOGS}/study/ablation.log",
+    conda:
+        ENV
+    threads: 1
+    shell:
+        f"{PYTHON} study ablation {{input.runs:q}} --archs {{params.archs}} --evaluations {{params.evaluations}} "
+        "--out-table {output.table:q} --out-markdown {output.markdown:q} --out-plot {output.plot:q} > {log:q} 2>&1"
