@@ -263,3 +263,20 @@ def test_study_ablation_config_names_the_key():
     _expect(_mutated(config, lambda c: c["studies"]["ablation"]["evaluations"].append("elf_cos")),
             "config key studies.ablation.evaluations[2]: unknown evaluation 'elf_cos' (configured: baseline, elf)")
     _expect(_mutated(config, lambda c: c["studies"]["ablation"].update(arch=["vgg11"])), "config key studies.ablation.arch", "unknown key")
+
+
+def test_ablation_config_shares_the_default_recipe():
+    """config/ablation.yaml ablates ELF on the default study's data, synthetic set, teacher and
+    student protocol: the shared blocks must stay equal, or the ablation measures something else."""
+    default, ablation = _load("config.yaml"), _load("ablation.yaml")
+    assert ablation["datasets"] == default["datasets"]
+    assert ablation["teachers"] == default["teachers"]
+    assert ablation["distillation"]["methods"]["dm"] == default["distillation"]["methods"]["dm"]
+    assert ablation["students"]["train"] == default["students"]["train"]
+    assert ablation["evaluations"]["baseline"] == default["evaluations"]["baseline"]
+    def loss(block):
+        return (block["loss_mode"], block["feature_loss"], block.get("lambda_front", 1.0), block.get("lambda_rear", 1.0),
+                block.get("adapter", "coupled"))
+
+    assert loss(ablation["evaluations"]["elf"]) == loss(default["evaluations"]["elf"])
+    assert ablation["results_dir"] != default.get("results_dir", "results")
