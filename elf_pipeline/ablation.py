@@ -20,6 +20,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from elf_pipeline.errors import InputError
 from elf_pipeline.study import _cell, _context, _markdown, _pyplot, _save, _stats, _write_table, _write_text, read_results
 
 TITLE = "Study: ELF ablation"
@@ -55,7 +56,7 @@ def ablation_table(rows: pd.DataFrame, archs: list[str], evaluations: list[str])
     deltas over architectures, and ``best_on_val`` for the non-reference row with the highest
     ``mean_delta_val``."""
     if not archs or not evaluations:
-        raise ValueError("ablation: needs at least one architecture and one evaluation")
+        raise InputError("ablation: needs at least one architecture and one evaluation")
     reference = evaluations[0]
     stats = {(a, e): {**_stats(rows, a, e), "val": _val(rows, a, e)} for a in archs for e in evaluations}
     records = []

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from elf_pipeline.errors import InputError
+
 DEFAULT_STRATEGY = "color_crop_cutout_flip_scale_rotate"
 
 
@@ -79,7 +81,7 @@ def sample_params(config: DSAConfig, n: int, height: int, width: int, generator:
     elif family == "rotate":
         values = {"theta": (_uniform(count, generator) - 0.5) * 2 * config.rotate / 180 * math.pi}
     else:
-        raise ValueError(f"unknown DSA family {family!r} in strategy {config.strategy!r} (allowed: {', '.join(FAMILIES)})")
+        raise InputError(f"unknown DSA family {family!r} in strategy {config.strategy!r} (allowed: {', '.join(FAMILIES)})")
     return DSAParams(family, values)
 
 
@@ -133,7 +135,7 @@ def apply(x: torch.Tensor, params: DSAParams) -> torch.Tensor:
         theta[:, 0, 0], theta[:, 0, 1] = torch.cos(angle), torch.sin(-angle)
         theta[:, 1, 0], theta[:, 1, 1] = torch.sin(angle), torch.cos(angle)
         return _affine(x, theta)
-    raise ValueError(f"unknown DSA family {params.family!r}")
+    raise InputError(f"unknown DSA family {params.family!r}")
 
 
 def dsa(x: torch.Tensor, config: DSAConfig, generator: torch.Generator) -> torch.Tensor:

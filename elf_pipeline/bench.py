@@ -42,6 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from elf_pipeline.augment import dsa, dsa_config
 from elf_pipeline.data import load_split, normalize, prepare_data, read_info
+from elf_pipeline.errors import InputError
 from elf_pipeline.io import write_json
 from elf_pipeline.losses import feature_loss
 from elf_pipeline.models import build
@@ -99,7 +100,7 @@ def random_real_synset(data: str | os.PathLike, ipc: int, seed: int) -> tuple[to
         for label in range(info.num_classes):
             index = torch.nonzero(all_labels == label).flatten()
             if len(index) < ipc:
-                raise ValueError(f"{data}: class {label} has {len(index)} training images, fewer than ipc={ipc}")
+                raise InputError(f"{data}: class {label} has {len(index)} training images, fewer than ipc={ipc}")
             chosen.append(index[torch.randperm(len(index), generator=generator)[:ipc]])
         picked = torch.cat(chosen).numpy()
         order = np.argsort(picked)

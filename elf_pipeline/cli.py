@@ -15,13 +15,8 @@ import sys
 import threading
 
 from elf_pipeline.allocator import keep_freed_memory
-from elf_pipeline.data import DataSourceError
+from elf_pipeline.errors import InputError, UserError
 from elf_pipeline.gpu import pin_free_device
-from elf_pipeline.io import ArtifactError
-from elf_pipeline.models import UnknownArchitecture
-from elf_pipeline.training import TrainingDiverged
-
-EXPECTED_ERRORS = (ArtifactError, DataSourceError, UnknownArchitecture, TrainingDiverged, ValueError, FloatingPointError)
 
 
 def _json(text: str) -> dict:
@@ -138,14 +133,14 @@ def cmd_study(args: argparse.Namespace) -> None:
 
     outputs = (args.out_table, args.out_markdown, args.out_plot)
     if args.kind in ("similarity", "ablation") and not args.archs:
-        raise ValueError(f"study {args.kind} needs --archs")
+        raise InputError(f"study {args.kind} needs --archs")
     if args.kind == "similarity":
         table = write_similarity(args.inputs, args.reference, args.archs, args.evaluations, *outputs)
     elif args.kind == "ablation":
         table = write_ablation(args.inputs, args.archs, args.evaluations, *outputs)
     else:
         if not args.pairs:
-            raise ValueError("study norm needs --pairs ARCH=ARCH_WITH_INSTANCE_NORM ...")
+            raise InputError("study norm needs --pairs ARCH=ARCH_WITH_INSTANCE_NORM ...")
         table = write_norm(args.inputs, args.reference, dict(args.pairs), args.evaluations, *outputs)
     print(table.to_string(index=False))
 
@@ -379,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()  # large temporaries reused from the heap, not re-faulted from the kernel
     try:
         args.func(args)
-    except EXPECTED_ERRORS as err:
+    except UserError as err:
         print(f"elf-pipeline {args.stage}: error: {err}", file=sys.stderr)
         return 2
     finally:

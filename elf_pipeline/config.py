@@ -18,6 +18,7 @@ from elf_pipeline.datasets.catalog import (
     ROOT_LAYOUT,
     SPLIT_BY_FRACTION,
 )
+from elf_pipeline.errors import ConfigError
 from elf_pipeline.models.registry import is_known, layer_names
 
 # Kept in sync with the stage modules (tests assert it).
@@ -33,8 +34,6 @@ DATA_SOURCES = ("fashion_mnist", "digits", "mnist", "cifar10", "cifar100", "svhn
 IMPORT_NORMALIZATIONS = ("dataset", "published", "unit", "uint8")  # distill/imported.py NORMALIZATIONS
 
 
-class ConfigError(ValueError):
-    pass
 
 
 def merged(base: dict, override: dict | None) -> dict:

@@ -38,6 +38,7 @@ from elf_pipeline.datasets.mnist import (
     read_idx,
 )
 from elf_pipeline.datasets.svhn import load_svhn
+from elf_pipeline.errors import InputError
 from elf_pipeline.io import ArtifactError, atomic_path, open_h5, write_provenance
 
 __all__ = [
@@ -345,7 +346,7 @@ def iter_batches(path: str | os.PathLike, split: str, batch_size: int, generator
     datasets from image files are stored in shuffled order, so a block is a random sample too.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
     info = read_info(path)
     with open_h5(path) as h5:
         images, labels_ds = _split_datasets(h5, path, split)

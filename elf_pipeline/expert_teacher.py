@@ -21,6 +21,7 @@ from torch.nn.utils import vector_to_parameters
 from elf_pipeline.checkpoint import save_checkpoint
 from elf_pipeline.data import load_split
 from elf_pipeline.distill.experts import parameter_layout, read_epochs, read_expert_info
+from elf_pipeline.errors import InputError
 from elf_pipeline.io import ArtifactError, sha256_file
 from elf_pipeline.models import build
 from elf_pipeline.training import evaluate, resolve_device
@@ -37,7 +38,7 @@ def teacher_from_expert(expert: str | os.PathLike, data: str | os.PathLike, out:
                             "un-whitened images (use a teachers: entry instead)")
     epoch = info.epochs if epoch is None else epoch
     if not 1 <= epoch <= info.epochs:
-        raise ValueError(f"expert epoch {epoch} outside 1..{info.epochs} (the epochs stored in {expert})")
+        raise InputError(f"expert epoch {epoch} outside 1..{info.epochs} (the epochs stored in {expert})")
     test_images, test_labels, data_info = load_split(data, "test")
     if (data_info.channels, data_info.image_size, data_info.num_classes) != (info.channels, info.image_size, info.num_classes):
         raise ArtifactError(f"{expert}: expert of {info.channels}x{info.image_size}px, {info.num_classes} classes "

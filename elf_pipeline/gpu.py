@@ -27,6 +27,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from elf_pipeline.errors import InputError
+
 LOCK_DIR_ENV = "ELF_GPU_LOCK_DIR"
 log = logging.getLogger(__name__)
 
@@ -100,7 +102,7 @@ def acquire_device(devices: Sequence[str] | int, lock_dir: str | os.PathLike | N
     one to become free. Raises TimeoutError after ``timeout`` seconds (None: wait for ever)."""
     names = [str(index) for index in range(devices)] if isinstance(devices, int) else [str(d) for d in devices]
     if not names:
-        raise ValueError("acquire_device: no devices to choose from")
+        raise InputError("acquire_device: no devices to choose from")
     folder = Path(lock_dir) if lock_dir is not None else default_lock_dir()
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -15,13 +15,12 @@ import h5py
 import numpy as np
 
 from elf_pipeline import __version__
+from elf_pipeline.errors import ArtifactError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-class ArtifactError(RuntimeError):
-    """An input or output file is missing, corrupt or inconsistent (message names the file)."""
 
 
 @contextlib.contextmanager

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from elf_pipeline.errors import InputError
+
 
 def feature_ce(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """The official ELF feature loss: ``nn.CrossEntropyLoss()(student, teacher)`` on N×C(×H×W)
@@ -55,7 +57,7 @@ LOSS_MODES: dict[str, tuple[bool, bool, bool]] = {
 
 def feature_loss(name: str, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     if name not in FEATURE_LOSSES:
-        raise ValueError(f"unknown feature loss {name!r} (allowed: {', '.join(FEATURE_LOSSES)})")
+        raise InputError(f"unknown feature loss {name!r} (allowed: {', '.join(FEATURE_LOSSES)})")
     if student.shape != teacher.shape:
-        raise ValueError(f"feature shapes differ: student {tuple(student.shape)} vs teacher {tuple(teacher.shape)}")
+        raise InputError(f"feature shapes differ: student {tuple(student.shape)} vs teacher {tuple(teacher.shape)}")
     return FEATURE_LOSSES[name](student, teacher)

@@ -18,6 +18,7 @@ import torch
 
 from elf_pipeline import __version__
 from elf_pipeline.data import has_split, load_split
+from elf_pipeline.errors import InputError
 from elf_pipeline.io import atomic_path, config_hash, sha256_file
 from elf_pipeline.models import build
 from elf_pipeline.training import Timer, TrainConfig, build_seeded, evaluate, resolve_device, seeded_generator, train
@@ -49,9 +50,9 @@ def train_full(data: str | os.PathLike, arch: str, train_config: dict, seeds: li
     ``subset_seed``), so the spread over seeds is that of training alone.
     """
     if not seeds:
-        raise ValueError("train_full needs at least one seed")
+        raise InputError("train_full needs at least one seed")
     if train_limit is not None and train_limit < 1:
-        raise ValueError(f"train_limit must be >= 1, got {train_limit}")
+        raise InputError(f"train_limit must be >= 1, got {train_limit}")
     torch_device = resolve_device(device)
     config = TrainConfig.from_dict(train_config)
     images, labels, info = load_split(data, "train")  # stays on the host; batches move to the device

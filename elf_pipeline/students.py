@@ -44,6 +44,7 @@ from torch import nn
 from elf_pipeline import __version__
 from elf_pipeline.checkpoint import load_model
 from elf_pipeline.data import DatasetInfo, has_split, load_split
+from elf_pipeline.errors import InputError
 from elf_pipeline.features import TeacherFeatures, load_features, read_synset
 from elf_pipeline.io import atomic_path, canonical_json, config_hash, open_h5, sha256_file
 from elf_pipeline.losses import LOSS_MODES, feature_loss
@@ -97,11 +98,11 @@ class Evaluation:
 
     def __post_init__(self) -> None:
         if self.adapter not in ADAPTER_FORMS:
-            raise ValueError(f"unknown adapter {self.adapter!r} (allowed: {', '.join(ADAPTER_FORMS)})")
+            raise InputError(f"unknown adapter {self.adapter!r} (allowed: {', '.join(ADAPTER_FORMS)})")
         if self.loss_mode not in LOSS_MODES:
-            raise ValueError(f"unknown loss_mode {self.loss_mode!r} (allowed: {', '.join(LOSS_MODES)})")
+            raise InputError(f"unknown loss_mode {self.loss_mode!r} (allowed: {', '.join(LOSS_MODES)})")
         if self.teacher_targets not in TEACHER_TARGETS:
-            raise ValueError(f"unknown teacher_targets {self.teacher_targets!r} (allowed: {', '.join(TEACHER_TARGETS)})")
+            raise InputError(f"unknown teacher_targets {self.teacher_targets!r} (allowed: {', '.join(TEACHER_TARGETS)})")
 
     @property
     def terms(self) -> tuple[bool, bool, bool]:
@@ -329,13 +330,13 @@ def train_students(data: str | os.PathLike, synset: str | os.PathLike, features:
     images, labels = read_synset(synset)
     test_images, test_labels, info, whitening = student_test_split(data, synset)
     if images.shape[1:] != (info.channels, info.image_size, info.image_size):
-        raise ValueError(f"{synset}: images {tuple(images.shape[1:])} do not match dataset "
+        raise InputError(f"{synset}: images {tuple(images.shape[1:])} do not match dataset "
                          f"({info.channels}, {info.image_size}, {info.image_size})")
     teacher: TeacherFeatures | None = None
     online: OnlineTeacher | None = None
     if spec.uses_teacher and spec.teacher_targets == "online":
         if teacher_model is None:
-            raise ValueError(f"evaluation {identity.get('evaluation')!r} has teacher_targets: online but no teacher "
+            raise InputError(f"evaluation {identity.get('evaluation')!r} has teacher_targets: online but no teacher "
                              "checkpoint was given (--teacher-model)")
         network, meta = load_model(teacher_model, torch_device)
         online = OnlineTeacher(network, spec.teacher_layer, images[:1].to(torch_device),
@@ -344,7 +345,7 @@ def train_students(data: str | os.PathLike, synset: str | os.PathLike, features:
                                   float(meta.get("test_acc", float("nan"))), sha256_file(teacher_model))
     elif spec.uses_teacher:
         if features is None:
-            raise ValueError(f"evaluation {identity.get('evaluation')!r} uses a teacher but no features file was given")
+            raise InputError(f"evaluation {identity.get('evaluation')!r} uses a teacher but no features file was given")
         teacher = load_features(features, spec.teacher_layer, synset, len(labels))
     images, labels = images.to(torch_device), labels.to(torch_device)
     test_images, test_labels = test_images.to(torch_device), test_labels.to(torch_device)

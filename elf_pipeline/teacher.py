@@ -8,6 +8,7 @@ import os
 
 from elf_pipeline.checkpoint import save_checkpoint
 from elf_pipeline.data import read_info
+from elf_pipeline.errors import InputError
 from elf_pipeline.io import config_hash, sha256_file, write_json
 from elf_pipeline.models import build
 from elf_pipeline.resume import ResumeFile, resume_path
@@ -40,7 +41,7 @@ def train_teacher(data: str | os.PathLike, out_model: str | os.PathLike, out_his
     last_epoch = config.total_epochs
     checkpoint_epoch = checkpoint_epoch or last_epoch
     if not 1 <= checkpoint_epoch <= last_epoch:
-        raise ValueError(f"checkpoint_epoch {checkpoint_epoch} must lie in 1..epochs ({last_epoch})")
+        raise InputError(f"checkpoint_epoch {checkpoint_epoch} must lie in 1..epochs ({last_epoch})")
     info = read_info(data)
     generator = seeded_generator(seed)
     real = real_training_data(data, config.batch_size, generator, train_limit, max_in_memory_gb)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from elf_pipeline.augment import DSAConfig, dsa, dsa_config
+from elf_pipeline.errors import InputError, TrainingDiverged
 from elf_pipeline.resume import ResumeFile
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,6 @@ def decay_lr(optimizer: torch.optim.Optimizer, config: TrainConfig) -> None:
                 state["momentum_buffer"].zero_()
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or Inf; no result is written for that run."""
 
 
 @dataclass
@@ -54,7 +53,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r} (allowed: {', '.join(SCHEDULES)})")
+            raise InputError(f"unknown schedule {self.schedule!r} (allowed: {', '.join(SCHEDULES)})")
 
     @property
     def total_epochs(self) -> int:
@@ -88,7 +87,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available (use device: auto or cpu)")
+        raise InputError(f"device {name!r} requested but CUDA is not available (use device: auto or cpu)")
     return torch.device(name)
 
 

@@ -29,6 +29,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from elf_pipeline.augment import dsa
+from elf_pipeline.errors import InputError
 from elf_pipeline.training import TrainConfig, TrainingDiverged, decay_lr, inference_chunk, progress
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def vectorize_setting(value: object, key: str = "vectorize_seeds") -> str:
     boolean counts as true/false)."""
     text = str(value).lower() if not isinstance(value, bool) else ("true" if value else "false")
     if text not in VECTORIZE_SETTINGS:
-        raise ValueError(f"{key} must be one of {', '.join(VECTORIZE_SETTINGS)}, got {value!r}")
+        raise InputError(f"{key} must be one of {', '.join(VECTORIZE_SETTINGS)}, got {value!r}")
     return text
 
 
@@ -219,10 +220,10 @@ def train_vectorized(models: Sequence[nn.Module], objectives: Sequence[nn.Module
     capturing fails).
     """
     if not (len(models) == len(objectives) == len(generators)) or not models:
-        raise ValueError("train_vectorized needs one objective and one generator per model")
+        raise InputError("train_vectorized needs one objective and one generator per model")
     blocker = vectorization_blocker(*models, *objectives)
     if blocker is not None:
-        raise ValueError(f"cannot vectorise: {blocker}")
+        raise InputError(f"cannot vectorise: {blocker}")
     jobs = [_Job(model, objective) for model, objective in zip(models, objectives, strict=True)]
     for job in jobs:
         job.train()
@@ -321,7 +322,7 @@ def evaluate_vectorized(models: Sequence[nn.Module], images: torch.Tensor, label
     """
     blocker = vectorization_blocker(*models)
     if blocker is not None:
-        raise ValueError(f"cannot vectorise: {blocker}")
+        raise InputError(f"cannot vectorise: {blocker}")
     template = models[0]
     device = next(template.parameters()).device
     was_training = [model.training for model in models]

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
+from elf_pipeline.errors import InputError
+
 DEFAULT_EPS = 0.1  # kornia's / MTT's value
 
 
@@ -37,7 +39,7 @@ class ZCA:
     def inverse(self, images: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
         """Map whitened NCHW images back to the normalised pixel space: ``inverse(transform(x)) == x``."""
         if self.inverse_matrix is None:
-            raise ValueError("this ZCA transform was built without its inverse")
+            raise InputError("this ZCA transform was built without its inverse")
         return _affine(images, self.inverse_matrix, 0, self.mean, chunk)
 
 
@@ -55,10 +57,10 @@ def fit_zca(images: torch.Tensor, eps: float = DEFAULT_EPS, chunk: int = 4096) -
     """Fit the whitening transform on NCHW training images (covariance accumulated in float64, in
     chunks, so the training set is never copied as a whole)."""
     if eps <= 0:
-        raise ValueError(f"zca eps must be > 0, got {eps}")
+        raise InputError(f"zca eps must be > 0, got {eps}")
     n = images.shape[0]
     if n < 2:
-        raise ValueError("zca needs at least two training images")
+        raise InputError("zca needs at least two training images")
     flat = images.reshape(n, -1)
     mean = flat.sum(dim=0, dtype=torch.float64) / n
     cov = torch.zeros(flat.shape[1], flat.shape[1], dtype=torch.float64)

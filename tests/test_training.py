@@ -3,6 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from elf_pipeline.augment import DSAConfig
+from elf_pipeline.errors import InputError
 from elf_pipeline.models import build
 from elf_pipeline.training import (
     Timer,
@@ -189,7 +190,7 @@ def test_resolve_device():
     if torch.cuda.is_available():
         assert resolve_device("cuda").type == "cuda"
     else:
-        with pytest.raises(RuntimeError, match="CUDA is not available"):
+        with pytest.raises(InputError, match="CUDA is not available"):
             resolve_device("cuda:0")
 
 

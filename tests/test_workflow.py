@@ -212,3 +212,30 @@ def test_editing_one_method_reruns_only_its_synthetic_sets(study: Path) -> None:
     assert synsets == {"results/digits/distilled/dm/ipc1/synset.h5", "results/digits/distilled/dm/ipc2/synset.h5"}
     assert not any("/random/" in p for p in planned)
     assert not any("/teachers/" in p for p in planned)
+
+
+def _rules_of(planned: set[str]) -> set[str]:
+    """Which kinds of job a plan holds, by output folder."""
+    kinds = {"data.h5": "prepare_data", "/distilled/": "distill", "/teachers/": "train_teacher",
+             "/features/": "extract_features", "/students/": "train_student", "/full/": "train_full",
+             "/report/figures/": "figures", "/report/runs.parquet": "report"}
+    return {kind for path in planned for key, kind in kinds.items() if key in path}
+
+
+@pytest.mark.parametrize("module, rules", [
+    # imported by training (teacher, students, references, distillation), not by the data or report stages
+    ("resume.py", {"distill", "train_teacher", "extract_features", "train_student", "train_full", "figures", "report"}),
+    # read by prepare_data: everything downstream of data.h5
+    ("datasets/cifar.py", {"prepare_data", "distill", "train_teacher", "extract_features", "train_student",
+                           "train_full", "figures", "report"}),
+    ("losses.py", {"train_student", "figures", "report"}),
+    ("report.py", {"report"}),
+])
+def test_editing_a_module_reruns_exactly_the_rules_that_import_it(study: Path, module: str, rules: set[str]) -> None:
+    assert _rules_of(edited_plan(study, study / "elf_pipeline" / module)) == rules
+
+
+def test_moved_study_has_nothing_to_do(study: Path, tmp_path: Path) -> None:
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(study, moved, symlinks=True)
+    assert planned_outputs(moved, "--configfile", "config/smoke.yaml") == set()

@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from elf_pipeline.datasets.catalog import ROOT_LAYOUT
+from elf_pipeline.errors import DataSourceError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
-class DataSourceError(RuntimeError):
-    """Raw data is missing or malformed; the message says where and how to get it."""
 
 
 @dataclass

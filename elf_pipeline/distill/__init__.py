@@ -13,6 +13,7 @@ from elf_pipeline.distill.dm import distill_dm
 from elf_pipeline.distill.imported import import_synset
 from elf_pipeline.distill.mtt import distill_mtt
 from elf_pipeline.distill.random_subset import distill_random
+from elf_pipeline.errors import InputError
 from elf_pipeline.io import config_hash, sha256_file
 from elf_pipeline.resume import ResumeFile, resume_path
 from elf_pipeline.training import resolve_device
@@ -32,9 +33,9 @@ def run_distill(data: str | os.PathLike, out: str | os.PathLike, method: str, ip
     ``experts``: the expert trajectory files MTT matches (ignored by the other methods).
     """
     if method not in METHODS:
-        raise ValueError(f"unknown distillation method {method!r} (allowed: {', '.join(METHODS)})")
+        raise InputError(f"unknown distillation method {method!r} (allowed: {', '.join(METHODS)})")
     if ipc < 1:
-        raise ValueError(f"ipc must be >= 1, got {ipc}")
+        raise InputError(f"ipc must be >= 1, got {ipc}")
     if method == "import":
         synset = import_synset(data, ipc, **config)
         write_synset(out, synset, method, ipc, {"seed": seed, **config}, str(data))

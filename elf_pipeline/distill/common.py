@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 import torch
 
+from elf_pipeline.errors import InputError, NonFiniteResult
 from elf_pipeline.io import atomic_path, sha256_file, write_provenance
 
 
@@ -29,7 +30,7 @@ def sample_real(images: torch.Tensor, by_class: list[torch.Tensor], ipc: int, ge
     chosen, labels = [], []
     for label, index in enumerate(by_class):
         if len(index) < ipc:
-            raise ValueError(f"class {label} has only {len(index)} training images, fewer than ipc={ipc}")
+            raise InputError(f"class {label} has only {len(index)} training images, fewer than ipc={ipc}")
         chosen.append(index[torch.randperm(len(index), generator=generator)[:ipc]])
         labels.append(torch.full((ipc,), label, dtype=torch.long))
     picked = torch.cat(chosen)
@@ -39,7 +40,7 @@ def sample_real(images: torch.Tensor, by_class: list[torch.Tensor], ipc: int, ge
 def write_synset(path: str | os.PathLike, synset: SyntheticSet, method: str, ipc: int, config: dict, data_path: str) -> None:
     images = synset.images.detach().cpu().float().numpy()
     if not np.isfinite(images).all():
-        raise FloatingPointError(f"{method} produced non-finite synthetic images; nothing written to {path}")
+        raise NonFiniteResult(f"{method} produced non-finite synthetic images; nothing written to {path}")
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         h5.create_dataset("images", data=images)
         h5.create_dataset("labels", data=synset.labels.cpu().numpy().astype(np.int64))
@@ -57,7 +58,7 @@ def initial_synset(images: torch.Tensor, by_class: list[torch.Tensor], ipc: int,
     if init == "noise":
         synset.images = torch.randn(synset.images.shape, generator=generator)
     elif init != "real":
-        raise ValueError(f"unknown init {init!r} (allowed: real, noise)")
+        raise InputError(f"unknown init {init!r} (allowed: real, noise)")
     return synset
 
 

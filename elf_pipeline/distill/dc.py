@@ -22,6 +22,7 @@ from torch import nn
 
 from elf_pipeline.augment import DSAConfig, apply, sample_params
 from elf_pipeline.distill.common import SyntheticSet, class_indices, initial_synset, restore_images, save_images_state
+from elf_pipeline.errors import InputError
 from elf_pipeline.models import build
 from elf_pipeline.training import TrainConfig, build_seeded, progress, train
 
@@ -67,7 +68,7 @@ def gradient_distance(real_grads: list[torch.Tensor], syn_grads: list[torch.Tens
         return ((syn - real) ** 2).sum()
     if distance == "cos":
         return 1 - (real * syn).sum() / (real.norm() * syn.norm() + 1e-6)
-    raise ValueError(f"unknown gradient distance {distance!r} (allowed: {', '.join(DISTANCES)})")
+    raise InputError(f"unknown gradient distance {distance!r} (allowed: {', '.join(DISTANCES)})")
 
 
 def class_match_loss(net: nn.Module, real: torch.Tensor, syn: torch.Tensor, label: int, distance: str = "layerwise",
@@ -110,7 +111,7 @@ def distill_dc(images: torch.Tensor, labels: torch.Tensor, num_classes: int, ipc
     """DC, or DSA when ``dsa`` is given.  ``outer_loop``/``inner_loop`` default to the published
     values for ``ipc``."""
     if distance not in DISTANCES:
-        raise ValueError(f"unknown gradient distance {distance!r} (allowed: {', '.join(DISTANCES)})")
+        raise InputError(f"unknown gradient distance {distance!r} (allowed: {', '.join(DISTANCES)})")
     if outer_loop is None or inner_loop is None:
         published_outer, published_inner = published_loops(ipc)
         outer_loop = published_outer if outer_loop is None else outer_loop

@@ -14,6 +14,7 @@ import torch
 
 from elf_pipeline.augment import DSAConfig, apply, sample_params
 from elf_pipeline.distill.common import SyntheticSet, class_indices, restore_images, sample_real, save_images_state
+from elf_pipeline.errors import InputError
 from elf_pipeline.models import build
 from elf_pipeline.resume import ResumeFile
 from elf_pipeline.training import progress
@@ -47,7 +48,7 @@ def distill_dm(images: torch.Tensor, labels: torch.Tensor, num_classes: int, ipc
     if init == "noise":
         syn = torch.randn(syn.shape, generator=generator).to(device)
     elif init != "real":
-        raise ValueError(f"unknown DM init {init!r} (allowed: real, noise)")
+        raise InputError(f"unknown DM init {init!r} (allowed: real, noise)")
     syn.requires_grad_(True)
     optimizer = torch.optim.SGD([syn], lr=lr_img, momentum=momentum)
     channels, image_size = images.shape[1], images.shape[2]

@@ -28,6 +28,7 @@ from torch import nn
 
 from elf_pipeline.augment import dsa_config
 from elf_pipeline.data import load_split, read_info
+from elf_pipeline.errors import InputError
 from elf_pipeline.io import ArtifactError, atomic_path, open_h5, sha256_file, write_provenance
 from elf_pipeline.models import build
 from elf_pipeline.training import (
@@ -65,7 +66,7 @@ class ExpertConfig:
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
-            raise ValueError(f"experts.dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+            raise InputError(f"experts.dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from elf_pipeline.augment import DSAConfig
 from elf_pipeline.augment import dsa as augment
 from elf_pipeline.distill.common import SyntheticSet, class_indices, initial_synset
 from elf_pipeline.distill.experts import ExpertInfo, parameter_layout, read_epochs, read_expert_info
+from elf_pipeline.errors import InputError
 from elf_pipeline.models import build
 from elf_pipeline.training import progress
 from elf_pipeline.zca import fit_zca
@@ -83,19 +84,19 @@ def trajectory_loss(student: FlatStudent, syn_images: torch.Tensor, syn_labels: 
 def _check_experts(experts: list[ExpertInfo], channels: int, num_classes: int, image_size: int,
                    expert_epochs: int, max_start_epoch: int, model: str | None) -> ExpertInfo:
     if not experts:
-        raise ValueError("mtt needs expert trajectories (train_experts); none were given")
+        raise InputError("mtt needs expert trajectories (train_experts); none were given")
     first = experts[0]
     for info in experts:
         if (info.arch, info.layout, info.zca_eps) != (first.arch, first.layout, first.zca_eps):
-            raise ValueError(f"{info.path}: expert differs from {first.path} in architecture or ZCA")
+            raise InputError(f"{info.path}: expert differs from {first.path} in architecture or ZCA")
         if (info.channels, info.num_classes, info.image_size) != (channels, num_classes, image_size):
-            raise ValueError(f"{info.path}: expert was trained on {info.channels}x{info.image_size}px images with "
+            raise InputError(f"{info.path}: expert was trained on {info.channels}x{info.image_size}px images with "
                              f"{info.num_classes} classes, the data has {channels}x{image_size}px and {num_classes}")
         if max_start_epoch - 1 + expert_epochs > info.epochs:
-            raise ValueError(f"{info.path}: max_start_epoch ({max_start_epoch}) - 1 + expert_epochs ({expert_epochs}) "
+            raise InputError(f"{info.path}: max_start_epoch ({max_start_epoch}) - 1 + expert_epochs ({expert_epochs}) "
                              f"exceeds the expert's {info.epochs} epochs")
     if model is not None and model != first.arch:
-        raise ValueError(f"mtt model {model!r} differs from the experts' architecture {first.arch!r} "
+        raise InputError(f"mtt model {model!r} differs from the experts' architecture {first.arch!r} "
                          "(MTT distils with the experts' architecture; drop model or retrain the experts)")
     return first
 
@@ -107,7 +108,7 @@ def distill_mtt(images: torch.Tensor, labels: torch.Tensor, num_classes: int, ip
                 init: str = "real", model: str | None = None, dsa: DSAConfig | None = None, log_every: int = 100,
                 resume: ResumeFile | None = None, **_: object) -> SyntheticSet:
     if syn_steps < 1 or expert_epochs < 1 or max_start_epoch < 1:
-        raise ValueError("mtt syn_steps, expert_epochs and max_start_epoch must all be >= 1")
+        raise InputError("mtt syn_steps, expert_epochs and max_start_epoch must all be >= 1")
     channels, image_size = images.shape[1], images.shape[2]
     infos = [read_expert_info(path) for path in experts]
     reference = _check_experts(infos, channels, num_classes, image_size, expert_epochs, max_start_epoch, model)
@@ -122,7 +123,7 @@ def distill_mtt(images: torch.Tensor, labels: torch.Tensor, num_classes: int, ip
     net.train()
     student = FlatStudent(net)
     if parameter_layout(net) != reference.layout:
-        raise ValueError(f"{reference.path}: parameter layout differs from a freshly built {reference.arch}")
+        raise InputError(f"{reference.path}: parameter layout differs from a freshly built {reference.arch}")
     syn = synset.images.to(device).requires_grad_(True)
     syn_labels = synset.labels.to(device)
     syn_lr = torch.tensor(float(lr_teacher), device=device, requires_grad=True)

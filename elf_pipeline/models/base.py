@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from elf_pipeline.errors import InputError
+
 HEAD = "head"
 
 
@@ -19,7 +21,7 @@ class StagedNet(nn.Module):
         super().__init__()
         names = [name for name, _ in stages]
         if names[-1] != HEAD:
-            raise ValueError(f"the last stage must be named {HEAD!r}, got {names[-1]!r}")
+            raise InputError(f"the last stage must be named {HEAD!r}, got {names[-1]!r}")
         self.stages = nn.ModuleDict(stages)
         self.split = split
         self.set_split(split)
@@ -31,7 +33,7 @@ class StagedNet(nn.Module):
 
     def set_split(self, split: str) -> None:
         if split not in self.layer_names:
-            raise ValueError(f"split layer {split!r} does not exist (layers: {', '.join(self.layer_names)})")
+            raise InputError(f"split layer {split!r} does not exist (layers: {', '.join(self.layer_names)})")
         self.split = split
         self._split_index = list(self.stages).index(split)
 
@@ -74,7 +76,7 @@ def make_norm(kind: str, channels: int) -> nn.Module:
         return nn.GroupNorm(min(4, channels), channels, affine=True)
     if kind == "none":
         return nn.Identity()
-    raise ValueError(f"unknown norm {kind!r} (allowed: instance, batch, layer, group, none)")
+    raise InputError(f"unknown norm {kind!r} (allowed: instance, batch, layer, group, none)")
 
 
 def relu(x: torch.Tensor) -> torch.Tensor:
@@ -94,14 +96,14 @@ class ReLU(nn.ReLU):
 def make_activation(kind: str) -> nn.Module:
     activations = {"relu": ReLU, "sigmoid": nn.Sigmoid, "leakyrelu": lambda: nn.LeakyReLU(0.01)}
     if kind not in activations:
-        raise ValueError(f"unknown activation {kind!r} (allowed: {', '.join(activations)})")
+        raise InputError(f"unknown activation {kind!r} (allowed: {', '.join(activations)})")
     return activations[kind]()
 
 
 def make_pool(kind: str) -> nn.Module:
     pools = {"avg": lambda: nn.AvgPool2d(2, 2), "max": lambda: nn.MaxPool2d(2, 2), "none": nn.Identity}
     if kind not in pools:
-        raise ValueError(f"unknown pooling {kind!r} (allowed: {', '.join(pools)})")
+        raise InputError(f"unknown pooling {kind!r} (allowed: {', '.join(pools)})")
     return pools[kind]()
 
 
@@ -115,8 +117,8 @@ def flat_head(stages: list[tuple[str, nn.Module]], channels: int, image_size: in
                 x = module(x)
             except (RuntimeError, ValueError) as err:  # e.g. a pool or norm over a 1x1 map
                 first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                raise ValueError(f"image_size {image_size} is too small for this architecture ({first_line})") from None
+                raise InputError(f"image_size {image_size} is too small for this architecture ({first_line})") from None
             module.train()
     if x.numel() == 0:
-        raise ValueError(f"image_size {image_size} is too small for this architecture (features vanish)")
+        raise InputError(f"image_size {image_size} is too small for this architecture (features vanish)")
     return nn.Sequential(nn.Flatten(), nn.Linear(x[0].numel(), num_classes))

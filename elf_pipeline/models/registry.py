@@ -19,6 +19,8 @@ import importlib
 import re
 from typing import Any
 
+from elf_pipeline.errors import InputError, UnknownArchitecture
+
 # name -> (module, factory, keyword arguments)
 FIXED: dict[str, tuple[str, str, dict[str, Any]]] = {
     "resnet18": ("resnet", "resnet18", {"norm": "instance"}),
@@ -55,8 +57,6 @@ CONVNET_OPTIONS = {
 _SIZE = re.compile(r"^([wd])(\d+)$")
 
 
-class UnknownArchitecture(ValueError):
-    pass
 
 
 def _convnet_kwargs(name: str) -> dict[str, Any]:
@@ -156,6 +156,6 @@ def _check_runs(model, name: str, channels: int, image_size: int) -> None:
             model(torch.zeros(1, channels, image_size, image_size))
     except (RuntimeError, ValueError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"architecture {name!r} cannot run on {image_size}x{image_size} images ({first_line})") from None
+        raise InputError(f"architecture {name!r} cannot run on {image_size}x{image_size} images ({first_line})") from None
     finally:
         model.train()

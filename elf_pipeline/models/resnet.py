@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from elf_pipeline.errors import InputError
 from elf_pipeline.models.base import ReLU, StagedNet, make_norm, relu
 
 
@@ -37,7 +38,7 @@ def resnet18(channels: int, num_classes: int, image_size: int, norm: str = "inst
         stem_module = nn.Sequential(nn.Conv2d(channels, 64, 7, stride=2, padding=3, bias=False), make_norm(norm, 64), ReLU(),
                                     nn.MaxPool2d(3, stride=2, padding=1))
     else:
-        raise ValueError(f"unknown resnet stem {stem!r} (allowed: cifar, imagenet)")
+        raise InputError(f"unknown resnet stem {stem!r} (allowed: cifar, imagenet)")
     stages: list[tuple[str, nn.Module]] = [("stem", stem_module)]
     in_planes = 64
     for stage, planes in enumerate((64, 128, 256, 512), start=1):

@@ -29,6 +29,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from elf_pipeline.errors import InputError
 from elf_pipeline.models.base import HEAD, StagedNet
 from elf_pipeline.models.registry import TORCHVISION
 
@@ -127,7 +128,7 @@ def _construct(name: str, num_classes: int, image_size: int) -> nn.Module:
     if name in VIT_PATCH:
         patch = VIT_PATCH[name]
         if image_size % patch:
-            raise ValueError(f"tv-{name}: image_size {image_size} is not a multiple of its patch size {patch}")
+            raise InputError(f"tv-{name}: image_size {image_size} is not a multiple of its patch size {patch}")
         if name == "vit_tiny":
             return tvm.VisionTransformer(image_size=image_size, patch_size=patch, num_layers=4, num_heads=4,
                                          hidden_dim=128, mlp_dim=256, num_classes=num_classes)
@@ -163,7 +164,7 @@ def torchvision_model(channels: int, num_classes: int, image_size: int, name: st
         default = _default_split(staged, channels, image_size, family)
     except (RuntimeError, ValueError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"tv-{name}: image_size {image_size} is too small for this architecture ({first_line})") from None
+        raise InputError(f"tv-{name}: image_size {image_size} is too small for this architecture ({first_line})") from None
     staged.train()
     staged.set_split(split or default)
     return staged

@@ -1,4 +1,5 @@
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ REPO = Path(workflow.basedir).parent.parent if Path(workflow.basedir).name == "r
 sys.path.insert(0, str(REPO))
 
 from elf_pipeline import config as elf_config  # noqa: E402  (torch-free)
+from elf_pipeline.sources import command_sources  # noqa: E402  (torch-free)
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 try:
@@ -32,8 +34,19 @@ GPU_PER_JOB = 0 if DEVICE == "cpu" else 1
 # Under --use-conda/--sdm conda each rule's environment provides `python`; otherwise jobs use the
 # interpreter that runs Snakemake (e.g. the project's virtualenv), activated or not.
 USES_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
-INTERPRETER = "python" if USES_CONDA else sys.executable
-PYTHON = f"PYTHONPATH={REPO}${{{{PYTHONPATH:+:$PYTHONPATH}}}} {INTERPRETER} -m elf_pipeline --threads {{threads}}"
+
+
+def local_path(path):
+    """``path`` relative to the working directory when it lies in the repository (a project's own
+    virtualenv, the package): commands and inputs then survive moving the whole study."""
+    path = Path(path).absolute()
+    return os.path.relpath(path) if path.is_relative_to(REPO.absolute()) else str(path)
+
+
+INTERPRETER = "python" if USES_CONDA else local_path(sys.executable)
+PYTHON = (
+    f"PYTHONPATH={local_path(REPO)}${{{{PYTHONPATH:+:$PYTHONPATH}}}} {INTERPRETER} -m elf_pipeline --threads {{threads}}"
+)
 ENV = str(REPO / "workflow" / "envs" / "elf.yaml")
 
 
@@ -50,17 +63,12 @@ wildcard_constraints:
     evaluation=_choices(config["evaluations"]),
 
 
-def package_sources(*modules):
-    """The package files a stage imports: listed as inputs so that editing them reruns the stage
-    (Snakemake's code trigger sees only the rule body, not imported modules)."""
-    files = []
-    for module in ("__init__", "io", *modules, *(("gpu", "allocator") if "cli" in modules else ())):
-        path = REPO / "elf_pipeline" / f"{module}.py"
-        files.extend(sorted((REPO / "elf_pipeline" / module).glob("*.py")) if not path.exists() else [path])
-    return [str(f) for f in files]
+def stage_sources(command, exclude=()):
+    """The package files a rule's command runs (elf_pipeline/sources.py derives them from the imports),
+    listed as inputs so that editing one reruns exactly the jobs that run it; relative to the working
+    directory, so a finished study moved elsewhere with its results/ and .snakemake/ stays done."""
+    return [local_path(path) for path in command_sources(REPO / "elf_pipeline", command, exclude)]
 
-
-CORE = ("data", "augment", "training", "models")
 
 # distill/<module>.py implementing each method; a job depends on its own method's module only.
 METHOD_MODULES = {"random": "random_subset", "dm": "dm", "dc": "dc", "dsa": "dc", "mtt": "mtt", "import": "imported"}
@@ -68,22 +76,26 @@ METHOD_MODULES = {"random": "random_subset", "dm": "dm", "dc": "dc", "dsa": "dc"
 
 def distill_sources(wildcards):
     own = METHOD_MODULES.get(wildcards.method)
-    other = {f"{module}.py" for module in METHOD_MODULES.values() if module != own}
-    if wildcards.method == "mtt":
-        other.discard("experts.py")
-    else:
-        other.add("experts.py")
-    return [f for f in SOURCES["distill"] if not (Path(f).parent.name == "distill" and Path(f).name in other)]
+    others = {module for module in METHOD_MODULES.values() if module != own}
+    if wildcards.method != "mtt":
+        others.add("experts")  # MTT's expert trajectories
+    return stage_sources("distill", exclude=[f"elf_pipeline.distill.{module}" for module in sorted(others)])
+
+
 SOURCES = {
-    "prepare_data": package_sources("cli", "data"),
-    "distill": package_sources("cli", *CORE, "distill", "zca"),
-    "train_experts": package_sources("cli", *CORE, "distill/experts", "zca"),
-    "train_teacher": package_sources("cli", *CORE, "checkpoint", "teacher"),
-    "extract_features": package_sources("cli", "models", "training", "checkpoint", "features", "zca"),
-    "train_student": package_sources("cli", *CORE, "losses", "checkpoint", "features", "students", "vectorized", "zca"),
-    "report": package_sources("cli", "report"),
-    "train_full": package_sources("cli", *CORE, "reference"),
-    "figures": package_sources("cli", "report", "figures"),
+    name: stage_sources(command)
+    for name, command in {
+        "prepare_data": "prepare-data",
+        "train_experts": "train-experts",
+        "train_teacher": "train-teacher",
+        "extract_features": "extract-features",
+        "train_student": "train-student",
+        "report": "report",
+        "train_full": "train-full",
+        "figures": "plot-results",
+        "study": "study",
+        "distillation_teacher": "teacher-from-expert",
+    }.items()
 }
 # Optional Parquet tables appended to summary.md/summary.html (e.g. empirical-study targets): rules
 # included after this file append their output paths here; see report.extra_tables.
@@ -213,7 +225,6 @@ def figure_targets():
 
 # --------------------------------------------------------------------------- empirical study (study.smk)
 
-SOURCES["study"] = package_sources("cli", "study", "ablation", "models/registry")
 STUDY = config.get("studies") or {}
 # A configured study is part of the whole run: its tables are appended to summary.md.
 EXTRA_REPORT_TABLES += [f"{RESULTS}/study/{part}.parquet" for part in elf_config.STUDY_PARTS if STUDY.get(part)]
@@ -254,7 +265,6 @@ def study_args():
 
 # --------------------------------------------------------------------------- teacher: {source: distillation}
 
-SOURCES["distillation_teacher"] = package_sources("cli", *CORE, "checkpoint", "distill/experts", "expert_teacher")
 
 
 def expert_of(teacher):

@@ -4,7 +4,7 @@ rule report:
         runs=student_parquets(),
         full=full_parquets(),
         extra=lambda w: EXTRA_REPORT_TABLES,
-        schema=str(REPO / "workflow" / "schemas" / "runs.schema.yaml"),
+        schema=local_path(REPO / "workflow" / "schemas" / "runs.schema.yaml"),
         code=SOURCES["report"],
     output:
         runs=f"{RESULTS}/report/runs.parquet",
