@@ -52,6 +52,7 @@ test: setup slurm-deps
 
 lint: setup
 	$(BIN)/ruff check elf_pipeline tests
+	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/snakemake --lint
 
 # Benchmark: ConvNet and ResNet18 at IPC 10 on Fashion-MNIST, 5 seeds; table on stdout, JSON in results/bench/.

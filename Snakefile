@@ -28,7 +28,7 @@ include: "workflow/rules/study.smk"
 
 
 rule all:
+    default_target: True
     input:
         rules.report.output,
         figure_targets(),
-    default_target: True

@@ -85,5 +85,12 @@ def test_every_rule_has_a_conda_environment(tmp_path: Path) -> None:
                            "--configfile", str(REPO / "config" / "smoke.yaml"), "--lint"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     text = lint.stdout + lint.stderr
-    assert "Congratulations" in text or "Lints for " in text, text[-2000:]  # the linter ran
+    assert lint.returncode == 0 and "Congratulations, your workflow is in a good condition" in text, text[-2000:]
     assert "Specify a conda environment or container for each rule" not in text, text
+
+
+def test_workflow_files_are_snakefmt_clean() -> None:
+    """`snakefmt --check` with the configured line length (pyproject.toml [tool.snakefmt])."""
+    check = subprocess.run([str(Path(sys.executable).with_name("snakefmt")), "--check", "Snakefile", "workflow/rules"],
+                           cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert check.returncode == 0, (check.stdout + check.stderr)[-3000:]

@@ -44,9 +44,7 @@ def local_path(path):
 
 
 INTERPRETER = "python" if USES_CONDA else local_path(sys.executable)
-PYTHON = (
-    f"PYTHONPATH={local_path(REPO)}${{{{PYTHONPATH:+:$PYTHONPATH}}}} {INTERPRETER} -m elf_pipeline --threads {{threads}}"
-)
+PYTHON = f"PYTHONPATH={local_path(REPO)}${{{{PYTHONPATH:+:$PYTHONPATH}}}} {INTERPRETER} -m elf_pipeline --threads {{threads}}"
 ENV = str(REPO / "workflow" / "envs" / "elf.yaml")
 
 
@@ -195,16 +193,21 @@ def benchmark_files():
     """The benchmark file of every heavy job of this study (those missing, e.g. of jobs cached from
     an older run, are skipped by the report). Patterns come from the rules themselves."""
     study = config["distillation"]
-    patterns = {name: str(getattr(rules, name).benchmark) for name in
-                ("distill", "train_experts", "train_teacher", "train_student", "train_full") if hasattr(rules, name)}
+    patterns = {
+        name: str(getattr(rules, name).benchmark)
+        for name in ("distill", "train_experts", "train_teacher", "train_student", "train_full")
+        if hasattr(rules, name)
+    }
     files = []
     for dataset in config["datasets"]:
         for method in study["methods"]:
             files += [patterns["distill"].format(dataset=dataset, method=method, ipc=ipc) for ipc in study["ipc"]]
         if "train_experts" in patterns and any(elf_config.uses_experts(m) for m in study["methods"]):
             experts = elf_config.experts_config(config)
-            files += [patterns["train_experts"].format(dataset=dataset, expert_arch=experts["arch"], index=k)
-                      for k in range(experts["num_experts"])]
+            files += [
+                patterns["train_experts"].format(dataset=dataset, expert_arch=experts["arch"], index=k)
+                for k in range(experts["num_experts"])
+            ]
         files += [patterns["train_teacher"].format(dataset=dataset, teacher=teacher) for teacher in used_teachers()]
     files += [patterns["train_student"].format(**job) for job in elf_config.student_jobs(config)]
     if "train_full" in patterns:
@@ -217,8 +220,11 @@ def figure_targets():
     targets = []
     for dataset in config["datasets"]:
         targets += [f"{RESULTS}/report/figures/{dataset}/accuracy.png", f"{RESULTS}/report/figures/{dataset}/gap_closed.png"]
-        targets += [f"{RESULTS}/report/figures/{dataset}/synsets/{method}_ipc{ipc}.png"
-                    for method in config["distillation"]["methods"] for ipc in config["distillation"]["ipc"]]
+        targets += [
+            f"{RESULTS}/report/figures/{dataset}/synsets/{method}_ipc{ipc}.png"
+            for method in config["distillation"]["methods"]
+            for ipc in config["distillation"]["ipc"]
+        ]
         targets += [f"{RESULTS}/report/figures/{dataset}/teachers/{teacher}.png" for teacher in used_teachers()]
     return targets
 
@@ -233,8 +239,10 @@ EXTRA_REPORT_TABLES += [f"{RESULTS}/study/{part}.parquet" for part in elf_config
 def study_block(part):
     """The `studies` block, refusing a study target whose part is not configured."""
     if not STUDY:
-        raise WorkflowError("config key studies: missing (the empirical study needs dataset, method, ipc and "
-                            "similarity.archs / norm.pairs / ablation; see config/study-smoke.yaml)")
+        raise WorkflowError(
+            "config key studies: missing (the empirical study needs dataset, method, ipc and "
+            "similarity.archs / norm.pairs / ablation; see config/study-smoke.yaml)"
+        )
     if not STUDY.get(part):
         raise WorkflowError(f"config key studies.{part}: missing (needed by target study_{part})")
     return STUDY
@@ -264,7 +272,6 @@ def study_args():
 
 
 # --------------------------------------------------------------------------- teacher: {source: distillation}
-
 
 
 def expert_of(teacher):

@@ -4,6 +4,11 @@ rule prepare_data:
         SOURCES["prepare_data"],
     output:
         f"{RESULTS}/{{dataset}}/data.h5",
+    log:
+        f"{LOGS}/{{dataset}}/prepare_data.log",
+    conda:
+        ENV
+    threads: 1
     params:
         source=lambda w: config["datasets"][w.dataset]["source"],
         root=lambda w: config["datasets"][w.dataset].get("root") or "none",
@@ -11,11 +16,6 @@ rule prepare_data:
         resize=lambda w: config["datasets"][w.dataset].get("resize", "pad"),
         train_limit=lambda w: config["datasets"][w.dataset].get("train_limit") or "none",
         options=lambda w: prepare_options(config["datasets"][w.dataset]),
-    log:
-        f"{LOGS}/{{dataset}}/prepare_data.log",
-    conda:
-        ENV
-    threads: 1
     shell:
         f"{PYTHON} prepare-data --source {{params.source}} --root {{params.root:q}} "
         "--image-size {params.image_size} --resize {params.resize} --train-limit {params.train_limit} "

@@ -7,11 +7,6 @@ rule distill:
         code=distill_sources,
     output:
         f"{RESULTS}/{{dataset}}/distilled/{{method}}/ipc{{ipc}}/synset.h5",
-    params:
-        config=lambda w: as_json(elf_config.method_config(config, w.dataset, w.method, int(w.ipc))),
-        seed=config["distillation"].get("seed", 0),
-        experts=lambda w, input: f"--experts {input.experts}" if input.experts else "",
-        device=DEVICE,
     log:
         f"{LOGS}/{{dataset}}/distill/{{method}}_ipc{{ipc}}.log",
     benchmark:
@@ -21,6 +16,11 @@ rule distill:
     threads: THREADS
     resources:
         gpu=GPU_PER_JOB,
+    params:
+        config=lambda w: as_json(elf_config.method_config(config, w.dataset, w.method, int(w.ipc))),
+        seed=config["distillation"].get("seed", 0),
+        experts=lambda w, input: f"--experts {input.experts}" if input.experts else "",
+        device=DEVICE,
     shell:
         f"{PYTHON} distill --data {{input.data:q}} --method {{wildcards.method}} --ipc {{wildcards.ipc}} "
         "--config {params.config:q} --seed {params.seed} {params.experts} --device {params.device} --out {output:q} > {log:q} 2>&1"

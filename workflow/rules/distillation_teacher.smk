@@ -12,16 +12,16 @@ rule distillation_teacher:
         code=SOURCES["distillation_teacher"],
     output:
         f"{RESULTS}/{{dataset}}/teachers/{{teacher}}/model.pt",
-    wildcard_constraints:
-        teacher=_choices(elf_config.distillation_teachers(config)) or "(?!)",
-    params:
-        epoch=lambda w: expert_of(w.teacher)[1],
-        device=DEVICE,
     log:
         f"{LOGS}/{{dataset}}/teachers/{{teacher}}.log",
+    wildcard_constraints:
+        teacher=_choices(elf_config.distillation_teachers(config)) or "(?!)",
     conda:
         ENV
     threads: 1
+    params:
+        epoch=lambda w: expert_of(w.teacher)[1],
+        device=DEVICE,
     shell:
         f"{PYTHON} teacher-from-expert --expert {{input.expert:q}} --data {{input.data:q}} --epoch {{params.epoch}} "
         "--device {params.device} --out {output:q} > {log:q} 2>&1"

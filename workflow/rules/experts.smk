@@ -6,22 +6,22 @@ rule train_experts:
         code=SOURCES["train_experts"],
     output:
         f"{RESULTS}/{{dataset}}/experts/{{expert_arch}}/expert_{{index}}.h5",
-    wildcard_constraints:
-        expert_arch=re.escape(elf_config.experts_config(config)["arch"]),
-        index=r"\d+",
-    params:
-        # without num_experts: adding experts must not change the existing experts' params
-        config=as_json(elf_config.expert_train_config(config)),
-        device=DEVICE,
     log:
         f"{LOGS}/{{dataset}}/experts/{{expert_arch}}_{{index}}.log",
     benchmark:
         f"{BENCH}/{{dataset}}/experts/{{expert_arch}}_{{index}}.tsv"
+    wildcard_constraints:
+        expert_arch=re.escape(elf_config.experts_config(config)["arch"]),
+        index=r"\d+",
     conda:
         ENV
     threads: THREADS
     resources:
         gpu=GPU_PER_JOB,
+    params:
+        # without num_experts: adding experts must not change the existing experts' params
+        config=as_json(elf_config.expert_train_config(config)),
+        device=DEVICE,
     shell:
         f"{PYTHON} train-experts --data {{input.data:q}} --arch {{wildcards.expert_arch}} --index {{wildcards.index}} "
         "--config {params.config:q} --device {params.device} --out {output:q} > {log:q} 2>&1"

@@ -7,8 +7,6 @@ rule extract_features:
         code=SOURCES["extract_features"],
     output:
         f"{RESULTS}/{{dataset}}/features/{{method}}/ipc{{ipc}}/{{teacher}}.h5",
-    params:
-        device=DEVICE,
     log:
         f"{LOGS}/{{dataset}}/features/{{method}}_ipc{{ipc}}_{{teacher}}.log",
     conda:
@@ -16,6 +14,8 @@ rule extract_features:
     threads: THREADS
     resources:
         gpu=GPU_PER_JOB,
+    params:
+        device=DEVICE,
     shell:
         f"{PYTHON} extract-features --synset {{input.synset:q}} --teacher {{input.teacher:q}} --data {{input.data:q}} "
         "--device {params.device} --out {output:q} > {log:q} 2>&1"

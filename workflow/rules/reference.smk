@@ -6,12 +6,6 @@ rule train_full:
         code=SOURCES["train_full"],
     output:
         f"{RESULTS}/{{dataset}}/full/{{arch}}.parquet",
-    params:
-        train=as_json(elf_config.full_train_config(config)),
-        seeds=" ".join(str(seed) for seed in elf_config.reference_config(config)["full"]["seeds"]),
-        train_limit=elf_config.reference_config(config)["full"]["train_limit"] or "none",
-        identity=lambda w: as_json({"dataset": w.dataset}),
-        device=DEVICE,
     log:
         f"{LOGS}/{{dataset}}/full/{{arch}}.log",
     benchmark:
@@ -21,6 +15,12 @@ rule train_full:
     threads: THREADS
     resources:
         gpu=GPU_PER_JOB,
+    params:
+        train=as_json(elf_config.full_train_config(config)),
+        seeds=" ".join(str(seed) for seed in elf_config.reference_config(config)["full"]["seeds"]),
+        train_limit=elf_config.reference_config(config)["full"]["train_limit"] or "none",
+        identity=lambda w: as_json({"dataset": w.dataset}),
+        device=DEVICE,
     shell:
         f"{PYTHON} train-full --data {{input.data:q}} --arch {{wildcards.arch}} --train {{params.train:q}} "
         "--seeds {params.seeds} --train-limit {params.train_limit} --identity {params.identity:q} "

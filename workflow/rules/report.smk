@@ -11,14 +11,14 @@ rule report:
         reference=f"{RESULTS}/report/reference.parquet",
         summary=f"{RESULTS}/report/summary.md",
         html=report(f"{RESULTS}/report/summary.html", caption="../report/summary.rst", category="Tables"),
-    params:
-        benchmarks=lambda w: benchmark_files(),
-        distill_archs=distill_arch_args(),
     log:
         f"{LOGS}/report.log",
     conda:
         ENV
     threads: 1
+    params:
+        benchmarks=lambda w: benchmark_files(),
+        distill_archs=distill_arch_args(),
     shell:
         f"{PYTHON} report --runs {{output.runs:q}} --summary {{output.summary:q}} --html {{output.html:q}} "
         "--reference-out {output.reference:q} {input.runs:q} --full {input.full:q} --extra {input.extra:q} "
@@ -32,17 +32,25 @@ rule plot_results:
         reference=rules.report.output.reference,
         code=SOURCES["figures"],
     output:
-        accuracy=report(f"{RESULTS}/report/figures/{{dataset}}/accuracy.png", caption="../report/accuracy.rst",
-                        category="Accuracy", subcategory="{dataset}"),
-        gap=report(f"{RESULTS}/report/figures/{{dataset}}/gap_closed.png", caption="../report/gap_closed.rst",
-                   category="Gap closed", subcategory="{dataset}"),
-    params:
-        distill_archs=distill_arch_args(),
+        accuracy=report(
+            f"{RESULTS}/report/figures/{{dataset}}/accuracy.png",
+            caption="../report/accuracy.rst",
+            category="Accuracy",
+            subcategory="{dataset}",
+        ),
+        gap=report(
+            f"{RESULTS}/report/figures/{{dataset}}/gap_closed.png",
+            caption="../report/gap_closed.rst",
+            category="Gap closed",
+            subcategory="{dataset}",
+        ),
     log:
         f"{LOGS}/{{dataset}}/figures/results.log",
     conda:
         ENV
     threads: 1
+    params:
+        distill_archs=distill_arch_args(),
     shell:
         f"{PYTHON} plot-results --runs {{input.runs:q}} --reference {{input.reference:q}} --dataset {{wildcards.dataset}} "
         "--distill-arch {params.distill_archs} --out-accuracy {output.accuracy:q} --out-gap {output.gap:q} > {log:q} 2>&1"
@@ -55,8 +63,13 @@ rule plot_synset:
         data=f"{RESULTS}/{{dataset}}/data.h5",
         code=SOURCES["figures"],
     output:
-        report(f"{RESULTS}/report/figures/{{dataset}}/synsets/{{method}}_ipc{{ipc}}.png", caption="../report/synset.rst",
-               category="Synthetic images", subcategory="{dataset}", labels={"method": "{method}", "IPC": "{ipc}"}),
+        report(
+            f"{RESULTS}/report/figures/{{dataset}}/synsets/{{method}}_ipc{{ipc}}.png",
+            caption="../report/synset.rst",
+            category="Synthetic images",
+            subcategory="{dataset}",
+            labels={"method": "{method}", "IPC": "{ipc}"},
+        ),
     log:
         f"{LOGS}/{{dataset}}/figures/synset_{{method}}_ipc{{ipc}}.log",
     conda:
@@ -72,14 +85,19 @@ rule plot_teacher:
         history=f"{RESULTS}/{{dataset}}/teachers/{{teacher}}/history.json",
         code=SOURCES["figures"],
     output:
-        report(f"{RESULTS}/report/figures/{{dataset}}/teachers/{{teacher}}.png", caption="../report/teacher.rst",
-               category="Teachers", subcategory="{dataset}", labels={"teacher": "{teacher}"}),
-    params:
-        title=lambda w: f"{w.dataset}: teacher {w.teacher} ({config['teachers'][w.teacher]['arch']})",
+        report(
+            f"{RESULTS}/report/figures/{{dataset}}/teachers/{{teacher}}.png",
+            caption="../report/teacher.rst",
+            category="Teachers",
+            subcategory="{dataset}",
+            labels={"teacher": "{teacher}"},
+        ),
     log:
         f"{LOGS}/{{dataset}}/figures/teacher_{{teacher}}.log",
     conda:
         ENV
     threads: 1
+    params:
+        title=lambda w: f"{w.dataset}: teacher {w.teacher} ({config['teachers'][w.teacher]['arch']})",
     shell:
         f"{PYTHON} plot-teacher --history {{input.history:q}} --title {{params.title:q}} --out {{output:q}} > {{log:q}} 2>&1"

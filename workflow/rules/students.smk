@@ -7,13 +7,6 @@ rule train_student:
         code=SOURCES["train_student"],
     output:
         f"{RESULTS}/{{dataset}}/students/{{method}}/ipc{{ipc}}/{{arch}}/{{evaluation}}.parquet",
-    params:
-        evaluation=lambda w: as_json(elf_config.evaluation_config(config, w.evaluation, w.arch)),
-        train=lambda w: as_json(elf_config.student_train_config(config, w.evaluation)),
-        seeds=" ".join(str(seed) for seed in config["students"]["seeds"]),
-        identity=student_identity,
-        features=student_teacher_args,
-        device=DEVICE,
     log:
         f"{LOGS}/{{dataset}}/students/{{method}}_ipc{{ipc}}_{{arch}}_{{evaluation}}.log",
     benchmark:
@@ -23,6 +16,13 @@ rule train_student:
     threads: THREADS
     resources:
         gpu=GPU_PER_JOB,
+    params:
+        evaluation=lambda w: as_json(elf_config.evaluation_config(config, w.evaluation, w.arch)),
+        train=lambda w: as_json(elf_config.student_train_config(config, w.evaluation)),
+        seeds=" ".join(str(seed) for seed in config["students"]["seeds"]),
+        identity=student_identity,
+        features=student_teacher_args,
+        device=DEVICE,
     shell:
         f"{PYTHON} train-student --data {{input.data:q}} --synset {{input.synset:q}} {{params.features}} "
         "--arch {wildcards.arch} --evaluation {params.evaluation:q} --train {params.train:q} --seeds {params.seeds} "

@@ -6,15 +6,6 @@ rule train_teacher:
     output:
         model=f"{RESULTS}/{{dataset}}/teachers/{{teacher}}/model.pt",
         history=f"{RESULTS}/{{dataset}}/teachers/{{teacher}}/history.json",
-    params:
-        arch=lambda w: config["teachers"][w.teacher]["arch"],
-        train=lambda w: as_json(config["teachers"][w.teacher]["train"]),
-        checkpoint_epoch=lambda w: config["teachers"][w.teacher].get("checkpoint_epoch") or "none",
-        train_limit=lambda w: config["teachers"][w.teacher].get("train_limit") or "none",
-        eval_every=lambda w: config["teachers"][w.teacher].get("eval_every", 1),
-        max_in_memory_gb=lambda w: config["teachers"][w.teacher].get("max_in_memory_gb", 4.0),
-        seed=lambda w: config["teachers"][w.teacher].get("seed", 0),
-        device=DEVICE,
     log:
         f"{LOGS}/{{dataset}}/teachers/{{teacher}}.log",
     benchmark:
@@ -24,6 +15,15 @@ rule train_teacher:
     threads: THREADS
     resources:
         gpu=GPU_PER_JOB,
+    params:
+        arch=lambda w: config["teachers"][w.teacher]["arch"],
+        train=lambda w: as_json(config["teachers"][w.teacher]["train"]),
+        checkpoint_epoch=lambda w: config["teachers"][w.teacher].get("checkpoint_epoch") or "none",
+        train_limit=lambda w: config["teachers"][w.teacher].get("train_limit") or "none",
+        eval_every=lambda w: config["teachers"][w.teacher].get("eval_every", 1),
+        max_in_memory_gb=lambda w: config["teachers"][w.teacher].get("max_in_memory_gb", 4.0),
+        seed=lambda w: config["teachers"][w.teacher].get("seed", 0),
+        device=DEVICE,
     shell:
         f"{PYTHON} train-teacher --data {{input.data:q}} --arch {{params.arch}} --train {{params.train:q}} "
         "--checkpoint-epoch {params.checkpoint_epoch} --train-limit {params.train_limit} --eval-every {params.eval_every} "
