@@ -56,7 +56,9 @@ def test_bench_writes_json_with_the_required_fields(bench_result):
     [comparison] = result["comparisons"]
     assert comparison["arch"] == "convnet-w8"
     assert comparison["speedup"] == pytest.approx(rows[0]["total_seconds"] / rows[1]["total_seconds"])
-    assert isinstance(comparison["acc_within_noise"], bool)
+    difference = rows[1]["test_acc_mean"] - rows[0]["test_acc_mean"]
+    assert comparison["acc_difference"] == pytest.approx(difference)
+    assert comparison["acc_within_noise"] == (abs(difference) <= 2 * comparison["acc_standard_error"] + 1e-12)
     peak = result["peak_gflops"]
     assert peak["dtype"] == "bfloat16" and peak["peak"] >= max(peak["before"]["peak"], peak["after"]["peak"]) > 0
     assert result["flops"]["convnet-w8"]["train_per_image"] > result["flops"]["convnet-w8"]["test_per_image"] > 0
