@@ -6,8 +6,10 @@ Every error is one line that names the config key.
 
 from __future__ import annotations
 
+import ast
 import copy
 import math
+from pathlib import Path
 from typing import Any
 
 from elf_pipeline.datasets.catalog import (
@@ -416,6 +418,35 @@ def _check_evaluation_teachers(config: dict, name: str, block: dict) -> None:
                   f"teacher {teacher_name(config, name, arch)!r} has no layer {layer!r} (layers: {', '.join(known)})")
 
 
+# method -> (distill module, function) whose keyword parameters are the method's hyperparameters
+METHOD_FUNCTIONS = {"random": ("random_subset", "distill_random"), "dm": ("dm", "distill_dm"), "dc": ("dc", "distill_dc"),
+                    "dsa": ("dc", "distill_dc"), "mtt": ("mtt", "distill_mtt"), "import": ("imported", "import_synset")}
+_SUPPLIED = {"images", "labels", "num_classes", "ipc", "seed", "device", "resume", "experts", "data"}
+
+
+def method_keys(method: str) -> set[str]:
+    """The keys a method block may set, read (torch-free, with ``ast``) from the keyword parameters of
+    the function that implements it: the one place they are written."""
+    module, function = METHOD_FUNCTIONS[method]
+    path = Path(__file__).parent / "distill" / f"{module}.py"
+    node = next(n for n in ast.parse(path.read_text()).body if isinstance(n, ast.FunctionDef) and n.name == function)
+    names = {a.arg for a in [*node.args.args, *node.args.kwonlyargs]}
+    return names - _SUPPLIED
+
+
+def _check_method_keys(config: dict, method: str, block: dict | None) -> None:
+    allowed = method_keys(method)
+    entries = [(f"distillation.methods.{method}", {k: v for k, v in (block or {}).items() if k != "by_ipc"})]
+    entries += [(f"distillation.methods.{method}.by_ipc.{ipc}", override or {})
+                for ipc, override in ((block or {}).get("by_ipc") or {}).items()]
+    entries += [(f"datasets.{name}.distillation.{method}", (data.get("distillation") or {}).get(method) or {})
+                for name, data in config["datasets"].items()]
+    for where, keys in entries:
+        for key in keys:
+            if key not in allowed:
+                _fail(f"{where}.{key}", f"method {method} takes no {key} (its keys: {', '.join(sorted(allowed)) or 'none'})")
+
+
 def check_config(config: dict) -> None:
     """Semantic checks the schema cannot express; raises ConfigError naming the key."""
     for name, block in config["datasets"].items():
@@ -427,6 +458,7 @@ def check_config(config: dict) -> None:
             _fail(f"distillation.methods.{method}", f"unknown method (allowed: {', '.join(METHODS)})")
         if block and "model" in block:
             _check_arch(f"distillation.methods.{method}.model", block["model"])
+        _check_method_keys(config, method, block)
         if method == "dc" and block and "dsa" in block:
             _fail("distillation.methods.dc.dsa", "DC does not augment; DC with augmentation is method dsa")
         if method == "dsa" and block and block.get("dsa") is False:

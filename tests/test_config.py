@@ -280,3 +280,38 @@ def test_ablation_config_shares_the_default_recipe():
 
     assert loss(ablation["evaluations"]["elf"]) == loss(default["evaluations"]["elf"])
     assert ablation["results_dir"] != default.get("results_dir", "results")
+
+
+@pytest.mark.parametrize("change, key", [
+    (lambda c: c["distillation"]["methods"]["dm"].update(syn_steps=10), "distillation.methods.dm.syn_steps"),
+    (lambda c: c["distillation"]["methods"]["dm"].update(by_ipc={10: {"outer_loop": 5}}),
+     "distillation.methods.dm.by_ipc.10.outer_loop"),
+    (lambda c: c["distillation"]["methods"]["random"].update(iterations=5), "distillation.methods.random.iterations"),
+    (lambda c: c["datasets"]["fashion_mnist"].update(distillation={"dm": {"lr_teacher": 0.01}}),
+     "datasets.fashion_mnist.distillation.dm.lr_teacher"),
+])
+def test_a_key_the_method_does_not_take_is_named(default_config, change, key):
+    message = _expect(_mutated(default_config, change), key)
+    assert "takes no" in message
+
+
+def test_method_keys_are_the_functions_keyword_parameters():
+    import inspect
+
+    from elf_pipeline.config import method_keys
+    from elf_pipeline.distill.dm import distill_dm
+    from elf_pipeline.distill.mtt import distill_mtt
+
+    assert method_keys("dm") == set(inspect.signature(distill_dm).parameters) - {
+        "images", "labels", "num_classes", "ipc", "seed", "device", "resume"}
+    assert {"syn_steps", "expert_epochs", "lr_lr"} <= method_keys("mtt") <= set(inspect.signature(distill_mtt).parameters)
+    assert method_keys("random") == set() and method_keys("dsa") == method_keys("dc")
+
+
+def test_run_distill_refuses_a_key_its_method_does_not_take(digits_h5, tmp_path):
+    from elf_pipeline.distill import run_distill
+    from elf_pipeline.errors import InputError
+
+    with pytest.raises(InputError, match="method dm takes no 'syn_steps'"):
+        run_distill(digits_h5, tmp_path / "s.h5", "dm", 1, {"iterations": 1, "syn_steps": 3}, device="cpu")
+    assert not (tmp_path / "s.h5").exists()

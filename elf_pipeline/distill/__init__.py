@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 
 from elf_pipeline.augment import dsa_config
+from elf_pipeline.config import method_keys
 from elf_pipeline.data import load_split
 from elf_pipeline.distill.common import SyntheticSet, write_synset
 from elf_pipeline.distill.dc import distill_dc, distill_dsa
@@ -23,6 +25,14 @@ log = logging.getLogger(__name__)
 METHODS = {"random": distill_random, "dm": distill_dm, "dc": distill_dc, "dsa": distill_dsa, "mtt": distill_mtt}
 # "import" reads a set distilled elsewhere: import_synset(data, ipc, **config), no training images needed.
 METHODS["import"] = import_synset
+
+
+def _signature(method: str) -> inspect.Signature:
+    return inspect.signature(distill_dc if method == "dsa" else METHODS[method])  # DSA is DC with augmentation
+
+
+# What the stage hands each method besides its config block (the block's keys: config.method_keys).
+CONTEXT_KEYS = {method: set(_signature(method).parameters) & {"resume", "experts"} for method in METHODS}
 
 
 def run_distill(data: str | os.PathLike, out: str | os.PathLike, method: str, ipc: int, config: dict,
@@ -49,8 +59,15 @@ def run_distill(data: str | os.PathLike, out: str | os.PathLike, method: str, ip
     fingerprint = config_hash({"method": method, "ipc": ipc, "seed": seed, "config": config, "data": sha256_file(data),
                                "experts": [sha256_file(path) for path in expert_paths]})
     resume = ResumeFile(resume_path(out), resume_every, fingerprint)
-    synset = METHODS[method](images, labels, info.num_classes, ipc, seed=seed, device=torch_device, resume=resume,
-                               experts=expert_paths, **options)
+    accepted = method_keys(method)
+    if "dsa" not in config and "dsa" not in accepted:
+        options.pop("dsa")
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise InputError(f"method {method} takes no {unknown[0]!r} "
+                         f"(its hyperparameters: {', '.join(sorted(accepted)) or 'none'})")
+    context = {key: value for key, value in (("resume", resume), ("experts", expert_paths)) if key in CONTEXT_KEYS[method]}
+    synset = METHODS[method](images, labels, info.num_classes, ipc, seed=seed, device=torch_device, **context, **options)
     provenance = {"seed": seed, **config, **({"experts": expert_paths} if expert_paths else {})}
     write_synset(out, synset, method, ipc, provenance, str(data))
     resume.clear()

@@ -106,8 +106,7 @@ def distill_dc(images: torch.Tensor, labels: torch.Tensor, num_classes: int, ipc
                device: torch.device, iterations: int = 1000, lr_img: float = 0.1, momentum: float = 0.5,
                lr_net: float = 0.01, batch_real: int = 256, batch_train: int = 256, outer_loop: int | None = None,
                inner_loop: int | None = None, distance: str = "layerwise", init: str = "real", model: str = "convnet",
-               dsa: DSAConfig | None = None, log_every: int = 100, resume: ResumeFile | None = None,
-               **_: object) -> SyntheticSet:
+               dsa: DSAConfig | None = None, log_every: int = 100, resume: ResumeFile | None = None) -> SyntheticSet:
     """DC, or DSA when ``dsa`` is given.  ``outer_loop``/``inner_loop`` default to the published
     values for ``ipc``."""
     if distance not in DISTANCES:

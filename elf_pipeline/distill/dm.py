@@ -39,8 +39,7 @@ def dm_loss(embed, real_batches: list[torch.Tensor], syn_batches: list[torch.Ten
 def distill_dm(images: torch.Tensor, labels: torch.Tensor, num_classes: int, ipc: int, seed: int,
                device: torch.device, iterations: int = 20000, lr_img: float = 1.0, momentum: float = 0.5,
                batch_real: int = 256, init: str = "real", model: str = "convnet",
-               dsa: DSAConfig | None = None, log_every: int = 100, resume: ResumeFile | None = None,
-               **_: object) -> SyntheticSet:
+               dsa: DSAConfig | None = None, log_every: int = 100, resume: ResumeFile | None = None) -> SyntheticSet:
     generator = torch.Generator().manual_seed(seed)
     by_class = class_indices(labels, num_classes)
     synset = sample_real(images, by_class, ipc, generator)

@@ -153,8 +153,7 @@ def _to_dataset_space(images: np.ndarray, normalization: str, info: DatasetInfo,
 
 
 def import_synset(data: str | os.PathLike, ipc: int, path: str | os.PathLike | None = None,
-                  labels_path: str | os.PathLike | None = None, normalization: str | None = None,
-                  **_: object) -> SyntheticSet:
+                  labels_path: str | os.PathLike | None = None, normalization: str | None = None) -> SyntheticSet:
     """Read, validate and convert an externally distilled set to the space of ``data.h5``."""
     if path is None:
         raise ImportedSetError("method import: no path configured (distillation.methods.import.path, per IPC via by_ipc)")

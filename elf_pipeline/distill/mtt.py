@@ -106,7 +106,7 @@ def distill_mtt(images: torch.Tensor, labels: torch.Tensor, num_classes: int, ip
                 syn_steps: int = 20, expert_epochs: int = 2, max_start_epoch: int = 20, lr_img: float = 1000.0,
                 lr_lr: float = 1e-5, lr_teacher: float = 0.01, momentum: float = 0.5, batch_syn: int | None = None,
                 init: str = "real", model: str | None = None, dsa: DSAConfig | None = None, log_every: int = 100,
-                resume: ResumeFile | None = None, **_: object) -> SyntheticSet:
+                resume: ResumeFile | None = None) -> SyntheticSet:
     if syn_steps < 1 or expert_epochs < 1 or max_start_epoch < 1:
         raise InputError("mtt syn_steps, expert_epochs and max_start_epoch must all be >= 1")
     channels, image_size = images.shape[1], images.shape[2]

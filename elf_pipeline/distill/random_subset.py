@@ -8,6 +8,6 @@ from elf_pipeline.distill.common import SyntheticSet, class_indices, sample_real
 
 
 def distill_random(images: torch.Tensor, labels: torch.Tensor, num_classes: int, ipc: int, seed: int,
-                   device: torch.device, **_: object) -> SyntheticSet:
+                   device: torch.device) -> SyntheticSet:
     generator = torch.Generator().manual_seed(seed)
     return sample_real(images, class_indices(labels, num_classes), ipc, generator)
