@@ -83,7 +83,8 @@ def test_split_by_name_and_unknown_split_lists_the_layers():
 
 
 @pytest.mark.parametrize("arch", ["tv-mobilenet_v2", "tv-vit_tiny", "mlp", "lenet"])
-def test_mismatched_student_trains_an_elf_step_and_both_adapters_learn(arch, features_h5, synset_h5, train_split):
+@pytest.mark.parametrize("form", ["pair", "coupled"])
+def test_mismatched_student_trains_an_elf_step_and_its_adapters_learn(arch, form, features_h5, synset_h5, train_split):
     """Conftest teacher: convnet-w8 at 16 px (block3 = 8x2x2); none of these students matches it."""
     teacher = load_features(features_h5, None, synset_h5, 20)
     images, labels = train_split[0][:20], train_split[1][:20]
@@ -92,8 +93,10 @@ def test_mismatched_student_trains_an_elf_step_and_both_adapters_learn(arch, fea
     with torch.no_grad():
         student_shape = tuple(student.front(images[:1]).shape[1:])
     assert student_shape != tuple(teacher.values.shape[1:])
-    objective = ElfLoss(Evaluation(loss_mode="front_rear_task", teacher="t"), teacher.values, student_shape)
-    assert objective.adapted and objective.to_teacher is not None and objective.from_teacher is not None
+    objective = ElfLoss(Evaluation(loss_mode="front_rear_task", teacher="t", adapter=form), teacher.values, student_shape)
+    adapters = [objective.to_teacher, objective.from_teacher] if form == "pair" else [objective.from_teacher]
+    assert objective.adapted and all(a is not None for a in adapters)
+    assert (objective.to_teacher is None) == (form == "coupled")
     optimizer = torch.optim.SGD([*student.parameters(), *objective.parameters()], lr=0.01)
     before = [p.detach().clone() for p in objective.parameters()]
     for _ in range(2):  # torchvision's ViT starts with a zero head: gradients reach the rear adapter from step 2
@@ -102,7 +105,7 @@ def test_mismatched_student_trains_an_elf_step_and_both_adapters_learn(arch, fea
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    for adapter in (objective.to_teacher, objective.from_teacher):
+    for adapter in adapters:
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in adapter.parameters())
     assert all(not torch.equal(b, p) for b, p in zip(before, objective.parameters(), strict=True))
 
