@@ -10,7 +10,7 @@ features ``t`` of the same (un-augmented) images:
 Where the student's split output and the teacher feature differ in shape, learned adapters bridge
 them (each result row says whether they were used, and which form):
 
-- ``adapter: pair`` -- two independent adapters, ``to_teacher`` in the front term
+- ``adapter: pair`` (default) -- two independent adapters, ``to_teacher`` in the front term
   (``FL(to_teacher(front(x)), t)``) and ``from_teacher`` in the rear term. Nothing ties them: the
   rear learns from ``from_teacher(t)``, a distribution the front is never pushed to produce.
 - ``adapter: coupled`` -- one adapter ``A = from_teacher``, trained by the rear term
@@ -94,7 +94,7 @@ class Evaluation:
     teacher_layer: str | None = None
     student_layer: str | None = None
     teacher_targets: str = "cached"
-    adapter: str = "coupled"
+    adapter: str = "pair"  # chosen on validation accuracy (docs/results.md): coupled lost 7-43 points
 
     def __post_init__(self) -> None:
         if self.adapter not in ADAPTER_FORMS:

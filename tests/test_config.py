@@ -276,7 +276,7 @@ def test_ablation_config_shares_the_default_recipe():
     assert ablation["evaluations"]["baseline"] == default["evaluations"]["baseline"]
     def loss(block):
         return (block["loss_mode"], block["feature_loss"], block.get("lambda_front", 1.0), block.get("lambda_rear", 1.0),
-                block.get("adapter", "coupled"))
+                block.get("adapter", "pair"))
 
     assert loss(ablation["evaluations"]["elf"]) == loss(default["evaluations"]["elf"])
     assert ablation["results_dir"] != default.get("results_dir", "results")
