@@ -315,3 +315,10 @@ def test_run_distill_refuses_a_key_its_method_does_not_take(digits_h5, tmp_path)
     with pytest.raises(InputError, match="method dm takes no 'syn_steps'"):
         run_distill(digits_h5, tmp_path / "s.h5", "dm", 1, {"iterations": 1, "syn_steps": 3}, device="cpu")
     assert not (tmp_path / "s.h5").exists()
+
+
+def test_config_and_stage_read_the_same_method_keys():
+    from elf_pipeline import config as config_module
+    from elf_pipeline import distill
+
+    assert {m: config_module.method_keys(m) for m in distill.METHODS} == {m: distill.method_keys(m) for m in distill.METHODS}

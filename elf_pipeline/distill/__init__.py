@@ -7,7 +7,6 @@ import logging
 import os
 
 from elf_pipeline.augment import dsa_config
-from elf_pipeline.config import method_keys
 from elf_pipeline.data import load_split
 from elf_pipeline.distill.common import SyntheticSet, write_synset
 from elf_pipeline.distill.dc import distill_dc, distill_dsa
@@ -31,8 +30,15 @@ def _signature(method: str) -> inspect.Signature:
     return inspect.signature(distill_dc if method == "dsa" else METHODS[method])  # DSA is DC with augmentation
 
 
-# What the stage hands each method besides its config block (the block's keys: config.method_keys).
+# What the stage hands each method besides its config block.
 CONTEXT_KEYS = {method: set(_signature(method).parameters) & {"resume", "experts"} for method in METHODS}
+_SUPPLIED = {"images", "labels", "num_classes", "ipc", "seed", "device", "resume", "experts", "data"}
+
+
+def method_keys(method: str) -> set[str]:
+    """The keys a method's config block may set: its function's keyword parameters (the workflow
+    checks the same set torch-free, from the source, in ``config.method_keys``)."""
+    return set(_signature(method).parameters) - _SUPPLIED
 
 
 def run_distill(data: str | os.PathLike, out: str | os.PathLike, method: str, ipc: int, config: dict,
