@@ -94,7 +94,7 @@ class Evaluation:
     teacher_layer: str | None = None
     student_layer: str | None = None
     teacher_targets: str = "cached"
-    adapter: str = "pair"  # chosen on validation accuracy (docs/results.md): coupled lost 7-43 points
+    adapter: str = "pair"  # chosen on validation accuracy (docs/results.md): coupled lost 1.4-43 points
 
     def __post_init__(self) -> None:
         if self.adapter not in ADAPTER_FORMS:
