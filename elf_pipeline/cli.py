@@ -47,7 +47,8 @@ def cmd_prepare_data(args: argparse.Namespace) -> None:
 
     summary = prepare_data(args.source, args.out, args.image_size, args.resize, args.root, args.train_limit, args.seed,
                            download=args.download, test_fraction=args.test_fraction, split_seed=args.split_seed,
-                           subset=args.subset, channels=args.channels, val_size=args.val_size, val_seed=args.val_seed)
+                           subset=args.subset, channels=args.channels, val_size=args.val_size, val_seed=args.val_seed,
+                           test_limit=args.test_limit)
     print(json.dumps(summary))
 
 
@@ -192,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", type=int, choices=[1, 3], default=None, help="image_folder: 1 (greyscale) or 3 (RGB)")
     p.add_argument("--val-size", type=int, default=None, help="class-balanced validation split held out from train")
     p.add_argument("--val-seed", type=int, default=0, help="seed of the validation split")
+    p.add_argument("--test-limit", type=int, default=None, help="class-balanced subset of the test split")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_prepare_data)
 

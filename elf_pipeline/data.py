@@ -160,12 +160,14 @@ def prepare_data(source: str, out: str | os.PathLike, image_size: int, resize: s
                  root: str | None = None, train_limit: int | None = None, seed: int = 0, *,
                  download: bool = False, test_fraction: float | None = None, split_seed: int | None = None,
                  subset: str | list[str] | None = None, channels: int | None = None, val_size: int | None = None,
-                 val_seed: int = 0) -> dict:
+                 val_seed: int = 0, test_limit: int | None = None) -> dict:
     """Read a raw dataset, resize it and write ``data.h5``; returns a summary dict.
 
     ``train_limit`` keeps a class-balanced, seeded subset of the training set.  ``val_size`` moves a
     class-balanced, seeded part of it (``val_seed``) into a ``val`` split that no training stage sees:
-    choices (checkpoints, λs, epoch budgets, defaults) are made on it, never on the test set.  Datasets read from
+    choices (checkpoints, λs, epoch budgets, defaults) are made on it, never on the test set.  ``test_limit``
+    keeps a class-balanced subset of the test split (seeded by ``seed``; a CPU budget: every student is
+    tested on the same images).  Datasets read from
     image files are decoded block by block and their training images stored in a seeded random order
     (so contiguous blocks are random samples for ``iter_batches``); the others keep the release's order.
     """
@@ -178,6 +180,9 @@ def prepare_data(source: str, out: str | os.PathLike, image_size: int, resize: s
     num_classes = len(raw.classes)
     keep = _balanced_subset(raw.train_labels, train_limit, num_classes, seed)
     held_out = np.array([], dtype=np.int64)
+    if test_limit is not None and test_limit < num_classes:
+        raise DataSourceError(f"test_limit {test_limit}: must be at least one image per class ({num_classes})")
+    tested = _balanced_subset(raw.test_labels, test_limit, num_classes, seed)
     if val_size:
         if val_size < num_classes or val_size > len(keep) // 2:
             raise DataSourceError(f"val_size {val_size}: must lie in {num_classes}..{len(keep) // 2} "
@@ -189,18 +194,19 @@ def prepare_data(source: str, out: str | os.PathLike, image_size: int, resize: s
         n_channels = raw.channels
         train = _file_split(raw.train_files, raw.train_labels, keep, image_size, resize, n_channels)
         val = _file_split(raw.train_files, raw.train_labels, held_out, image_size, resize, n_channels)
-        test = _file_split(raw.test_files, raw.test_labels, np.arange(len(raw.test_labels)), image_size, resize, n_channels)
+        test = _file_split(raw.test_files, raw.test_labels, tested, image_size, resize, n_channels)
     else:
         n_channels = raw.train_images.shape[3]
         train = _array_split(raw.train_images, raw.train_labels, keep, image_size, resize)
         val = _array_split(raw.train_images, raw.train_labels, held_out, image_size, resize)
-        test = _array_split(raw.test_images, raw.test_labels, np.arange(len(raw.test_labels)), image_size, resize)
+        test = _array_split(raw.test_images, raw.test_labels, tested, image_size, resize)
     for split_name, split in (("train", train), ("test", test)):
         if len(split.labels) == 0:
             raise DataSourceError(f"{root}: the {split_name} split of {source} is empty")
     config = {"source": source, "image_size": image_size, "resize": resize, "train_limit": train_limit, "seed": seed,
               **{k: v for k, v in options.items() if k != "download"},
-              **({"val_size": val_size, "val_seed": val_seed} if val_size else {})}
+              **({"val_size": val_size, "val_seed": val_seed} if val_size else {}),
+              **({"test_limit": test_limit} if test_limit is not None else {})}
     stats = [0] * (1 + 2 * n_channels)
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
         _write_split(h5.create_group("train"), train, image_size, n_channels, stats)

@@ -81,6 +81,7 @@ def train_full(data: str | os.PathLike, arch: str, train_config: dict, seeds: li
         log.info("full-data %s seed %d: test accuracy %.4f on %d training images (%.1fs)", arch, seed, accuracy,
                  len(labels), timer.seconds)
         rows.append({**identity, "arch": arch, "seed": seed, "test_acc": accuracy, "val_acc": val_acc,
+                     "test_images": len(test_labels), "val_images": len(val[1]) if val is not None else 0,
                      "train_seconds": timer.seconds, "peak_memory_mb": peak_memory_mb(), "train_images": len(labels),
                      "device_peak_memory_mb": torch.cuda.max_memory_allocated(torch_device) / 2**20
                      if torch_device.type == "cuda" else None,

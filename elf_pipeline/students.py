@@ -367,6 +367,7 @@ def train_students(data: str | os.PathLike, synset: str | os.PathLike, features:
         log.info("%s %s seed %d: test accuracy %.4f (%.1fs)", arch, identity.get("evaluation"), seed, accuracy,
                  result.train_seconds)
         rows.append({**identity, "arch": arch, "seed": seed, "test_acc": accuracy, "val_acc": result.val_acc,
+                     "test_images": len(test_labels), "val_images": len(val[1]) if val is not None else 0,
                      "train_seconds": result.train_seconds,
                      "test_seconds": result.test_seconds, "trainer": fit.trainer, "cuda_graph": fit.cuda_graph,
                      "peak_memory_mb": fit.peak_memory_mb,

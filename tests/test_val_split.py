@@ -66,6 +66,21 @@ def test_val_size_out_of_range_names_the_problem(tmp_path):
     assert len(str(error.value).splitlines()) == 1 and not (tmp_path / "x.h5").exists()
 
 
+def test_test_limit_keeps_a_class_balanced_subset_of_the_test_split(tmp_path):
+    plain, limited = tmp_path / "plain.h5", tmp_path / "limited.h5"
+    prepare_data(source="digits", out=plain, image_size=16, resize="interpolate")
+    prepare_data(source="digits", out=limited, image_size=16, resize="interpolate", test_limit=50)
+    with h5py.File(plain) as whole, h5py.File(limited) as part:
+        labels = part["test/labels"][:]
+        assert np.bincount(labels, minlength=10).tolist() == [5] * 10
+        rows = {bytes(row) for row in whole["test/images"][:]}
+        assert all(bytes(row) in rows for row in part["test/images"][:])  # a subset, not new images
+        np.testing.assert_array_equal(part["train/images"][:], whole["train/images"][:])  # train untouched
+        assert json.loads(part.attrs["config"])["test_limit"] == 50
+    with pytest.raises(DataSourceError, match="test_limit 3: must be at least one image per class"):
+        prepare_data(source="digits", out=tmp_path / "x.h5", image_size=16, resize="interpolate", test_limit=3)
+
+
 def test_students_teacher_and_reference_report_val_accuracy(with_val, tmp_path):
     synset = tmp_path / "synset.h5"
     run_distill(with_val, synset, "random", 2, {}, seed=0, device="cpu")
@@ -74,6 +89,8 @@ def test_students_teacher_and_reference_report_val_accuracy(with_val, tmp_path):
                           tmp_path / "s.parquet", identity, device="cpu")
     assert rows["val_acc"].notna().all() and rows["val_acc"].between(0, 1).all()
     assert not np.allclose(rows["val_acc"], rows["test_acc"])  # a different split, not a copy of the test number
+    assert rows["val_images"].tolist() == [100, 100]
+    assert rows["test_images"].tolist() == [len(load_split(with_val, "test")[1])] * 2
     history = train_teacher(with_val, tmp_path / "t.pt", tmp_path / "t.json", "convnet-w8",
                             {"epochs": 1, "batch_size": 64, "dsa": False}, device="cpu")
     assert history["val_acc"] is not None and all("val_acc" in e for e in history["epochs"])
@@ -101,9 +118,10 @@ def test_workflow_passes_val_size_to_prepare_data(tmp_path):
         (shutil.copytree if source.is_dir() else shutil.copy2)(source, tmp_path / item)
     config = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
     config["datasets"]["digits"]["val_size"] = 100
+    config["datasets"]["digits"]["test_limit"] = 200
     (tmp_path / "config" / "v.yaml").write_text(yaml.safe_dump(config))
     result = subprocess.run([SNAKEMAKE, "results/digits/data.h5", "-n", "-p", "--cores", "1", "--configfile", "config/v.yaml"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=600)
     text = result.stdout + result.stderr
     assert result.returncode == 0, text[-3000:]
-    assert re.search(r"prepare-data .*--val-size 100 --val-seed 0", text)
+    assert re.search(r"prepare-data .*--val-size 100 --val-seed 0 --test-limit 200", text)

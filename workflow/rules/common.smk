@@ -131,6 +131,7 @@ def prepare_options(block):
         "--channels": block.get("channels"),
         "--val-size": block.get("val_size"),
         "--val-seed": block.get("val_seed") if block.get("val_size") else None,
+        "--test-limit": block.get("test_limit"),
     }
     return " ".join(flag if value is True else f"{flag} {value}" for flag, value in flags.items() if value is not None)
 
