@@ -75,9 +75,9 @@ def uses_experts(method: str) -> bool:
 
 
 def evaluation_config(config: dict, name: str, arch: str | None = None) -> dict:
-    """The student-loss part of an evaluation (everything but its ``train`` override), with a
+    """The student-loss part of an evaluation (everything but its ``train`` override and ``methods``), with a
     teacher pool resolved to ``arch``'s teacher (so editing one pool entry reruns only its students)."""
-    block = {k: v for k, v in config["evaluations"][name].items() if k != "train"}
+    block = {k: v for k, v in config["evaluations"][name].items() if k not in ("train", "methods")}
     if is_teacher_pool(block.get("teacher")):
         block["teacher"] = teacher_value(config, name, arch)
     return block
@@ -169,7 +169,11 @@ def distillation_teachers(config: dict) -> list[str]:
 
 
 def evaluation_applies(config: dict, method: str, evaluation: str, arch: str | None = None) -> bool:
-    """False where the evaluation's teacher is the distillation model and ``method`` keeps none."""
+    """False where the evaluation's ``methods`` leave ``method`` out, or where its teacher is the
+    distillation model and ``method`` keeps none."""
+    methods = config["evaluations"][evaluation].get("methods")
+    if methods is not None and method not in methods:
+        return False
     ref = _ref(config, evaluation, arch)
     return ref is None or ref["source"] == "teachers" or uses_experts(method)
 
@@ -239,8 +243,8 @@ def _check_study_evaluations(config: dict, key: str, names: list[str], archs: li
         if name not in config["evaluations"]:
             _fail(f"{key}[{index}]", f"unknown evaluation {name!r} (configured: {', '.join(config['evaluations'])})")
         if not all(evaluation_applies(config, method, name, arch) for arch in archs):
-            _fail(f"{key}[{index}]", f"evaluation {name!r} takes the distillation model as teacher, which "
-                                     f"method {method!r} does not keep")
+            _fail(f"{key}[{index}]", f"evaluation {name!r} does not apply to method {method!r} (its methods, or a "
+                                     f"distillation-model teacher the method does not keep)")
         split = config["evaluations"][name].get("student_layer")
         for arch in archs:
             known = layer_names(arch)
@@ -497,6 +501,10 @@ def check_config(config: dict) -> None:
     if reference_config(config)["enabled"]:
         _check_schedule("reference.full", full_train_config(config))
     for name, block in config["evaluations"].items():
+        for index, method in enumerate(block.get("methods") or []):
+            if method not in config["distillation"]["methods"]:
+                _fail(f"evaluations.{name}.methods[{index}]", f"unknown method {method!r} "
+                                                              f"(configured: {', '.join(config['distillation']['methods'])})")
         if block.get("train"):
             _check_schedule(f"evaluations.{name}.train", student_train_config(config, name))
         if uses_teacher(config, name):

@@ -322,3 +322,14 @@ def test_config_and_stage_read_the_same_method_keys():
     from elf_pipeline import distill
 
     assert {m: config_module.method_keys(m) for m in distill.METHODS} == {m: distill.method_keys(m) for m in distill.METHODS}
+
+
+def test_evaluation_methods_restrict_its_jobs(default_config):
+    config = _mutated(default_config, lambda c: c["evaluations"]["elf"].update(methods=["dm"]))
+    validate(config)
+    jobs = {(job["method"], job["evaluation"]) for job in student_jobs(config)}
+    assert ("dm", "elf") in jobs and ("random", "baseline") in jobs and ("random", "elf") not in jobs
+    # which methods an evaluation runs for is not part of what a student trains with (no rerun)
+    assert "methods" not in evaluation_config(config, "elf", "convnet")
+    bad = _mutated(default_config, lambda c: c["evaluations"]["elf"].update(methods=["dm", "mtt"]))
+    _expect(bad, "evaluations.elf.methods[1]", "unknown method 'mtt'")
