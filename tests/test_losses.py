@@ -2,7 +2,9 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from elf_pipeline.errors import InputError
 from elf_pipeline.losses import (
     FEATURE_LOSSES,
     LOSS_MODES,
@@ -137,3 +139,34 @@ def test_ce_hand_value_weights_by_raw_teacher_features():
     log_probs = _log_softmax(student[0])
     expected = -(2.0 * log_probs[1] + 1.0 * log_probs[2])
     assert feature_ce(torch.tensor(student), torch.tensor(teacher)).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_kd_divergence_on_known_logits():
+    from elf_pipeline.losses import kd_divergence
+
+    student = torch.tensor([[0.0, 0.0]])
+    teacher = torch.tensor([[math.log(3.0), 0.0]])  # softmax (0.75, 0.25)
+    # tau = 1: KL((0.75, 0.25) || (0.5, 0.5)) = 0.75 ln 1.5 + 0.25 ln 0.5
+    expected = 0.75 * math.log(1.5) + 0.25 * math.log(0.5)
+    assert kd_divergence(student, teacher, 1.0).item() == pytest.approx(expected, rel=1e-6)
+    # tau = 2: softmax(t / 2) = (sqrt3, 1) / (sqrt3 + 1), times tau^2 = 4
+    p = math.sqrt(3.0) / (math.sqrt(3.0) + 1.0)
+    expected = 4.0 * (p * math.log(2 * p) + (1 - p) * math.log(2 * (1 - p)))
+    assert kd_divergence(student, teacher, 2.0).item() == pytest.approx(expected, rel=1e-6)
+    assert kd_divergence(teacher, teacher, 4.0).item() == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(InputError, match="kd_temperature 0"):
+        kd_divergence(student, teacher, 0.0)
+
+
+def test_soft_cross_entropy_equals_hard_ce_on_one_hot_labels():
+    from elf_pipeline.losses import soft_cross_entropy, task_loss
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(16, 10, generator=generator)
+    labels = torch.randint(0, 10, (16,), generator=generator)
+    one_hot = F.one_hot(labels, 10).float()
+    assert soft_cross_entropy(logits, one_hot).item() == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-6)
+    assert task_loss(logits, one_hot).item() == pytest.approx(task_loss(logits, labels).item(), rel=1e-6)
+    # a soft target is not its argmax: the loss differs from hard CE on the argmax labels
+    soft = 0.7 * one_hot + 0.3 / 10
+    assert abs(task_loss(logits, soft).item() - task_loss(logits, labels).item()) > 1e-3
