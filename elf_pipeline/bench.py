@@ -7,7 +7,7 @@ features, ELF objective, seeds (model and adapter initialisation), epochs and te
     ``DataLoader`` over the synthetic tensors, DSA per batch, a full forward pass for the logits and
     a second pass through ``front`` for the feature term, ``loss.item()`` and a host-side accuracy
     per batch, then a test pass through a ``DataLoader`` of 256 images (under ``torch.no_grad``).
-(b) ``pipeline`` calls ``students.fit_students``, the function behind every ``train_student`` job:
+(b) ``pipeline`` calls ``elf.fit_students``, the function behind every ``train_student`` job:
     tensors stay on the device, one ``front`` pass serves both losses, no per-batch host syncs,
     channels-last convolutions, an inference-mode test pass in large batches, and on request
     (or ``auto`` on CUDA) all seeds in one vectorised pass, optionally with AMP and torch.compile.
@@ -29,6 +29,8 @@ import math
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,13 +42,13 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
+from elf_pipeline.artifacts.data import load_split, normalize, read_info
 from elf_pipeline.augment import dsa, dsa_config
-from elf_pipeline.data import load_split, normalize, prepare_data, read_info
-from elf_pipeline.errors import InputError
+from elf_pipeline.elf import Evaluation, build_objective, fit_students, peak_memory_mb
+from elf_pipeline.errors import DataSourceError, InputError
 from elf_pipeline.io import write_json
 from elf_pipeline.losses import feature_loss
 from elf_pipeline.models import build
-from elf_pipeline.students import Evaluation, build_objective, fit_students, peak_memory_mb
 from elf_pipeline.training import Timer, TrainConfig, build_seeded, decay_lr, resolve_device, seeded_generator
 
 log = logging.getLogger(__name__)
@@ -80,13 +82,20 @@ class BenchSettings:
 
 def resolve_data(data: str | os.PathLike | None, work: str | os.PathLike, root: str | None = FASHION_MNIST_ROOT,
                  source: str = "fashion_mnist", image_size: int = 32) -> Path:
-    """``data`` when it exists, else ``<work>/<source>/data.h5``, prepared from ``root`` on first use."""
+    """``data`` when it exists, else ``<work>/<source>/data.h5``, prepared from ``root`` on first use
+    by the ``prepare-data`` stage, run in its own process as the workflow runs it."""
     if data is not None and Path(data).exists():
         return Path(data)
     out = Path(work) / source / "data.h5"
     if not out.exists():
         log.info("preparing %s from %s into %s", source, root, out)
-        prepare_data(source, out, image_size, "pad", root)
+        command = [sys.executable, "-m", "elf_pipeline", "prepare-data", "--source", source, "--out", str(out),
+                   "--image-size", str(image_size), "--resize", "pad", "--root", root or "none"]
+        path = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]))
+        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path})
+        if done.returncode:
+            lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+            raise DataSourceError(f"preparing {source} into {out}: {lines[-1].split(': error: ', 1)[-1]}")
     return out
 
 

@@ -29,7 +29,7 @@ EXPERT_METHODS = ("mtt",)  # methods that match expert trajectories (train_exper
 # The experts block keys that decide which files exist; its training defaults live in distill/experts.py.
 EXPERT_DEFAULTS = {"arch": "convnet", "num_experts": 100}
 LOSS_MODES = ("front_rear_task", "front_task", "rear_task", "front_rear", "task")
-TEACHER_TARGETS = ("cached", "online")  # students.TEACHER_TARGETS
+TEACHER_TARGETS = ("cached", "online")  # elf.TEACHER_TARGETS
 FEATURE_LOSSES = ("ce", "ce_softmax", "l2", "l1", "cos", "cos_batch")
 DATA_SOURCES = ("fashion_mnist", "digits", "mnist", "cifar10", "cifar100", "svhn", "tiny_imagenet", "imagenet", "image_folder",
                 *IMAGENET_SUBSETS)

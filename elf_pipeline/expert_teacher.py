@@ -7,7 +7,7 @@ teacher checkpoint, so feature extraction and online targets use it unchanged. D
 networks are re-initialised and discarded during distillation and DM's are random, so those
 methods have no distillation-model teacher.
 
-Like MTT itself, this reads expert files through ``distill.experts`` (the one sanctioned reader).
+Like MTT itself, this reads expert files through ``artifacts.experts``.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import os
 import torch
 from torch.nn.utils import vector_to_parameters
 
-from elf_pipeline.checkpoint import save_checkpoint
-from elf_pipeline.data import load_split
-from elf_pipeline.distill.experts import parameter_layout, read_epochs, read_expert_info
+from elf_pipeline.artifacts.checkpoint import save_checkpoint
+from elf_pipeline.artifacts.data import load_split
+from elf_pipeline.artifacts.experts import parameter_layout, read_epochs, read_expert_info
 from elf_pipeline.errors import InputError
 from elf_pipeline.io import ArtifactError, sha256_file
 from elf_pipeline.models import build

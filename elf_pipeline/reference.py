@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from elf_pipeline import __version__
-from elf_pipeline.data import has_split, load_split
+from elf_pipeline.artifacts.data import has_split, load_split
 from elf_pipeline.errors import InputError
 from elf_pipeline.io import atomic_path, config_hash, sha256_file
 from elf_pipeline.models import build

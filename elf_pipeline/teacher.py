@@ -6,8 +6,8 @@ import copy
 import logging
 import os
 
-from elf_pipeline.checkpoint import save_checkpoint
-from elf_pipeline.data import read_info
+from elf_pipeline.artifacts.checkpoint import save_checkpoint
+from elf_pipeline.artifacts.data import read_info
 from elf_pipeline.errors import InputError
 from elf_pipeline.io import config_hash, sha256_file, write_json
 from elf_pipeline.models import build

@@ -142,7 +142,7 @@ def train(model: nn.Module, images: torch.Tensor | None, labels: torch.Tensor | 
     ``extra_state`` (a dict of tensors/primitives, e.g. records written by ``on_epoch``) are saved
     periodically and restored on the next call, so a killed job continues bit-identically.
 
-    With ``stream`` (for data larger than memory, e.g. ``data.iter_batches``), ``stream(generator)``
+    With ``stream`` (for data larger than memory, e.g. ``artifacts.data.iter_batches``), ``stream(generator)``
     yields one shuffled epoch of ``(x, y)`` batches and ``images``/``labels`` are unused; the loss
     function then gets ``index=None``.
     """
@@ -303,7 +303,7 @@ def real_training_data(data: str, batch_size: int, generator: torch.Generator, t
                        max_in_memory_gb: float = 4.0) -> RealData:
     """The training split of ``data.h5`` (optionally a seeded subset of ``train_limit`` images): loaded
     when it fits in ``max_in_memory_gb`` as uint8, otherwise streamed in shuffled chunks."""
-    from elf_pipeline.data import iter_batches, load_split, split_nbytes, split_size
+    from elf_pipeline.artifacts.data import iter_batches, load_split, split_nbytes, split_size
 
     if split_nbytes(data, "train", train_limit) <= max_in_memory_gb * (1 << 30):
         images, labels, _ = load_split(data, "train")
@@ -324,7 +324,7 @@ def real_training_data(data: str, batch_size: int, generator: torch.Generator, t
 def real_test_accuracy(data: str, batch_size: int, max_in_memory_gb: float = 4.0,
                        split: str = "test") -> Callable[[nn.Module], float]:
     """A function giving a model's accuracy on a split (test by default; loaded once, or streamed if large)."""
-    from elf_pipeline.data import iter_batches, load_split, split_nbytes
+    from elf_pipeline.artifacts.data import iter_batches, load_split, split_nbytes
 
     if split_nbytes(data, split) <= max_in_memory_gb * (1 << 30):
         images, labels, _ = load_split(data, split)
@@ -334,7 +334,7 @@ def real_test_accuracy(data: str, batch_size: int, max_in_memory_gb: float = 4.0
 
 def real_val_accuracy(data: str, batch_size: int, max_in_memory_gb: float = 4.0) -> Callable[[nn.Module], float | None]:
     """Accuracy on the validation split, or a function giving None where ``data.h5`` has none."""
-    from elf_pipeline.data import has_split
+    from elf_pipeline.artifacts.data import has_split
 
     if not has_split(data, "val"):
         return lambda model: None

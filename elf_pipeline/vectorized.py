@@ -211,7 +211,7 @@ def train_vectorized(models: Sequence[nn.Module], objectives: Sequence[nn.Module
     """Train ``models[s]`` with loss module ``objectives[s]`` and generator ``generators[s]``, all
     seeds at once; the trained parameters are written back into ``models``/``objectives``.
 
-    ``objectives[s](model, x, y, index)`` is the per-seed loss (``students.ElfLoss``); the modules
+    ``objectives[s](model, x, y, index)`` is the per-seed loss (``elf.ElfLoss``); the modules
     of all seeds must share one structure, and attributes that are not parameters (the teacher
     features) are taken from ``objectives[0]``.  ``images``/``labels`` should already be on the
     models' device.  ``amp`` runs the step under bfloat16 autocast; ``compile`` wraps it in

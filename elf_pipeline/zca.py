@@ -77,15 +77,8 @@ def fit_zca(images: torch.Tensor, eps: float = DEFAULT_EPS, chunk: int = 4096) -
 
 def fit_zca_to_data(data: str | os.PathLike, eps: float) -> ZCA:
     """The transform a ZCA stage used: refit on the normalised training split of ``data.h5``."""
-    from elf_pipeline.data import load_split
+    from elf_pipeline.artifacts.data import load_split
 
     images, _, _ = load_split(data, "train")
     return fit_zca(images, eps)
 
-
-def synset_zca_eps(synset: str | os.PathLike) -> float:
-    """``zca_eps`` of a synthetic set (0.0: its images are in the normalised pixel space)."""
-    from elf_pipeline.io import open_h5
-
-    with open_h5(synset) as h5:
-        return float(h5.attrs.get("zca_eps", 0.0))

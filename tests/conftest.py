@@ -52,7 +52,7 @@ def digits_h5(shared_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def train_split(digits_h5):
-    from elf_pipeline.data import load_split
+    from elf_pipeline.artifacts.data import load_split
 
     return load_split(digits_h5, "train")
 

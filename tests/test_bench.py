@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import REPO, write_idx
 
+from elf_pipeline.artifacts.data import load_split, read_info
 from elf_pipeline.bench import (
     count_flops,
     format_table,
@@ -18,8 +19,8 @@ from elf_pipeline.bench import (
     teacher_features,
 )
 from elf_pipeline.cli import build_parser, main
-from elf_pipeline.data import load_split, read_info
-from elf_pipeline.students import Evaluation, fit_students
+from elf_pipeline.elf import Evaluation, fit_students
+from elf_pipeline.errors import DataSourceError
 from elf_pipeline.training import TrainConfig
 
 ELF = Evaluation(loss_mode="front_rear_task", feature_loss="ce")
@@ -144,3 +145,9 @@ def test_missing_data_is_prepared_from_fashion_mnist_files(tmp_path):
     stamp = os.stat(path).st_mtime_ns
     assert resolve_data(None, work, str(root)) == path and os.stat(path).st_mtime_ns == stamp  # prepared once
     assert resolve_data(path, tmp_path / "elsewhere", None) == path  # an existing file is used as is
+
+
+def test_missing_fashion_mnist_files_fail_in_one_line_naming_the_folder(tmp_path):
+    with pytest.raises(DataSourceError, match=r"preparing fashion_mnist into .*: .*/absent: dataset folder not found"):
+        resolve_data(None, tmp_path / "work", str(tmp_path / "absent"))
+    assert not (tmp_path / "work" / "fashion_mnist" / "data.h5").exists()

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from elf_pipeline.checkpoint import REQUIRED, load_checkpoint, load_model, save_checkpoint
+from elf_pipeline.artifacts.checkpoint import REQUIRED, load_checkpoint, load_model, save_checkpoint
 from elf_pipeline.io import ArtifactError
 from elf_pipeline.models import build
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from elf_pipeline.elf import ElfLoss, Evaluation, fit_students
 from elf_pipeline.models import build
-from elf_pipeline.students import ElfLoss, Evaluation, fit_students
 from elf_pipeline.training import TrainConfig, build_seeded, seeded_generator
 from elf_pipeline.vectorized import train_vectorized
 

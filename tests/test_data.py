@@ -6,18 +6,8 @@ import pytest
 import torch
 from conftest import IMAGE_SIZE, NUM_CLASSES, TRAIN_LIMIT, write_idx
 
-from elf_pipeline.data import (
-    FASHION_MNIST_CLASSES,
-    SOURCES,
-    DatasetInfo,
-    DataSourceError,
-    load_split,
-    normalize,
-    prepare_data,
-    read_idx,
-    read_info,
-    resize_images,
-)
+from elf_pipeline.artifacts.data import DatasetInfo, load_split, normalize, read_info
+from elf_pipeline.data import FASHION_MNIST_CLASSES, SOURCES, DataSourceError, prepare_data, read_idx, resize_images
 from elf_pipeline.io import ArtifactError, open_h5, read_provenance
 
 RNG = np.random.default_rng(1234)

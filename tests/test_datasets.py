@@ -18,9 +18,11 @@ import yaml
 from conftest import REPO, write_idx
 from PIL import Image
 
-from elf_pipeline import cli, data
+from elf_pipeline import cli
+from elf_pipeline.artifacts import data as data_h5
+from elf_pipeline.artifacts.data import iter_batches, load_split, read_info, split_nbytes
 from elf_pipeline.config import ConfigError, check_config, validate_schema
-from elf_pipeline.data import DataSourceError, iter_batches, load_split, prepare_data, read_info, split_nbytes
+from elf_pipeline.data import DataSourceError, prepare_data
 from elf_pipeline.datasets.catalog import IMAGENET_SUBSETS, PUBLISHED_STATS
 from elf_pipeline.io import ArtifactError, read_provenance
 
@@ -363,8 +365,8 @@ def streamed(tmp_path_factory) -> tuple[Path, Path]:
     whole, small = tmp / "whole.h5", tmp / "small.h5"
     prepare_data("digits", whole, image_size=8, train_limit=300)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(data, "CHUNK_BYTES", 64 * 7)  # 7 images per chunk
-        patch.setattr(data, "WRITE_BLOCK_BYTES", 64 * 21)  # 3 chunks per write
+        patch.setattr(data_h5, "CHUNK_BYTES", 64 * 7)  # 7 images per chunk
+        patch.setattr(data_h5, "WRITE_BLOCK_BYTES", 64 * 21)  # 3 chunks per write
         prepare_data("digits", small, image_size=8, train_limit=300)
     return whole, small
 

@@ -4,9 +4,10 @@ import pytest
 import torch
 from conftest import IMAGE_SIZE, NUM_CLASSES, SYN_IPC
 
+from elf_pipeline.artifacts.synset import SyntheticSet, write_synset
 from elf_pipeline.augment import DSAConfig
 from elf_pipeline.distill import METHODS, run_distill
-from elf_pipeline.distill.common import SyntheticSet, class_indices, sample_real, write_synset
+from elf_pipeline.distill.common import class_indices, sample_real
 from elf_pipeline.distill.dm import distill_dm, dm_loss
 from elf_pipeline.distill.random_subset import distill_random
 from elf_pipeline.io import open_h5, read_provenance, sha256_file

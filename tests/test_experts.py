@@ -16,8 +16,9 @@ import torch
 import yaml
 
 from elf_pipeline import config as elf_config
+from elf_pipeline.artifacts.experts import read_epochs, read_expert_info
 from elf_pipeline.distill.common import class_indices, initial_synset
-from elf_pipeline.distill.experts import flat_parameters, read_epochs, read_expert_info, train_expert
+from elf_pipeline.distill.experts import flat_parameters, train_expert
 from elf_pipeline.distill.mtt import distill_mtt
 from elf_pipeline.io import read_provenance
 from elf_pipeline.models import build

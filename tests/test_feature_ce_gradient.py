@@ -4,7 +4,7 @@ each pulls the student's front compared with the task loss."""
 import torch
 import torch.nn.functional as F
 
-from elf_pipeline.checkpoint import load_model
+from elf_pipeline.artifacts.checkpoint import load_model
 from elf_pipeline.losses import feature_loss
 from elf_pipeline.models import build
 from elf_pipeline.training import build_seeded

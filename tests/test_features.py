@@ -6,9 +6,11 @@ import pytest
 import torch
 from conftest import NUM_CLASSES, SYN_IPC, TEACHER_ARCH
 
-from elf_pipeline.checkpoint import load_checkpoint, load_model, save_checkpoint
+from elf_pipeline.artifacts.checkpoint import load_checkpoint, load_model, save_checkpoint
+from elf_pipeline.artifacts.features import load_features
+from elf_pipeline.artifacts.synset import read_synset
 from elf_pipeline.distill import run_distill
-from elf_pipeline.features import extract_features, load_features, read_synset
+from elf_pipeline.features import extract_features
 from elf_pipeline.io import ArtifactError, open_h5, read_provenance, sha256_file
 from elf_pipeline.models import build
 

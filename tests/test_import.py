@@ -20,7 +20,7 @@ import yaml
 from conftest import IMAGE_SIZE, NUM_CLASSES, REPO
 
 from elf_pipeline import cli
-from elf_pipeline.data import read_info
+from elf_pipeline.artifacts.data import read_info
 from elf_pipeline.distill import run_distill
 from elf_pipeline.distill.imported import ImportedSetError, import_synset
 from elf_pipeline.io import open_h5, sha256_file

@@ -6,13 +6,15 @@ import pytest
 import torch
 from conftest import TEACHER_ARCH
 
+from elf_pipeline.artifacts.checkpoint import load_model
+from elf_pipeline.artifacts.features import load_features
+from elf_pipeline.artifacts.synset import read_synset
 from elf_pipeline.augment import DSAConfig, dsa
-from elf_pipeline.checkpoint import load_model
 from elf_pipeline.config import ConfigError, check_config
-from elf_pipeline.features import load_features, read_synset
+from elf_pipeline.elf import ElfLoss, Evaluation, OnlineTeacher
 from elf_pipeline.io import sha256_file
 from elf_pipeline.models import build
-from elf_pipeline.students import ElfLoss, Evaluation, OnlineTeacher, train_students
+from elf_pipeline.students import train_students
 
 ELF = {"loss_mode": "front_rear_task", "teacher": "t"}
 

@@ -324,7 +324,7 @@ def test_synset_grid_denormalises(tmp_path: Path, digits_h5: Path, synset_h5: Pa
     import h5py
 
     from elf_pipeline import figures
-    from elf_pipeline.data import load_split
+    from elf_pipeline.artifacts.data import load_split
 
     images, _, info = load_split(digits_h5, "train")
     with h5py.File(digits_h5, "r") as h5:

@@ -4,8 +4,8 @@ import pytest
 import torch
 from conftest import NUM_CLASSES, TEACHER_ARCH, TRAIN_LIMIT
 
-from elf_pipeline.checkpoint import load_checkpoint, load_model
-from elf_pipeline.data import load_split
+from elf_pipeline.artifacts.checkpoint import load_checkpoint, load_model
+from elf_pipeline.artifacts.data import load_split
 from elf_pipeline.teacher import train_teacher
 from elf_pipeline.training import evaluate
 

@@ -14,11 +14,13 @@ import pytest
 import torch
 import yaml
 
-from elf_pipeline.checkpoint import load_model
+from elf_pipeline.artifacts.checkpoint import load_model
+from elf_pipeline.artifacts.experts import read_epochs
+from elf_pipeline.artifacts.features import load_features
 from elf_pipeline.config import ConfigError, check_config, distillation_teachers, student_jobs, teacher_name, validate_schema
-from elf_pipeline.distill.experts import read_epochs, train_expert
+from elf_pipeline.distill.experts import train_expert
 from elf_pipeline.expert_teacher import teacher_from_expert
-from elf_pipeline.features import extract_features, load_features
+from elf_pipeline.features import extract_features
 from elf_pipeline.training import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,7 +36,7 @@ def expert_h5(tmp_path_factory, digits_h5) -> Path:
 
 
 def test_expert_becomes_a_teacher_checkpoint(expert_h5, digits_h5, synset_h5, tmp_path):
-    from elf_pipeline.data import load_split
+    from elf_pipeline.artifacts.data import load_split
 
     last, first = tmp_path / "last.pt", tmp_path / "first.pt"
     meta = teacher_from_expert(expert_h5, digits_h5, last, device="cpu")

@@ -206,7 +206,7 @@ def test_seeded_generator_and_timer():
 
 
 def test_cpu_test_pass_uses_cache_sized_chunks_with_the_same_predictions(digits_h5):
-    from elf_pipeline.data import load_split
+    from elf_pipeline.artifacts.data import load_split
     from elf_pipeline.models import build
     from elf_pipeline.training import CPU_CHUNK_BYTES, evaluate, inference_chunk, widest_activation_bytes
 

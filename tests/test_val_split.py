@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import yaml
 
-from elf_pipeline.data import load_split, prepare_data, read_info
+from elf_pipeline.artifacts.data import load_split, read_info
+from elf_pipeline.data import prepare_data
 from elf_pipeline.datasets.base import DataSourceError
 from elf_pipeline.distill import run_distill
 from elf_pipeline.reference import train_full
@@ -94,7 +95,7 @@ def test_students_teacher_and_reference_report_val_accuracy(with_val, tmp_path):
     history = train_teacher(with_val, tmp_path / "t.pt", tmp_path / "t.json", "convnet-w8",
                             {"epochs": 1, "batch_size": 64, "dsa": False}, device="cpu")
     assert history["val_acc"] is not None and all("val_acc" in e for e in history["epochs"])
-    from elf_pipeline.checkpoint import load_model
+    from elf_pipeline.artifacts.checkpoint import load_model
 
     model, _ = load_model(tmp_path / "t.pt")
     images, labels, _ = load_split(with_val, "val")

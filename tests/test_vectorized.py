@@ -7,8 +7,9 @@ import yaml
 from conftest import REPO, SYN_IPC
 
 from elf_pipeline.config import ConfigError, check_config, validate_schema
+from elf_pipeline.elf import ElfLoss, Evaluation, fit_students
 from elf_pipeline.models import build
-from elf_pipeline.students import ElfLoss, Evaluation, fit_students, train_students
+from elf_pipeline.students import train_students
 from elf_pipeline.training import TrainConfig, build_seeded, evaluate, seeded_generator
 from elf_pipeline.vectorized import (
     choose_trainer,

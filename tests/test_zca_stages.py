@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from elf_pipeline.data import load_split
-from elf_pipeline.distill.common import SyntheticSet, write_synset
-from elf_pipeline.features import extract_features, read_synset
+from elf_pipeline.artifacts.data import load_split
+from elf_pipeline.artifacts.synset import SyntheticSet, read_synset, synset_zca_eps, write_synset
+from elf_pipeline.elf import Evaluation, fit_students
+from elf_pipeline.features import extract_features
 from elf_pipeline.io import ArtifactError
-from elf_pipeline.students import Evaluation, fit_students, student_test_split, train_students
+from elf_pipeline.students import student_test_split, train_students
 from elf_pipeline.training import TrainConfig
-from elf_pipeline.zca import fit_zca, synset_zca_eps
+from elf_pipeline.zca import fit_zca
 
 EPS = 0.1
 ARCH = "convnet-w16"

@@ -6,9 +6,9 @@ import inspect
 import logging
 import os
 
+from elf_pipeline.artifacts.data import load_split
+from elf_pipeline.artifacts.synset import SyntheticSet, write_synset
 from elf_pipeline.augment import dsa_config
-from elf_pipeline.data import load_split
-from elf_pipeline.distill.common import SyntheticSet, write_synset
 from elf_pipeline.distill.dc import distill_dc, distill_dsa
 from elf_pipeline.distill.dm import distill_dm
 from elf_pipeline.distill.imported import import_synset

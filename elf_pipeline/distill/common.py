@@ -1,24 +1,11 @@
-"""Helpers every distillation method shares: class indexing, real initialisation, output."""
+"""Helpers every distillation method shares: class indexing, real initialisation, resume state."""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
-
-import h5py
-import numpy as np
 import torch
 
-from elf_pipeline.errors import InputError, NonFiniteResult
-from elf_pipeline.io import atomic_path, sha256_file, write_provenance
-
-
-@dataclass
-class SyntheticSet:
-    images: torch.Tensor  # float32 NCHW, in the dataset's normalised space
-    labels: torch.Tensor  # int64
-    history: dict[str, list[float]] = field(default_factory=dict)
-    extra_attrs: dict[str, float] = field(default_factory=dict)
+from elf_pipeline.artifacts.synset import SyntheticSet
+from elf_pipeline.errors import InputError
 
 
 def class_indices(labels: torch.Tensor, num_classes: int) -> list[torch.Tensor]:
@@ -35,19 +22,6 @@ def sample_real(images: torch.Tensor, by_class: list[torch.Tensor], ipc: int, ge
         labels.append(torch.full((ipc,), label, dtype=torch.long))
     picked = torch.cat(chosen)
     return SyntheticSet(images[picked].clone(), torch.cat(labels))
-
-
-def write_synset(path: str | os.PathLike, synset: SyntheticSet, method: str, ipc: int, config: dict, data_path: str) -> None:
-    images = synset.images.detach().cpu().float().numpy()
-    if not np.isfinite(images).all():
-        raise NonFiniteResult(f"{method} produced non-finite synthetic images; nothing written to {path}")
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
-        h5.create_dataset("images", data=images)
-        h5.create_dataset("labels", data=synset.labels.cpu().numpy().astype(np.int64))
-        for name, values in synset.history.items():
-            h5.create_dataset(f"history/{name}", data=np.asarray(values, dtype=np.float64))
-        h5.attrs.update({"method": method, "ipc": ipc, **synset.extra_attrs})
-        write_provenance(h5, "distill", {"method": method, "ipc": ipc, **config}, {"data": sha256_file(data_path)})
 
 
 def initial_synset(images: torch.Tensor, by_class: list[torch.Tensor], ipc: int, init: str,

@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from elf_pipeline.artifacts.synset import SyntheticSet
 from elf_pipeline.augment import DSAConfig, apply, sample_params
-from elf_pipeline.distill.common import SyntheticSet, class_indices, initial_synset, restore_images, save_images_state
+from elf_pipeline.distill.common import class_indices, initial_synset, restore_images, save_images_state
 from elf_pipeline.errors import InputError
 from elf_pipeline.models import build
 from elf_pipeline.training import TrainConfig, build_seeded, progress, train

@@ -12,8 +12,9 @@ import logging
 
 import torch
 
+from elf_pipeline.artifacts.synset import SyntheticSet
 from elf_pipeline.augment import DSAConfig, apply, sample_params
-from elf_pipeline.distill.common import SyntheticSet, class_indices, restore_images, sample_real, save_images_state
+from elf_pipeline.distill.common import class_indices, restore_images, sample_real, save_images_state
 from elf_pipeline.errors import InputError
 from elf_pipeline.models import build
 from elf_pipeline.resume import ResumeFile

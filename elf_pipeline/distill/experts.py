@@ -1,13 +1,7 @@
-"""Expert trajectories for MTT: networks trained on real data, parameters saved after every epoch.
+"""Expert trajectories for MTT, the ``train-experts`` stage: networks trained on real data,
+parameters saved after every epoch.
 
-One HDF5 file per expert, so adding experts never retrains the others:
-
-    params           (epochs + 1, num_params) float32 or float16, row e = parameters after epoch e
-                     (row 0 = initialisation); one chunk per row, so MTT reads two rows, not the file
-    history/loss     (epochs,) mean training loss per epoch
-    attrs            arch, index, seed, epochs, num_params, layout (JSON [[name, shape], ...]),
-                     channels, num_classes, image_size, zca_eps (0 = no ZCA), test_acc (final epoch,
-                     reported only), storage_bytes, provenance (config block, data sha256)
+One file per expert (layout in ``artifacts.experts``), so adding experts never retrains the others.
 
 Published protocol (MTT's buffer.py): ConvNet, 50 epochs, SGD lr 0.01 without momentum or weight
 decay, batch 256, DSA on every batch, constant learning rate.
@@ -21,15 +15,14 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import h5py
-import numpy as np
 import torch
 from torch import nn
 
+from elf_pipeline.artifacts.data import load_split, read_info
+from elf_pipeline.artifacts.experts import expert_writer, parameter_layout
 from elf_pipeline.augment import dsa_config
-from elf_pipeline.data import load_split, read_info
 from elf_pipeline.errors import InputError
-from elf_pipeline.io import ArtifactError, atomic_path, open_h5, sha256_file, write_provenance
+from elf_pipeline.io import sha256_file
 from elf_pipeline.models import build
 from elf_pipeline.training import (
     Timer,
@@ -69,25 +62,6 @@ class ExpertConfig:
             raise InputError(f"experts.dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
 
 
-@dataclass(frozen=True)
-class ExpertInfo:
-    """What MTT needs to know about an expert file without reading its parameters."""
-
-    path: Path
-    arch: str
-    epochs: int
-    layout: list[tuple[str, tuple[int, ...]]]
-    channels: int
-    num_classes: int
-    image_size: int
-    zca_eps: float  # 0: trained without ZCA
-    lr: float
-
-
-def parameter_layout(model: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
-    return [(name, tuple(p.shape)) for name, p in model.named_parameters()]
-
-
 def flat_parameters(model: nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).cpu()
 
@@ -124,56 +98,26 @@ def train_expert(data: str | os.PathLike, out: str | os.PathLike, arch: str, ind
                                weight_decay=settings.weight_decay, batch_size=settings.batch_size, lr_decay_at=0.0,
                                dsa=dsa_config(settings.dsa))
     initial = flat_parameters(model)
-    dtype = np.dtype(settings.dtype)
-    with atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
-        params = h5.create_dataset("params", shape=(settings.epochs + 1, initial.numel()), dtype=dtype,
-                                   chunks=(1, initial.numel()))
-        params[0] = initial.numpy().astype(dtype)
+    with expert_writer(out, settings.epochs, initial.numel(), settings.dtype) as writer:
+        writer.write_epoch(0, initial.numpy())
 
         def snapshot(epoch: int, loss: float) -> None:
-            params[epoch] = flat_parameters(model).numpy().astype(dtype)
+            writer.write_epoch(epoch, flat_parameters(model).numpy())
             log.info("expert %s #%d epoch %d/%d loss %.4f", arch, index, epoch, settings.epochs, loss)
 
         with Timer() as timer:
             losses = train(model, images, labels, train_config, generator, on_epoch=snapshot, desc=f"expert {index}",
                            stream=stream)
         test_acc = test_accuracy(model)
-        h5.create_dataset("history/loss", data=np.asarray(losses, dtype=np.float64))
-        storage = int(params.id.get_storage_size())
-        h5.attrs.update({"arch": arch, "index": index, "seed": seed, "epochs": settings.epochs,
-                         "num_params": initial.numel(), "layout": json.dumps(parameter_layout(model)),
-                         "channels": info.channels, "num_classes": info.num_classes, "image_size": info.image_size,
-                         "zca_eps": zca_eps, "lr": settings.lr, "test_acc": test_acc, "train_images": train_count,
-                         "train_seconds": timer.seconds, "storage_bytes": storage})
-        write_provenance(h5, "train_experts", {"arch": arch, "index": index, **asdict(settings)},
-                         {"data": sha256_file(data)})
+        attrs = {"arch": arch, "index": index, "seed": seed, "epochs": settings.epochs,
+                 "num_params": initial.numel(), "layout": json.dumps(parameter_layout(model)),
+                 "channels": info.channels, "num_classes": info.num_classes, "image_size": info.image_size,
+                 "zca_eps": zca_eps, "lr": settings.lr, "test_acc": test_acc, "train_images": train_count,
+                 "train_seconds": timer.seconds}
+        storage = writer.finish(losses, attrs, {"arch": arch, "index": index, **asdict(settings)},
+                                {"data": sha256_file(data)})
     size = Path(out).stat().st_size
     log.info("expert %s #%d: test accuracy %.4f, %d parameters x %d epochs (%s) = %.1f MiB on disk",
              arch, index, test_acc, initial.numel(), settings.epochs + 1, settings.dtype, size / 2**20)
     return {"arch": arch, "index": index, "test_acc": test_acc, "disk_bytes": size, "storage_bytes": storage,
             "train_seconds": timer.seconds}
-
-
-def read_expert_info(path: str | os.PathLike) -> ExpertInfo:
-    with open_h5(path) as h5:
-        try:
-            attrs = h5.attrs
-            layout = [(name, tuple(shape)) for name, shape in json.loads(attrs["layout"])]
-            info = ExpertInfo(Path(path), str(attrs["arch"]), int(attrs["epochs"]), layout, int(attrs["channels"]),
-                              int(attrs["num_classes"]), int(attrs["image_size"]), float(attrs["zca_eps"]),
-                              float(attrs["lr"]))
-            rows = h5["params"].shape
-        except KeyError as err:
-            raise ArtifactError(f"{path}: not an expert trajectory (missing {err})") from None
-    if rows != (info.epochs + 1, sum(int(np.prod(shape)) for _, shape in layout)):
-        raise ArtifactError(f"{path}: params has shape {rows}, inconsistent with its epochs and layout")
-    return info
-
-
-def read_epochs(path: str | os.PathLike, epochs: list[int]) -> torch.Tensor:
-    """The flattened parameters after the given epochs (float32), reading only those rows."""
-    order = sorted(set(epochs))
-    with open_h5(path) as h5:
-        rows = h5["params"][order]  # h5py reads only the chunks of these rows
-    by_epoch = dict(zip(order, torch.from_numpy(rows.astype(np.float32)), strict=True))
-    return torch.stack([by_epoch[e] for e in epochs])

@@ -28,8 +28,8 @@ import h5py
 import numpy as np
 import torch
 
-from elf_pipeline.data import DatasetInfo, read_info
-from elf_pipeline.distill.common import SyntheticSet
+from elf_pipeline.artifacts.data import DatasetInfo, read_info
+from elf_pipeline.artifacts.synset import SyntheticSet
 from elf_pipeline.io import ArtifactError, open_h5, sha256_file
 
 log = logging.getLogger(__name__)

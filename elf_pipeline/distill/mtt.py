@@ -24,10 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from elf_pipeline.artifacts.experts import ExpertInfo, parameter_layout, read_epochs, read_expert_info
+from elf_pipeline.artifacts.synset import SyntheticSet
 from elf_pipeline.augment import DSAConfig
 from elf_pipeline.augment import dsa as augment
-from elf_pipeline.distill.common import SyntheticSet, class_indices, initial_synset
-from elf_pipeline.distill.experts import ExpertInfo, parameter_layout, read_epochs, read_expert_info
+from elf_pipeline.distill.common import class_indices, initial_synset
 from elf_pipeline.errors import InputError
 from elf_pipeline.models import build
 from elf_pipeline.training import progress

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from elf_pipeline.distill.common import SyntheticSet, class_indices, sample_real
+from elf_pipeline.artifacts.synset import SyntheticSet
+from elf_pipeline.distill.common import class_indices, sample_real
 
 
 def distill_random(images: torch.Tensor, labels: torch.Tensor, num_classes: int, ipc: int, seed: int,

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from elf_pipeline.io import ArtifactError, atomic_path
 from elf_pipeline.models import build
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 REQUIRED = ("state_dict", "arch", "channels", "num_classes", "image_size")
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, arch: str, channels: int, num_classes: int,
                     image_size: int, **meta: object) -> None:
+    import torch
+
     payload = {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "arch": arch,
                "channels": channels, "num_classes": num_classes, "image_size": image_size, **meta}
     with atomic_path(path) as tmp:
@@ -23,6 +27,8 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, arch: str, channe
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: checkpoint not found")
