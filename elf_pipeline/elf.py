@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from elf_pipeline.errors import InputError
-from elf_pipeline.losses import LOSS_MODES, feature_loss
+from elf_pipeline.losses import LOSS_MODES, feature_loss, kd_divergence
 from elf_pipeline.models import build
 from elf_pipeline.models.adapter import make_adapter
 from elf_pipeline.training import Timer, TrainConfig, build_seeded, evaluate, seeded_generator, train
@@ -74,6 +74,13 @@ class OnlineTeacher:
                 x = self.input_transform(x)
             return self.model.front(x)
 
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The teacher's class logits of the batch (for logit distillation)."""
+        with torch.no_grad():
+            if self.input_transform is not None:
+                x = self.input_transform(x)
+            return self.model(x)
+
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -88,6 +95,8 @@ class Evaluation:
     student_layer: str | None = None
     teacher_targets: str = "cached"
     adapter: str = "pair"  # chosen on validation accuracy (docs/results.md): coupled lost 1.4-43 points
+    lambda_kd: float = 0.0  # > 0 adds logit distillation from the teacher, run on the student's augmented batch
+    kd_temperature: float = 4.0
 
     def __post_init__(self) -> None:
         if self.adapter not in ADAPTER_FORMS:
@@ -96,6 +105,9 @@ class Evaluation:
             raise InputError(f"unknown loss_mode {self.loss_mode!r} (allowed: {', '.join(LOSS_MODES)})")
         if self.teacher_targets not in TEACHER_TARGETS:
             raise InputError(f"unknown teacher_targets {self.teacher_targets!r} (allowed: {', '.join(TEACHER_TARGETS)})")
+        if self.lambda_kd < 0 or self.kd_temperature <= 0:
+            raise InputError(f"lambda_kd {self.lambda_kd} / kd_temperature {self.kd_temperature}: need lambda_kd >= 0 "
+                             "and kd_temperature > 0")
 
     @property
     def terms(self) -> tuple[bool, bool, bool]:
@@ -103,19 +115,32 @@ class Evaluation:
 
     @property
     def uses_teacher(self) -> bool:
+        """Whether an ELF term (front or rear) reads teacher features."""
         front, rear, _ = self.terms
         return front or rear
+
+    @property
+    def uses_kd(self) -> bool:
+        return self.lambda_kd > 0
+
+    @property
+    def needs_checkpoint(self) -> bool:
+        """Whether the teacher network itself runs during training (online targets or KD logits)."""
+        return self.uses_kd or (self.uses_teacher and self.teacher_targets == "online")
 
 
 class ElfLoss(nn.Module):
     """Holds the adapters (so the optimiser sees them) and computes the ELF objective."""
 
     def __init__(self, evaluation: Evaluation, features: torch.Tensor | None, student_shape: tuple[int, ...],
-                 online: OnlineTeacher | None = None, student_nonnegative: bool = False):
+                 online: OnlineTeacher | None = None, student_nonnegative: bool = False, kd: OnlineTeacher | None = None):
         super().__init__()
         self.evaluation = evaluation
         self.features = features
         self.online = online
+        if evaluation.uses_kd and kd is None:
+            raise InputError("lambda_kd > 0 needs the teacher network (a teacher checkpoint) for its logits")
+        self.kd = kd if evaluation.uses_kd else None
         self.coupled = evaluation.adapter == "coupled"
         self.to_teacher = self.from_teacher = None
         if features is not None or online is not None:
@@ -134,7 +159,10 @@ class ElfLoss(nn.Module):
     def forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         use_front, use_rear, use_task = self.evaluation.terms
         student_features = model.front(x)  # one front pass serves both the task and the front term
-        loss = F.cross_entropy(model.rear(student_features), y) if use_task else torch.zeros((), device=x.device)
+        logits = model.rear(student_features) if use_task or self.kd is not None else None
+        loss = F.cross_entropy(logits, y) if use_task else torch.zeros((), device=x.device)
+        if self.kd is not None:
+            loss = loss + self.evaluation.lambda_kd * kd_divergence(logits, self.kd.logits(x), self.evaluation.kd_temperature)
         if use_front or use_rear:
             teacher = self.online(x) if self.online is not None else self.features[index.to(self.features.device)]
             rear_input = self.from_teacher(teacher) if self.from_teacher is not None else teacher
@@ -151,14 +179,15 @@ class ElfLoss(nn.Module):
 
 
 def build_objective(spec: Evaluation, model: nn.Module, images: torch.Tensor, seed: int,
-                    target: torch.Tensor | None = None, online: OnlineTeacher | None = None) -> tuple[ElfLoss, tuple[int, ...]]:
+                    target: torch.Tensor | None = None, online: OnlineTeacher | None = None,
+                    kd: OnlineTeacher | None = None) -> tuple[ElfLoss, tuple[int, ...]]:
     """The ELF objective of one student (adapters initialised with ``seed``) and its split shape,
     read from a few synthetic images (whether the split features are non-negative, too)."""
     with torch.no_grad():
         sample = model.eval().front(images[:8])
     model.train()
     shape, nonnegative = tuple(sample.shape[1:]), bool((sample >= 0).all())
-    objective = build_seeded(lambda: ElfLoss(spec, target, shape, online, nonnegative), seed).to(images.device)
+    objective = build_seeded(lambda: ElfLoss(spec, target, shape, online, nonnegative, kd), seed).to(images.device)
     return objective, shape
 
 
@@ -205,7 +234,8 @@ def fit_students(arch: str, spec: Evaluation, config: TrainConfig, images: torch
                  test_images: torch.Tensor, test_labels: torch.Tensor, seeds: list[int], num_classes: int,
                  target: torch.Tensor | None = None, online: OnlineTeacher | None = None, vectorize: str | bool = "auto",
                  channels_last: bool = True, amp: bool = False, compile: bool = False, desc: str = "",
-                 cuda_graphs: str | bool = "auto", val: tuple[torch.Tensor, torch.Tensor] | None = None) -> StudentFit:
+                 cuda_graphs: str | bool = "auto", val: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 kd: OnlineTeacher | None = None) -> StudentFit:
     """Train ``arch`` once per seed on in-memory tensors (all on one device) and test each student.
 
     Seed ``s`` is initialised with ``build_seeded(..., s)`` (adapters with ``s + 1``) and draws its
@@ -224,7 +254,7 @@ def fit_students(arch: str, spec: Evaluation, config: TrainConfig, images: torch
 
     def build_seed(seed: int) -> tuple[nn.Module, ElfLoss, tuple[int, ...]]:
         model = build_seeded(lambda: build(arch, channels, num_classes, image_size, split=spec.student_layer), seed).to(device)
-        objective, student_shape = build_objective(spec, model, images, seed + 1, target, online)
+        objective, student_shape = build_objective(spec, model, images, seed + 1, target, online, kd)
         return model, objective, student_shape
 
     first = build_seed(seeds[0])

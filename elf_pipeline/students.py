@@ -76,34 +76,21 @@ def train_students(data: str | os.PathLike, synset: str | os.PathLike, features:
     if images.shape[1:] != (info.channels, info.image_size, info.image_size):
         raise InputError(f"{synset}: images {tuple(images.shape[1:])} do not match dataset "
                          f"({info.channels}, {info.image_size}, {info.image_size})")
-    teacher: TeacherFeatures | None = None
-    online: OnlineTeacher | None = None
-    if spec.uses_teacher and spec.teacher_targets == "online":
-        if teacher_model is None:
-            raise InputError(f"evaluation {identity.get('evaluation')!r} has teacher_targets: online but no teacher "
-                             "checkpoint was given (--teacher-model)")
-        network, meta = load_model(teacher_model, torch_device)
-        online = OnlineTeacher(network, spec.teacher_layer, images[:1].to(torch_device),
-                               input_transform=whitening.inverse if whitening is not None else None)
-        teacher = TeacherFeatures(online.layer, torch.empty(0, *online.feature_shape), meta["arch"],
-                                  float(meta.get("test_acc", float("nan"))), sha256_file(teacher_model))
-    elif spec.uses_teacher:
-        if features is None:
-            raise InputError(f"evaluation {identity.get('evaluation')!r} uses a teacher but no features file was given")
-        teacher = load_features(features, spec.teacher_layer, synset, len(labels))
+    teacher, online, kd, checkpoint_sha = _teachers(spec, features, teacher_model, synset, images, len(labels),
+                                                    whitening, torch_device, identity.get("evaluation"))
     images, labels = images.to(torch_device), labels.to(torch_device)
     test_images, test_labels = test_images.to(torch_device), test_labels.to(torch_device)
     val = student_val_split(data, whitening)
     val = tuple(t.to(torch_device) for t in val) if val is not None else None
-    target = teacher.values.to(torch_device) if teacher and online is None else None
+    target = teacher.values.to(torch_device) if spec.uses_teacher and online is None else None
     protocol = {**{f"train_{k}": v for k, v in config.to_dict().items() if k != "dsa"},
                 "dsa_strategy": config.dsa.strategy if config.dsa else "none",
                 **{k: v for k, v in vars(spec).items() if k not in ("teacher", "student_layer", "adapter")},
                 "adapter_form": spec.adapter}
-    protocol["teacher_layer"] = teacher.layer if teacher else None
+    protocol["teacher_layer"] = teacher.layer if teacher and spec.uses_teacher else None
     fit = fit_students(arch, spec, config, images, labels, test_images, test_labels, seeds, info.num_classes,
                        target=target, online=online, vectorize=vectorize, desc=str(identity.get("evaluation")),
-                       cuda_graphs=train_config.get("cuda_graphs", "auto"), val=val)
+                       cuda_graphs=train_config.get("cuda_graphs", "auto"), val=val, kd=kd)
     distillation = synset_protocol(synset)
     rows = []
     for result in fit.seeds:
@@ -118,13 +105,14 @@ def train_students(data: str | os.PathLike, synset: str | os.PathLike, features:
                      "device_peak_memory_mb": fit.device_peak_memory_mb,
                      "num_synthetic": len(labels), "student_layer": result.student_layer,
                      "student_feature_shape": "x".join(map(str, result.student_shape)),
-                     "teacher_feature_shape": "x".join(map(str, teacher.values.shape[1:])) if teacher else None,
+                     "teacher_feature_shape": "x".join(map(str, teacher.values.shape[1:])) if teacher and spec.uses_teacher
+                     else None,
                      "adapter": result.adapted, "teacher_arch": teacher.teacher_arch if teacher else None,
                      "teacher_test_acc": teacher.teacher_test_acc if teacher else None, **protocol,
                      "device": torch_device.type, "torch_version": torch.__version__, "package_version": __version__,
                      "python_version": platform.python_version(), "synset_sha256": sha256_file(synset),
-                     "features_sha256": teacher.sha256 if teacher and online is None else None,
-                     "teacher_sha256": teacher.sha256 if online is not None else None,
+                     "features_sha256": teacher.sha256 if spec.uses_teacher and online is None else None,
+                     "teacher_sha256": checkpoint_sha,
                      "config_hash": config_hash({"evaluation": evaluation, "train": protocol_train_config(train_config)}),
                      "normalization": "mean_std", "zca": bool(distillation["distill_zca_eps"]),
                      **distillation})
@@ -132,3 +120,29 @@ def train_students(data: str | os.PathLike, synset: str | os.PathLike, features:
     with atomic_path(out) as tmp:
         frame.to_parquet(tmp, index=False)
     return frame
+
+
+def _teachers(spec: Evaluation, features, teacher_model, synset, images: torch.Tensor, count: int,
+              whitening: ZCA | None, device: torch.device, name: object
+              ) -> tuple[TeacherFeatures | None, OnlineTeacher | None, OnlineTeacher | None, str | None]:
+    """What the evaluation reads of its teacher: (the teacher record, the online feature teacher, the
+    KD logit teacher, the checkpoint's sha256).  Cached ELF features come from ``features``; the
+    checkpoint runs during training for ``teacher_targets: online`` and for ``lambda_kd > 0``."""
+    teacher = online = kd = checkpoint_sha = None
+    if spec.needs_checkpoint:
+        if teacher_model is None:
+            raise InputError(f"evaluation {name!r} runs the teacher during training (teacher_targets: online or "
+                             "lambda_kd > 0) but no teacher checkpoint was given (--teacher-model)")
+        network, meta = load_model(teacher_model, device)
+        transform = whitening.inverse if whitening is not None else None
+        running = OnlineTeacher(network, spec.teacher_layer, images[:1].to(device), input_transform=transform)
+        checkpoint_sha = sha256_file(teacher_model)
+        kd = running if spec.uses_kd else None
+        online = running if spec.uses_teacher and spec.teacher_targets == "online" else None
+        teacher = TeacherFeatures(running.layer if online is not None else None, torch.empty(0, *running.feature_shape),
+                                  meta["arch"], float(meta.get("test_acc", float("nan"))), checkpoint_sha)
+    if spec.uses_teacher and online is None:
+        if features is None:
+            raise InputError(f"evaluation {name!r} uses a teacher but no features file was given")
+        teacher = load_features(features, spec.teacher_layer, synset, count)
+    return teacher, online, kd, checkpoint_sha
