@@ -15,8 +15,8 @@ undefined where the denominator is at most ``GAP_EPS`` (no cross-architecture ga
 
 Modules: ``schema`` (conformance of the result rows), ``numbers`` (means, gap closed), ``document``
 (Markdown/HTML model), ``tables`` (the tables), ``benchmarks`` (time and memory per stage),
-``summary`` (the stage itself), and for the empirical study ``study_tables`` (per-cell statistics,
-Markdown pages) and ``plotting`` (matplotlib figures).
+``summary`` (the stage itself), ``figures`` (the report's PNG figures), ``plotting`` (matplotlib,
+shared with the study) and ``study_tables`` (the empirical study's per-cell statistics and pages).
 """
 
 from __future__ import annotations
