@@ -20,8 +20,10 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from elf_pipeline.artifacts.tables import read_results, write_table, write_text
 from elf_pipeline.errors import InputError
-from elf_pipeline.study import _cell, _context, _markdown, _pyplot, _save, _stats, _write_table, _write_text, read_results
+from elf_pipeline.report.plotting import pyplot, save_figure
+from elf_pipeline.report.study_tables import STUDY_COLUMNS, cell, cell_stats, context, markdown_page
 
 TITLE = "Study: ELF ablation"
 PROTOCOL_COLUMNS = ("loss_mode", "feature_loss", "adapter_form")
@@ -31,10 +33,10 @@ _POINT_COLUMNS = ("val_", "test_", "std_", "delta_", "adapter_", "mean_delta_", 
 def _protocol(rows: pd.DataFrame, archs: list[str], evaluation: str) -> dict[str, str]:
     """loss_mode, feature_loss and adapter_form of an evaluation as its result rows record them
     ("-" where a column is missing or, for the teacher terms, where loss_mode task has no teacher)."""
-    cell = rows[(rows["evaluation"] == evaluation) & rows["arch"].isin(archs)]
+    found = rows[(rows["evaluation"] == evaluation) & rows["arch"].isin(archs)]
     out = {}
     for column in PROTOCOL_COLUMNS:
-        values = sorted(cell[column].dropna().astype(str).unique()) if column in cell else []
+        values = sorted(found[column].dropna().astype(str).unique()) if column in found else []
         out[column] = ", ".join(values) or "-"
     if out["loss_mode"] == "task":
         out.update(feature_loss="-", adapter_form="-")
@@ -43,10 +45,10 @@ def _protocol(rows: pd.DataFrame, archs: list[str], evaluation: str) -> dict[str
 
 def _val(rows: pd.DataFrame, arch: str, evaluation: str) -> float:
     """Mean validation accuracy over seeds; NaN without a ``val_acc`` column or with no value in it."""
-    cell = _cell(rows, arch, evaluation)
-    if "val_acc" not in cell:
+    found = cell(rows, arch, evaluation)
+    if "val_acc" not in found:
         return float("nan")
-    val = pd.to_numeric(cell["val_acc"], errors="coerce")
+    val = pd.to_numeric(found["val_acc"], errors="coerce")
     return float(val.mean()) if val.notna().any() else float("nan")
 
 
@@ -58,7 +60,7 @@ def ablation_table(rows: pd.DataFrame, archs: list[str], evaluations: list[str])
     if not archs or not evaluations:
         raise InputError("ablation: needs at least one architecture and one evaluation")
     reference = evaluations[0]
-    stats = {(a, e): {**_stats(rows, a, e), "val": _val(rows, a, e)} for a in archs for e in evaluations}
+    stats = {(a, e): {**cell_stats(rows, a, e), "val": _val(rows, a, e)} for a in archs for e in evaluations}
     records = []
     for evaluation in evaluations:
         record: dict[str, object] = {"evaluation": evaluation, **_protocol(rows, archs, evaluation)}
@@ -86,7 +88,7 @@ def _has_val(table: pd.DataFrame, archs: list[str]) -> bool:
 def plot_ablation(table: pd.DataFrame, archs: list[str], out: str | os.PathLike) -> None:
     """Grouped bars: per evaluation (the reference aside), the validation accuracy change against the
     reference row on each architecture (the test change, titled so, where no row has validation accuracy)."""
-    plt = _pyplot()
+    plt = pyplot()
     reference = table["evaluation"].iloc[0]
     shown = table.iloc[1:] if len(table) > 1 else table
     on_val = _has_val(table, archs)
@@ -104,12 +106,12 @@ def plot_ablation(table: pd.DataFrame, archs: list[str], out: str | os.PathLike)
     axis.set_title(f"ELF ablation: validation accuracy change vs. {reference}" if on_val else
                    f"ELF ablation: TEST accuracy change vs. {reference} (no validation split; not for choosing)")
     axis.legend(fontsize=8)
-    _save(figure, out)
+    save_figure(figure, out)
 
 
 def _note(rows: pd.DataFrame, table: pd.DataFrame, archs: list[str]) -> str:
     reference = table["evaluation"].iloc[0]
-    note = (f"Synthetic set: {_context(rows)}. Each evaluation trains every architecture ({', '.join(archs)}); val/test = "
+    note = (f"Synthetic set: {context(rows)}. Each evaluation trains every architecture ({', '.join(archs)}); val/test = "
             "validation/test accuracy (percentage points, mean over seeds), std = test std over seeds; delta = accuracy "
             f"minus that of the reference row {reference} on the same architecture; mean_delta = mean over architectures; "
             "adapter = a learned adapter bridged feature shapes. ")
@@ -124,10 +126,10 @@ def _note(rows: pd.DataFrame, table: pd.DataFrame, archs: list[str]) -> str:
 
 def write_ablation(inputs: Iterable[str | os.PathLike], archs: list[str], evaluations: list[str],
                    out_table: str | os.PathLike, out_markdown: str | os.PathLike, out_plot: str | os.PathLike) -> pd.DataFrame:
-    rows = read_results(inputs)
+    rows = read_results(inputs, STUDY_COLUMNS)
     table = ablation_table(rows, archs, evaluations)
     note = _note(rows, table, archs)
-    _write_table(table, out_table, TITLE, note)
-    _write_text(_markdown(table, TITLE, [note], prefixes=_POINT_COLUMNS), out_markdown)
+    write_table(table, out_table, TITLE, note)
+    write_text(markdown_page(table, TITLE, [note], prefixes=_POINT_COLUMNS), out_markdown)
     plot_ablation(table, archs, out_plot)
     return table

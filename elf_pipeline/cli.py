@@ -104,19 +104,19 @@ def cmd_train_full(args: argparse.Namespace) -> None:
 
 
 def cmd_plot_results(args: argparse.Namespace) -> None:
-    from elf_pipeline.figures import plot_results
+    from elf_pipeline.report.figures import plot_results
 
     plot_results(args.runs, args.reference, args.dataset, args.out_accuracy, args.out_gap, dict(args.distill_arch))
 
 
 def cmd_plot_synset(args: argparse.Namespace) -> None:
-    from elf_pipeline.figures import plot_synset
+    from elf_pipeline.report.figures import plot_synset
 
     plot_synset(args.synset, args.data, args.out, args.max_per_class)
 
 
 def cmd_plot_teacher(args: argparse.Namespace) -> None:
-    from elf_pipeline.figures import plot_teacher
+    from elf_pipeline.report.figures import plot_teacher
 
     plot_teacher(args.history, args.out, args.title)
 

@@ -24,16 +24,16 @@ how much the gap shrinks when the instance norm is inserted (positive: the inser
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterable
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from elf_pipeline.io import ArtifactError, atomic_path
+from elf_pipeline.artifacts.tables import read_results, write_table, write_text
 from elf_pipeline.models.registry import resolve
+from elf_pipeline.report.plotting import pyplot, save_figure
+from elf_pipeline.report.study_tables import STUDY_COLUMNS, cell_stats, context, markdown_page
 
 DESIGN_CHOICES = ("family", "width", "depth", "norm", "activation", "pooling")
 # module of the registry -> (family, conv layers, widest conv, pooling); norm and activation below
@@ -44,7 +44,6 @@ _FAMILIES = {
     "lenet": ("lenet", 2, 16, "max"),
     "mlp": ("mlp", 0, None, "none"),
 }
-RESULT_COLUMNS = ("arch", "evaluation", "seed", "test_acc")
 
 
 def design(arch: str) -> dict[str, object]:
@@ -70,37 +69,6 @@ def design_distance(arch: str, reference: str) -> tuple[int, list[str]]:
     return len(differs), differs
 
 
-def read_results(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
-    """Student result rows of the study's jobs (one Parquet file per arch x evaluation)."""
-    frames = []
-    for path in paths:
-        try:
-            frame = pd.read_parquet(path)
-        except Exception as err:
-            raise ArtifactError(f"{path}: unreadable student result file ({type(err).__name__}: {err})") from None
-        missing = [c for c in RESULT_COLUMNS if c not in frame.columns]
-        if missing:
-            raise ArtifactError(f"{path}: student result file lacks column(s) {', '.join(missing)}")
-        frames.append(frame)
-    if not frames:
-        raise ArtifactError("no student result files for the study")
-    return pd.concat(frames, ignore_index=True)
-
-
-def _cell(rows: pd.DataFrame, arch: str, evaluation: str) -> pd.DataFrame:
-    cell = rows[(rows["arch"] == arch) & (rows["evaluation"] == evaluation)]
-    if cell.empty:
-        raise ArtifactError(f"study: no result rows for architecture {arch!r} under evaluation {evaluation!r}")
-    return cell
-
-
-def _stats(rows: pd.DataFrame, arch: str, evaluation: str) -> dict[str, object]:
-    cell = _cell(rows, arch, evaluation)
-    acc = cell["test_acc"].astype(float)
-    adapter = bool(cell["adapter"].fillna(False).astype(bool).any()) if "adapter" in cell else False
-    return {"acc": acc.mean(), "std": acc.std(ddof=1) if len(acc) > 1 else 0.0, "seeds": len(acc), "adapter": adapter}
-
-
 def rank_correlation(x: pd.Series, y: pd.Series) -> float:
     """Spearman's rank correlation (NaN with fewer than three points or a constant side)."""
     keep = x.notna() & y.notna()
@@ -117,7 +85,7 @@ def similarity_table(rows: pd.DataFrame, reference: str, archs: list[str], evalu
         distance, differs = design_distance(arch, reference)
         record: dict[str, object] = {"arch": arch, "design_distance": distance, "differs": ", ".join(differs) or "-"}
         for evaluation in evaluations:
-            mine, ref = _stats(rows, arch, evaluation), _stats(rows, reference, evaluation)
+            mine, ref = cell_stats(rows, arch, evaluation), cell_stats(rows, reference, evaluation)
             record.update({f"acc_{evaluation}": mine["acc"], f"std_{evaluation}": mine["std"],
                            f"gap_{evaluation}": ref["acc"] - mine["acc"], f"adapter_{evaluation}": mine["adapter"],
                            f"seeds_{evaluation}": mine["seeds"]})
@@ -131,8 +99,8 @@ def norm_table(rows: pd.DataFrame, reference: str, pairs: dict[str, str], evalua
     for own, instance in pairs.items():
         record: dict[str, object] = {"arch": own, "norm": design(own)["norm"], "arch_instance_norm": instance}
         for evaluation in evaluations:
-            ref = _stats(rows, reference, evaluation)["acc"]
-            acc_own, acc_in = _stats(rows, own, evaluation)["acc"], _stats(rows, instance, evaluation)["acc"]
+            ref = cell_stats(rows, reference, evaluation)["acc"]
+            acc_own, acc_in = cell_stats(rows, own, evaluation)["acc"], cell_stats(rows, instance, evaluation)["acc"]
             record.update({f"acc_own_{evaluation}": acc_own, f"acc_in_{evaluation}": acc_in,
                            f"gap_own_{evaluation}": ref - acc_own, f"gap_in_{evaluation}": ref - acc_in,
                            f"gap_change_{evaluation}": (ref - acc_own) - (ref - acc_in)})
@@ -143,57 +111,8 @@ def norm_table(rows: pd.DataFrame, reference: str, pairs: dict[str, str], evalua
 # --------------------------------------------------------------------------- output
 
 
-def _percent(value: object) -> str:
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else "no"
-    if isinstance(value, (float, np.floating)):
-        return "–" if math.isnan(value) else f"{value * 100:.1f}"
-    return str(value)
-
-
-def _markdown(frame: pd.DataFrame, title: str, lines: list[str],
-              prefixes: tuple[str, ...] = ("acc_", "std_", "gap_", "adapter_")) -> str:
-    """A Markdown page: title, lines, the table with the columns starting with ``prefixes`` in points."""
-    shown = frame.copy()
-    for column in shown.columns:
-        if column.startswith(prefixes):
-            shown[column] = shown[column].map(_percent)
-    return "\n".join([f"# {title}", "", *lines, "", shown.to_markdown(index=False), ""])
-
-
-def _write_table(frame: pd.DataFrame, path: str | os.PathLike, title: str, note: str) -> None:
-    """Parquet with ``elf_title``/``elf_note`` metadata, the form report.extra_tables reads."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    metadata = {**(table.schema.metadata or {}), b"elf_title": title.encode(), b"elf_note": note.encode()}
-    with atomic_path(path) as tmp:
-        pq.write_table(table.replace_schema_metadata(metadata), tmp)
-
-
-def _write_text(text: str, path: str | os.PathLike) -> None:
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(text)
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(figure, path: str | os.PathLike) -> None:
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    _pyplot().close(figure)
-
-
 def plot_similarity(table: pd.DataFrame, evaluations: list[str], reference: str, out: str | os.PathLike) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(7, 4.5))
     for offset, evaluation in zip(np.linspace(-0.12, 0.12, len(evaluations)), evaluations, strict=True):
         x, y = table["design_distance"] + offset, table[f"gap_{evaluation}"] * 100
@@ -205,11 +124,11 @@ def plot_similarity(table: pd.DataFrame, evaluations: list[str], reference: str,
     axis.set_ylabel(f"accuracy gap to {reference} (points)")
     axis.set_title("Cross-architecture gap vs. similarity to the distillation model")
     axis.legend()
-    _save(figure, out)
+    save_figure(figure, out)
 
 
 def plot_norm(table: pd.DataFrame, evaluations: list[str], reference: str, out: str | os.PathLike) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(max(5, 1.8 * len(table) * len(evaluations)), 4.5))
     width = 0.8 / (2 * len(evaluations))
     positions = np.arange(len(table))
@@ -222,41 +141,33 @@ def plot_norm(table: pd.DataFrame, evaluations: list[str], reference: str, out: 
     axis.set_ylabel(f"accuracy gap to {reference} (points)")
     axis.set_title("Inserting the distillation model's normalisation (instance norm)")
     axis.legend(fontsize=8)
-    _save(figure, out)
-
-
-def _context(rows: pd.DataFrame) -> str:
-    parts = []
-    for column in ("dataset", "method", "ipc"):
-        if column in rows and rows[column].nunique() == 1:
-            parts.append(f"{column} {rows[column].iloc[0]}")
-    return ", ".join(parts)
+    save_figure(figure, out)
 
 
 def write_similarity(inputs: Iterable[str | os.PathLike], reference: str, archs: list[str], evaluations: list[str],
                      out_table: str | os.PathLike, out_markdown: str | os.PathLike, out_plot: str | os.PathLike) -> pd.DataFrame:
-    rows = read_results(inputs)
+    rows = read_results(inputs, STUDY_COLUMNS)
     table = similarity_table(rows, reference, archs, evaluations)
     others = table[table["arch"] != reference]
     correlations = {e: rank_correlation(others["design_distance"], others[f"gap_{e}"]) for e in evaluations}
-    note = (f"Synthetic set: {_context(rows)}. Design distance = number of design choices ({', '.join(DESIGN_CHOICES)}) "
+    note = (f"Synthetic set: {context(rows)}. Design distance = number of design choices ({', '.join(DESIGN_CHOICES)}) "
             f"that differ from {reference}; gap = accuracy of {reference} minus that of the architecture under the same "
             "evaluation (percentage points, mean over seeds); adapter = a learned adapter bridged feature shapes. "
             + "; ".join(f"Spearman(distance, gap_{e}) = {c:.2f}" for e, c in correlations.items()))
-    _write_table(table, out_table, "Study: architecture similarity", note)
-    _write_text(_markdown(table, "Study: architecture similarity", [note]), out_markdown)
+    write_table(table, out_table, "Study: architecture similarity", note)
+    write_text(markdown_page(table, "Study: architecture similarity", [note]), out_markdown)
     plot_similarity(table, evaluations, reference, out_plot)
     return table
 
 
 def write_norm(inputs: Iterable[str | os.PathLike], reference: str, pairs: dict[str, str], evaluations: list[str],
                out_table: str | os.PathLike, out_markdown: str | os.PathLike, out_plot: str | os.PathLike) -> pd.DataFrame:
-    rows = read_results(inputs)
+    rows = read_results(inputs, STUDY_COLUMNS)
     table = norm_table(rows, reference, pairs, evaluations)
-    note = (f"Synthetic set: {_context(rows)}. Each architecture with its own normalisation and with the distillation "
+    note = (f"Synthetic set: {context(rows)}. Each architecture with its own normalisation and with the distillation "
             f"model's instance norm inserted; gap = accuracy of {reference} minus the architecture's (percentage points); "
             "gap_change = gap_own - gap_in (positive: instance norm closes part of the gap).")
-    _write_table(table, out_table, "Study: normalisation", note)
-    _write_text(_markdown(table, "Study: normalisation", [note]), out_markdown)
+    write_table(table, out_table, "Study: normalisation", note)
+    write_text(markdown_page(table, "Study: normalisation", [note]), out_markdown)
     plot_norm(table, evaluations, reference, out_plot)
     return table

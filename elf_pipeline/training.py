@@ -7,7 +7,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TypeVar
 
@@ -34,8 +34,6 @@ def decay_lr(optimizer: torch.optim.Optimizer, config: TrainConfig) -> None:
         for state in optimizer.state.values():
             if state.get("momentum_buffer") is not None:
                 state["momentum_buffer"].zero_()
-
-
 
 
 @dataclass
@@ -118,11 +116,50 @@ def progress(iterable: Iterable, total: int, desc: str):
 
 BatchStream = Callable[[torch.Generator], Iterable[tuple[torch.Tensor, torch.Tensor]]]
 
+# The protocol shared by the loop (``train``) and the vectorised trainer (``vectorized``): the
+# optimiser, the epochs with their lr decay, the shuffle and batches of an epoch, the divergence check.
+
+
+def sgd(parameters: Iterable[torch.Tensor], config: TrainConfig) -> torch.optim.SGD:
+    return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def train_epochs(optimizer: torch.optim.Optimizer, config: TrainConfig, desc: str, start: int = 0,
+                 on_decay: Callable[[], None] | None = None) -> Iterator[int]:
+    """The (0-based) epochs from ``start`` on, with progress; the lr is decayed (then ``on_decay``
+    called) at the start of ``config.decay_epoch``."""
+    epochs = config.total_epochs
+    for epoch in progress(range(start, epochs), epochs - start, desc):
+        if epoch == config.decay_epoch:
+            decay_lr(optimizer, config)
+            if on_decay is not None:
+                on_decay()
+        yield epoch
+
+
+def epoch_order(count: int, generator: torch.Generator) -> torch.Tensor:
+    """The shuffled order of one epoch, drawn from the seed's generator."""
+    return torch.randperm(count, generator=generator)
+
+
+def batch_slices(count: int, batch_size: int) -> Iterator[slice]:
+    """Positions in the epoch order of each batch (the last one may be smaller)."""
+    for start in range(0, count, batch_size):
+        yield slice(start, start + batch_size)
+
+
+def check_finite(loss: float, epoch: int, desc: str, config: TrainConfig, seed_index: int | None = None) -> float:
+    """``loss`` of (1-based) ``epoch``; NaN or Inf: TrainingDiverged naming the epoch (and seed)."""
+    if not math.isfinite(loss):
+        seed = f"seed index {seed_index}, " if seed_index is not None else ""
+        raise TrainingDiverged(f"loss became {loss} in epoch {epoch} of {desc} ({seed}lr {config.lr})")
+    return loss
+
 
 def _memory_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, generator: torch.Generator):
-    order = torch.randperm(len(labels), generator=generator)
-    for start in range(0, len(labels), batch_size):
-        index = order[start:start + batch_size]
+    order = epoch_order(len(labels), generator)
+    for part in batch_slices(len(labels), batch_size):
+        index = order[part]
         yield images[index.to(images.device)], labels[index.to(labels.device)], index
 
 
@@ -148,8 +185,8 @@ def train(model: nn.Module, images: torch.Tensor | None, labels: torch.Tensor | 
     """
     device = next(model.parameters()).device
     parameters = [p for p in model.parameters() if p.requires_grad] + list(extra_parameters)
-    optimizer = torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    decay_epoch, epochs = config.decay_epoch, config.total_epochs
+    optimizer = sgd(parameters, config)
+    epochs = config.total_epochs
     history: list[float] = []
     start_epoch = 0
     state = resume.load() if resume is not None else None
@@ -161,9 +198,7 @@ def train(model: nn.Module, images: torch.Tensor | None, labels: torch.Tensor | 
         if extra_state is not None:
             extra_state.update(state["extra"])
     model.train()
-    for epoch in progress(range(start_epoch, epochs), epochs - start_epoch, desc):
-        if decay_epoch is not None and epoch == decay_epoch:
-            decay_lr(optimizer, config)
+    for epoch in train_epochs(optimizer, config, desc, start_epoch):
         if stream is None:
             batches = _memory_batches(images, labels, config.batch_size, generator)
         else:
@@ -180,9 +215,7 @@ def train(model: nn.Module, images: torch.Tensor | None, labels: torch.Tensor | 
             optimizer.step()
             total += loss.detach() * len(y)
             seen += len(y)
-        epoch_loss = float(total) / max(seen, 1)  # one host sync per epoch
-        if not math.isfinite(epoch_loss):
-            raise TrainingDiverged(f"loss became {epoch_loss} in epoch {epoch + 1} of {desc} (lr {config.lr})")
+        epoch_loss = check_finite(float(total) / max(seen, 1), epoch + 1, desc, config)  # one host sync per epoch
         history.append(epoch_loss)
         if on_epoch is not None:
             on_epoch(epoch + 1, epoch_loss)

@@ -20,7 +20,6 @@ random layers (dropout) are not vectorised; ``choose_trainer`` sends them to the
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -30,7 +29,15 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from elf_pipeline.augment import dsa
 from elf_pipeline.errors import InputError
-from elf_pipeline.training import TrainConfig, TrainingDiverged, decay_lr, inference_chunk, progress
+from elf_pipeline.training import (
+    TrainConfig,
+    batch_slices,
+    check_finite,
+    epoch_order,
+    inference_chunk,
+    sgd,
+    train_epochs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +211,91 @@ def graphs_setting(value: object, device: torch.device, compile: bool, n: int, b
     return True, f"cuda_graphs is {text}"
 
 
+class _Step:
+    """One training step of every seed (forward, backward, SGD update): replayed as a CUDA graph,
+    compiled or eager, falling back to eager (with a note in ``run``) where graphs or compiling fail."""
+
+    def __init__(self, template: nn.Module, params: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
+                 amp: bool, compile: bool, use_graphs: bool, run: VectorizedRun):
+        def seed_loss(seed_params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                      index: torch.Tensor) -> torch.Tensor:
+            return functional_call(template, seed_params, (x, y, index))
+
+        self.eager = self.step = vmap(seed_loss)
+        if compile:
+            self.step, run.compiled = torch.compile(self.eager), True
+        self.params, self.optimizer, self.amp, self.use_graphs, self.run = params, optimizer, amp, use_graphs, run
+        self.graphed: GraphedStep | None = None
+
+    def lr_changed(self) -> None:
+        if self.graphed is not None:
+            self.graphed.capture()  # SGD bakes the lr into the graph
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """The seeds' losses of this batch ([seeds], float, detached) after the update."""
+        if self.use_graphs and self.graphed is None:
+            self.graphed = _capture(self.step, self.params, self.optimizer, x, y, index, self.amp, self.run)
+            self.use_graphs = self.graphed is not None
+        if self.graphed is not None:
+            return self.graphed(x, y, index)
+        self.optimizer.zero_grad(set_to_none=True)
+        try:
+            losses = _forward_backward(self.step, self.params, x, y, index, x.device, self.amp)
+        except Exception as err:  # noqa: BLE001 - any compiler failure: run eagerly instead
+            if self.step is self.eager:
+                raise
+            note = f"torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); ran eagerly"
+            log.warning(note)
+            self.run.notes.append(note)
+            self.step, self.run.compiled = self.eager, False
+            self.optimizer.zero_grad(set_to_none=True)
+            losses = _forward_backward(self.step, self.params, x, y, index, x.device, self.amp)
+        self.optimizer.step()
+        return losses.detach().float()
+
+
+class _EpochLosses:
+    """Per-seed epoch losses, kept on the device and checked and recorded on the host in one sync
+    every ``SYNC_EPOCHS`` epochs: a sync per epoch would stall the GPU after every epoch (one step
+    each for a small synthetic set), and checking every SYNC_EPOCHS still stops a diverged run early
+    and names its epoch."""
+
+    def __init__(self, histories: list[list[float]], desc: str, config: TrainConfig):
+        self.histories, self.desc, self.config = histories, desc, config
+        self.pending: list[torch.Tensor] = []
+
+    def add(self, losses: torch.Tensor) -> None:
+        self.pending.append(losses)
+        if len(self.pending) >= SYNC_EPOCHS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        first = len(self.histories[0])
+        values = torch.stack(self.pending).tolist()
+        self.pending.clear()
+        for offset, epoch_losses in enumerate(values):
+            for s, value in enumerate(epoch_losses):
+                self.histories[s].append(check_finite(value, first + offset + 1, self.desc, self.config, s))
+
+
+def _seed_batches(images: torch.Tensor, labels: torch.Tensor, config: TrainConfig,
+                  generators: Sequence[torch.Generator]):
+    """One epoch of every seed's batches, ``(x [seeds, batch, ...], y, index)``: each seed shuffles
+    with its own generator at the start of the epoch and draws its own augmentation for every batch."""
+    orders = torch.stack([epoch_order(len(labels), generator) for generator in generators])
+    if images.device.type == "cuda":  # one asynchronous copy per epoch instead of a blocking one per batch
+        orders = orders.pin_memory()
+    orders = orders.to(images.device, non_blocking=True)
+    for part in batch_slices(len(labels), config.batch_size):
+        index = orders[:, part]
+        x = images[index]  # [seeds, batch, C, H, W]
+        if config.dsa is not None:
+            x = torch.stack([dsa(x[s], config.dsa, generator) for s, generator in enumerate(generators)])
+        yield x, labels[index], index
+
+
 def train_vectorized(models: Sequence[nn.Module], objectives: Sequence[nn.Module], images: torch.Tensor,
                      labels: torch.Tensor, config: TrainConfig, generators: Sequence[torch.Generator],
                      desc: str = "train", amp: bool = False, compile: bool = False,
@@ -229,83 +321,19 @@ def train_vectorized(models: Sequence[nn.Module], objectives: Sequence[nn.Module
         job.train()
     device = images.device
     params, _ = stack_module_state(list(jobs))  # leaf tensors [seeds, ...] that require grad
-    template = jobs[0]
-    optimizer = torch.optim.SGD(list(params.values()), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
-
-    def seed_loss(seed_params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        return functional_call(template, seed_params, (x, y, index))
-
-    eager_step = vmap(seed_loss)
-    step = eager_step
+    optimizer = sgd(list(params.values()), config)
     run = VectorizedRun(histories=[[] for _ in models])
-    if compile:
-        step, run.compiled = torch.compile(eager_step), True
-
-    decay_epoch, epochs = config.decay_epoch, config.total_epochs
-    n, seeds = len(labels), len(models)
-    use_graphs, why = graphs_setting(cuda_graphs, device, compile, n, config.batch_size)
+    use_graphs, why = graphs_setting(cuda_graphs, device, compile, len(labels), config.batch_size)
     if device.type == "cuda":
         log.info("%s: CUDA graphs %s (%s)", desc, "on" if use_graphs else "off", why)
-    graphed: GraphedStep | None = None
-    pending: list[torch.Tensor] = []  # epoch losses still on the device
-
-    def collect() -> None:  # one host sync for all pending epochs
-        if not pending:
-            return
-        first = len(run.histories[0])
-        values = torch.stack(pending).tolist()
-        pending.clear()
-        for offset, epoch_losses in enumerate(values):
-            for s, value in enumerate(epoch_losses):
-                if not math.isfinite(value):
-                    raise TrainingDiverged(f"loss became {value} in epoch {first + offset + 1} of {desc} "
-                                           f"(seed index {s}, lr {config.lr})")
-                run.histories[s].append(value)
-
-    for epoch in progress(range(epochs), epochs, desc):
-        if decay_epoch is not None and epoch == decay_epoch:
-            decay_lr(optimizer, config)
-            if graphed is not None:
-                graphed.capture()  # the new lr
-        orders = torch.stack([torch.randperm(n, generator=generator) for generator in generators])
-        if device.type == "cuda":  # one asynchronous copy per epoch instead of a blocking one per batch
-            orders = orders.pin_memory()
-        orders = orders.to(device, non_blocking=True)
-        total = torch.zeros(seeds, device=device)
-        for start in range(0, n, config.batch_size):
-            index = orders[:, start:start + config.batch_size]
-            x = images[index]  # [seeds, batch, C, H, W]
-            if config.dsa is not None:  # each seed draws its own augmentation from its own generator
-                x = torch.stack([dsa(x[s], config.dsa, generators[s]) for s in range(seeds)])
-            y = labels[index]
-            if use_graphs and graphed is None:
-                graphed = _capture(step, params, optimizer, x, y, index, amp, run)
-                use_graphs = graphed is not None
-            if graphed is not None:
-                losses = graphed(x, y, index)
-                total += losses * index.shape[1]
-                continue
-            optimizer.zero_grad(set_to_none=True)
-            try:
-                losses = _forward_backward(step, params, x, y, index, device, amp)
-            except Exception as err:  # noqa: BLE001 - any compiler failure: run eagerly instead
-                if step is eager_step:
-                    raise
-                note = f"torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); ran eagerly"
-                log.warning(note)
-                run.notes.append(note)
-                step, run.compiled = eager_step, False
-                optimizer.zero_grad(set_to_none=True)
-                losses = _forward_backward(step, params, x, y, index, device, amp)
-            optimizer.step()
-            total += losses.detach().float() * index.shape[1]
-        pending.append(total / n)
-        # A sync per epoch would stall the GPU after every epoch (one step each for a small synthetic
-        # set); checking every SYNC_EPOCHS still stops a diverged run early and names its epoch.
-        if len(pending) >= SYNC_EPOCHS:
-            collect()
-    collect()
+    step = _Step(jobs[0], params, optimizer, amp, compile, use_graphs, run)
+    losses = _EpochLosses(run.histories, desc, config)
+    for _epoch in train_epochs(optimizer, config, desc, on_decay=step.lr_changed):
+        total = torch.zeros(len(models), device=device)
+        for x, y, index in _seed_batches(images, labels, config, generators):
+            total += step(x, y, index) * index.shape[1]
+        losses.add(total / len(labels))
+    losses.flush()
     with torch.no_grad():
         for s, job in enumerate(jobs):
             for name, parameter in job.named_parameters():

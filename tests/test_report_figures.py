@@ -303,7 +303,7 @@ def assert_png(path: Path) -> tuple[int, int]:
 
 
 def test_result_figures_are_pngs(tmp_path: Path) -> None:
-    from elf_pipeline import figures
+    from elf_pipeline.report import figures
 
     runs_path, reference_path = tmp_path / "runs.parquet", tmp_path / "reference.parquet"
     hand_runs().to_parquet(runs_path, index=False)
@@ -323,8 +323,8 @@ def test_result_figures_are_pngs(tmp_path: Path) -> None:
 def test_synset_grid_denormalises(tmp_path: Path, digits_h5: Path, synset_h5: Path) -> None:
     import h5py
 
-    from elf_pipeline import figures
     from elf_pipeline.artifacts.data import load_split
+    from elf_pipeline.report import figures
 
     images, _, info = load_split(digits_h5, "train")
     with h5py.File(digits_h5, "r") as h5:
@@ -338,7 +338,7 @@ def test_synset_grid_denormalises(tmp_path: Path, digits_h5: Path, synset_h5: Pa
 
 
 def test_teacher_curve(tmp_path: Path, teacher) -> None:
-    from elf_pipeline import figures
+    from elf_pipeline.report import figures
 
     history = json.loads(Path(teacher[0]).with_suffix(".json").read_text())
     assert history["epochs"]

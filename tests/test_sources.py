@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "elf_pipeline"
 STAGES = {"prepare-data": "elf_pipeline.data", "distill": "elf_pipeline.distill", "train-experts": "elf_pipeline.distill.experts",
           "train-teacher": "elf_pipeline.teacher", "extract-features": "elf_pipeline.features",
           "train-student": "elf_pipeline.students", "report": "elf_pipeline.report", "train-full": "elf_pipeline.reference",
-          "plot-results": "elf_pipeline.figures", "study": "elf_pipeline.study",
+          "plot-results": "elf_pipeline.report.figures", "study": "elf_pipeline.study",
           "teacher-from-expert": "elf_pipeline.expert_teacher"}
 
 

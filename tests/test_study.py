@@ -311,7 +311,7 @@ def test_ablation_without_validation_accuracy_chooses_nothing(tmp_path, monkeypa
     path = tmp_path / "rows.parquet"
     rows.to_parquet(path)
     titles = []
-    monkeypatch.setattr(ablation, "_save", lambda figure, out: titles.append(figure.axes[0].get_title()))
+    monkeypatch.setattr(ablation, "save_figure", lambda figure, out: titles.append(figure.axes[0].get_title()))
     outs = [tmp_path / "ablation.parquet", tmp_path / "ablation.md", tmp_path / "ablation.png"]
     table = write_ablation([path], ABLATION_ARCHS, ["baseline", "elf", "elf_l2"], *outs)
     for column in ("val_convnet", "delta_val_alexnet", "mean_delta_val"):
@@ -338,8 +338,8 @@ def test_ablation_through_the_cli(tmp_path, capsys, monkeypatch):
         paths.append(tmp_path / f"{arch}_{evaluation}.parquet")
         result_rows({(arch, evaluation): cell}).to_parquet(paths[-1])
     titles = []
-    save = ablation._save
-    monkeypatch.setattr(ablation, "_save", lambda figure, out: (titles.append(figure.axes[0].get_title()), save(figure, out)))
+    save = ablation.save_figure
+    monkeypatch.setattr(ablation, "save_figure", lambda figure, out: (titles.append(figure.axes[0].get_title()), save(figure, out)))
     outs = [tmp_path / "ablation.parquet", tmp_path / "ablation.md", tmp_path / "ablation.png"]
     code = main(["study", "ablation", *map(str, paths), "--archs", *ABLATION_ARCHS, "--evaluations", "baseline", "elf",
                  "elf_l2", "--out-table", str(outs[0]), "--out-markdown", str(outs[1]), "--out-plot", str(outs[2])])

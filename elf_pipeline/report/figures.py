@@ -1,5 +1,5 @@
 """Report figures (PNG, matplotlib's Agg backend): accuracy bars, gap closed, synthetic-image
-grids and teacher training curves. Part of the report stage; numbers come from ``report``."""
+grids and teacher training curves. Part of the report stage; numbers come from the report's modules."""
 
 from __future__ import annotations
 
@@ -16,33 +16,16 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from elf_pipeline.io import ArtifactError, atomic_path, open_h5  # noqa: E402
-from elf_pipeline.report import (  # noqa: E402
-    FULL_LABEL,
-    RANDOM_METHOD,
-    arch_order,
-    baseline_evaluation,
-    collect_reference,
-    gap_closed,
-    read_runs,
-)
-
-DPI = 120
-
-
-def _save(figure: plt.Figure, out: str | os.PathLike) -> None:
-    with atomic_path(out) as tmp:
-        figure.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
-    plt.close(figure)
-
-
-def _ordered(values) -> list:
-    return list(dict.fromkeys(values))
+from elf_pipeline.io import ArtifactError, open_h5  # noqa: E402
+from elf_pipeline.report.numbers import RANDOM_METHOD, arch_order, baseline_evaluation, gap_closed, ordered  # noqa: E402
+from elf_pipeline.report.plotting import save_figure  # noqa: E402
+from elf_pipeline.report.schema import collect_reference, read_runs  # noqa: E402
+from elf_pipeline.report.tables import FULL_LABEL  # noqa: E402
 
 
 def _methods(values) -> list:
     """Methods in first-seen order, the random-real-subset reference first (as in the tables)."""
-    methods = _ordered(values)
+    methods = ordered(values)
     return [m for m in methods if m == RANDOM_METHOD] + [m for m in methods if m != RANDOM_METHOD]
 
 
@@ -51,7 +34,7 @@ def _message_figure(text: str, out: str | os.PathLike) -> None:
     figure, axis = plt.subplots(figsize=(6, 1.5))
     axis.axis("off")
     axis.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
-    _save(figure, out)
+    save_figure(figure, out)
 
 
 def plot_accuracy(runs: pd.DataFrame, reference: pd.DataFrame, dataset: str, out: str | os.PathLike,
@@ -63,7 +46,7 @@ def plot_accuracy(runs: pd.DataFrame, reference: pd.DataFrame, dataset: str, out
         raise ArtifactError(f"no runs of dataset {dataset!r} to plot")
     full = reference[reference["dataset"] == dataset].groupby("arch")["test_acc"].mean() * 100
     methods, ipcs = _methods(runs["method"]), sorted(runs["ipc"].unique())
-    archs, evaluations = arch_order(runs, distill_archs), _ordered(runs["evaluation"])
+    archs, evaluations = arch_order(runs, distill_archs), ordered(runs["evaluation"])
     baseline = baseline_evaluation(runs)
     if baseline in evaluations:  # baseline first so its bar is leftmost
         evaluations = [baseline] + [e for e in evaluations if e != baseline]
@@ -98,7 +81,7 @@ def plot_accuracy(runs: pd.DataFrame, reference: pd.DataFrame, dataset: str, out
                   frameon=False)
     figure.suptitle(f"{dataset}: test accuracy per architecture (mean ± std over seeds)", y=1.08)
     figure.tight_layout()
-    _save(figure, out)
+    save_figure(figure, out)
 
 
 def plot_gap_closed(runs: pd.DataFrame, dataset: str, out: str | os.PathLike,
@@ -111,8 +94,8 @@ def plot_gap_closed(runs: pd.DataFrame, dataset: str, out: str | os.PathLike,
         _message_figure(f"{dataset}: gap closed is undefined for every cell (no baseline, no non-baseline evaluation, "
                         "the distillation architecture not among the students, or no gap to close)", out)
         return
-    ipcs, evaluations = sorted(gaps["ipc"].unique()), _ordered(gaps["evaluation"])
-    methods, archs = _methods(gaps["method"]), _ordered(gaps["arch"])
+    ipcs, evaluations = sorted(gaps["ipc"].unique()), ordered(gaps["evaluation"])
+    methods, archs = _methods(gaps["method"]), ordered(gaps["arch"])
     width = 0.8 / len(methods)
     colors = plt.get_cmap("tab10").colors
     figure, axes = plt.subplots(len(ipcs), len(evaluations), squeeze=False, sharey=True,
@@ -136,7 +119,7 @@ def plot_gap_closed(runs: pd.DataFrame, dataset: str, out: str | os.PathLike,
     figure.legend(handles, labels, loc="upper center", ncol=len(labels), bbox_to_anchor=(0.5, 1.02), frameon=False)
     figure.suptitle(f"{dataset}: share of the gap to the distillation architecture closed (100% = dashed line)", y=1.08)
     figure.tight_layout()
-    _save(figure, out)
+    save_figure(figure, out)
 
 
 def plot_results(runs_path: str | os.PathLike, reference_path: str | os.PathLike | None, dataset: str,
@@ -191,7 +174,7 @@ def plot_synset(synset: str | os.PathLike, data: str | os.PathLike, out: str | o
     shown = f", first {rows} of {largest} per class" if rows < largest else ""
     figure.suptitle(f"{method}, IPC {ipc}: synthetic images (de-normalised){shown}", fontsize=10)
     figure.subplots_adjust(wspace=0.05, hspace=0.05)
-    _save(figure, out)
+    save_figure(figure, out)
 
 
 def plot_teacher(history: str | os.PathLike, out: str | os.PathLike, title: str | None = None) -> None:
@@ -224,4 +207,4 @@ def plot_teacher(history: str | os.PathLike, out: str | os.PathLike, title: str 
                   fontsize=8, frameon=False)
     loss_axis.set_title(title or f"teacher {record.get('arch', '?')}: training curve")
     figure.tight_layout()
-    _save(figure, out)
+    save_figure(figure, out)
