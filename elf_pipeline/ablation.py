@@ -22,8 +22,8 @@ import pandas as pd
 
 from elf_pipeline.artifacts.tables import read_results, write_table, write_text
 from elf_pipeline.errors import InputError
-from elf_pipeline.report.plotting import pyplot, save_figure
-from elf_pipeline.report.study_tables import STUDY_COLUMNS, cell, cell_stats, context, markdown_page
+from elf_pipeline.plotting import pyplot, save_figure
+from elf_pipeline.study_tables import STUDY_COLUMNS, cell, cell_stats, context, markdown_page
 
 TITLE = "Study: ELF ablation"
 PROTOCOL_COLUMNS = ("loss_mode", "feature_loss", "adapter_form")

@@ -32,8 +32,8 @@ import pandas as pd
 
 from elf_pipeline.artifacts.tables import read_results, write_table, write_text
 from elf_pipeline.models.registry import resolve
-from elf_pipeline.report.plotting import pyplot, save_figure
-from elf_pipeline.report.study_tables import STUDY_COLUMNS, cell_stats, context, markdown_page
+from elf_pipeline.plotting import pyplot, save_figure
+from elf_pipeline.study_tables import STUDY_COLUMNS, cell_stats, context, markdown_page
 
 DESIGN_CHOICES = ("family", "width", "depth", "norm", "activation", "pooling")
 # module of the registry -> (family, conv layers, widest conv, pooling); norm and activation below

@@ -107,7 +107,7 @@ def test_online_targets_under_augmentation_and_vectorised_seeds(digits_h5, synse
 
 
 def test_online_without_a_checkpoint_or_with_a_bad_setting_fails_clearly(digits_h5, synset_h5, tmp_path):
-    with pytest.raises(ValueError, match="teacher_targets: online or lambda_kd > 0\) but no teacher checkpoint"):
+    with pytest.raises(ValueError, match=r"teacher_targets: online or lambda_kd > 0\) but no teacher checkpoint"):
         _train(digits_h5, synset_h5, tmp_path / "x.parquet", {**ELF, "teacher_targets": "online"}, False)
     with pytest.raises(ValueError, match="unknown teacher_targets 'live'"):
         Evaluation(**ELF, teacher_targets="live")
