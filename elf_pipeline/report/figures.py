@@ -17,8 +17,8 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from elf_pipeline.io import ArtifactError, open_h5  # noqa: E402
-from elf_pipeline.report.numbers import RANDOM_METHOD, arch_order, baseline_evaluation, gap_closed, ordered  # noqa: E402
 from elf_pipeline.plotting import save_figure  # noqa: E402
+from elf_pipeline.report.numbers import RANDOM_METHOD, arch_order, baseline_evaluation, gap_closed, ordered  # noqa: E402
 from elf_pipeline.report.schema import collect_reference, read_runs  # noqa: E402
 from elf_pipeline.report.tables import FULL_LABEL  # noqa: E402
 
