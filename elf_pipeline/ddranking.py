@@ -57,3 +57,27 @@ def scores(runs: pd.DataFrame, reference: pd.DataFrame | None, hard_evaluation: 
         rows.append({"dataset": dataset, "method": method, "ipc": ipc, "arch": arch, "evaluation": evaluation,
                      "hlr": hlr, "ior": ior, "lrs": score})
     return pd.DataFrame(rows, columns=[*KEYS, *COLUMNS])
+
+
+def score_tables(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """Per dataset, the scores as formatted cells (HLR and IOR in points, LRS x 100): rows
+    method x IPC x evaluation, one column per architecture reading ``HLR / IOR / LRS``."""
+    def fmt(value: float, scale: float) -> str:
+        return "–" if pd.isna(value) else f"{value * scale:.1f}"
+
+    out = []
+    for dataset, part in table.groupby("dataset", sort=False):
+        archs = list(dict.fromkeys(part["arch"]))
+        rows = []
+        for (method, ipc, evaluation), cell in part.groupby(["method", "ipc", "evaluation"], sort=False):
+            by_arch = cell.set_index("arch")
+            row = {"method": method, "IPC": str(ipc), "evaluation": evaluation}
+            for arch in archs:
+                if arch in by_arch.index:
+                    score = by_arch.loc[arch]
+                    row[arch] = f"{fmt(score['hlr'], 100)} / {fmt(score['ior'], 100)} / {fmt(score['lrs'], 100)}"
+                else:
+                    row[arch] = "–"
+            rows.append(row)
+        out.append((str(dataset), pd.DataFrame(rows)))
+    return out

@@ -56,3 +56,15 @@ def test_without_reference_rows_hlr_and_lrs_are_missing():
     assert table["hlr"].isna().all() and table["lrs"].isna().all()
     assert table.loc["baseline", "ior"] == pytest.approx(0.10)
     assert scores(_runs().iloc[0:0], None).empty
+
+
+def test_summary_shows_the_scores_and_the_report_writes_them(tmp_path):
+    from elf_pipeline.report import render_summary
+
+    runs = _runs().assign(train_epochs=100, teacher=None, adapter=False)
+    text = render_summary(runs, REFERENCE.assign(train_images=1000, train_images_total=1000, train_epochs=30))
+    assert "## DD-Ranking scores" in text
+    # baseline row of dm at IPC 10: HLR 20.0 points, IOR 10.0, LRS 24.8
+    assert "20.0 / 10.0 / 24.8" in text
+    assert "20.0 / 13.0 / 25.4" in text and "20.0 / – / –" in text
+    assert "DD-Ranking" not in render_summary(runs[runs["method"] != "random"])  # no yardstick, no section

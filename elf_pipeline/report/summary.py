@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 import pandas as pd
 
+from elf_pipeline import ddranking
 from elf_pipeline.artifacts.tables import write_parquet, write_text
 from elf_pipeline.report.benchmarks import read_benchmarks, stage_table
 from elf_pipeline.report.document import Document, Table
@@ -42,6 +43,7 @@ def build_document(runs: pd.DataFrame, reference: pd.DataFrame | None = None, be
         doc.bullets(reference_notes(runs, reference, dataset))
         for table in [t for d, t in papers if d == dataset] + [t for d, t in gaps if d == dataset]:
             doc.table(table)
+    _ddranking_section(doc, ddranking.scores(runs, reference, baseline or "baseline"))
     doc.heading("Every evaluation per synthetic set", 2)
     for table in detail_tables(runs, baseline or "baseline"):
         doc.table(table)
@@ -60,6 +62,18 @@ def build_document(runs: pd.DataFrame, reference: pd.DataFrame | None = None, be
     return doc
 
 
+def _ddranking_section(doc: Document, scores: pd.DataFrame) -> None:
+    if scores.empty or scores[["hlr", "ior"]].isna().all().all():
+        return
+    doc.heading("DD-Ranking scores", 2)
+    doc.paragraph("Cells read `HLR / IOR / LRS`: hard label recovery (full-data accuracy − the set's baseline "
+                  "accuracy, points; lower is better), improvement over random (the evaluation's accuracy − the "
+                  "random subset's under the same evaluation, points) and the label-robust score × 100 "
+                  "(w = 0.5; docs/reports.md). – where the full-data reference or the random subset is missing.")
+    for dataset, frame in ddranking.score_tables(scores):
+        doc.table(Table(f"DD-Ranking · {dataset}", frame))
+
+
 def render_summary(runs: pd.DataFrame, reference: pd.DataFrame | None = None, benchmarks: pd.DataFrame | None = None,
                    extra: Iterable[Table] = (), distill_archs: dict[str, str] | None = None) -> str:
     return build_document(runs, reference, benchmarks, extra, distill_archs).markdown()
@@ -68,9 +82,12 @@ def render_summary(runs: pd.DataFrame, reference: pd.DataFrame | None = None, be
 def write_report(inputs: list[str | os.PathLike], runs_out: str | os.PathLike, summary_out: str | os.PathLike,
                  reference: Iterable[str | os.PathLike] = (), reference_out: str | os.PathLike | None = None,
                  html_out: str | os.PathLike | None = None, benchmarks: Iterable[str | os.PathLike] = (),
-                 extra: Iterable[str | os.PathLike] = (), distill_archs: dict[str, str] | None = None) -> pd.DataFrame:
+                 extra: Iterable[str | os.PathLike] = (), distill_archs: dict[str, str] | None = None,
+                 ddranking_out: str | os.PathLike | None = None) -> pd.DataFrame:
     runs = collect(inputs)
     full = collect_reference(reference)
+    if ddranking_out is not None:
+        write_parquet(ddranking.scores(runs, full, baseline_evaluation(runs) or "baseline"), ddranking_out)
     doc = build_document(runs, full, read_benchmarks(benchmarks), extra_tables(extra), distill_archs)
     write_parquet(runs, runs_out)
     if reference_out is not None:
