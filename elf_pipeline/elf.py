@@ -50,6 +50,7 @@ from elf_pipeline.vectorized import choose_trainer, evaluate_vectorized, train_v
 log = logging.getLogger(__name__)
 
 TEACHER_TARGETS = ("cached", "online")
+RELABEL = (None, "teacher")
 ADAPTER_FORMS = ("pair", "coupled")
 
 
@@ -97,6 +98,7 @@ class Evaluation:
     adapter: str = "pair"  # chosen on validation accuracy (docs/results.md): coupled lost 1.4-43 points
     lambda_kd: float = 0.0  # > 0 adds logit distillation from the teacher, run on the student's augmented batch
     kd_temperature: float = 4.0
+    relabel: str | None = None  # "teacher": soft labels = the teacher's softmax on the un-augmented images
 
     def __post_init__(self) -> None:
         if self.adapter not in ADAPTER_FORMS:
@@ -105,6 +107,8 @@ class Evaluation:
             raise InputError(f"unknown loss_mode {self.loss_mode!r} (allowed: {', '.join(LOSS_MODES)})")
         if self.teacher_targets not in TEACHER_TARGETS:
             raise InputError(f"unknown teacher_targets {self.teacher_targets!r} (allowed: {', '.join(TEACHER_TARGETS)})")
+        if self.relabel not in RELABEL:
+            raise InputError(f"unknown relabel {self.relabel!r} (allowed: teacher, or none)")
         if self.lambda_kd < 0 or self.kd_temperature <= 0:
             raise InputError(f"lambda_kd {self.lambda_kd} / kd_temperature {self.kd_temperature}: need lambda_kd >= 0 "
                              "and kd_temperature > 0")
@@ -126,7 +130,7 @@ class Evaluation:
     @property
     def needs_checkpoint(self) -> bool:
         """Whether the teacher network itself runs during training (online targets or KD logits)."""
-        return self.uses_kd or (self.uses_teacher and self.teacher_targets == "online")
+        return self.uses_kd or self.relabel is not None or (self.uses_teacher and self.teacher_targets == "online")
 
 
 class ElfLoss(nn.Module):

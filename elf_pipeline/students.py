@@ -20,7 +20,7 @@ from elf_pipeline import __version__
 from elf_pipeline.artifacts.checkpoint import load_model
 from elf_pipeline.artifacts.data import DatasetInfo, has_split, load_split
 from elf_pipeline.artifacts.features import TeacherFeatures, load_features
-from elf_pipeline.artifacts.synset import read_synset, synset_protocol, synset_zca_eps
+from elf_pipeline.artifacts.synset import read_synset, synset_learned_lr, synset_protocol, synset_zca_eps
 from elf_pipeline.elf import Evaluation, OnlineTeacher, fit_students
 from elf_pipeline.errors import InputError
 from elf_pipeline.io import atomic_path, config_hash, sha256_file
@@ -69,6 +69,7 @@ def train_students(data: str | os.PathLike, synset: str | os.PathLike, features:
     ``teacher_targets: online``."""
     torch_device = resolve_device(device)
     spec = Evaluation(**evaluation)
+    train_config, lr_source = _resolve_lr(train_config, synset)
     config = TrainConfig.from_dict(protocol_train_config(train_config))
     vectorize = vectorize_setting(train_config.get("vectorize_seeds", "auto"))
     images, labels = read_synset(synset)
@@ -76,8 +77,15 @@ def train_students(data: str | os.PathLike, synset: str | os.PathLike, features:
     if images.shape[1:] != (info.channels, info.image_size, info.image_size):
         raise InputError(f"{synset}: images {tuple(images.shape[1:])} do not match dataset "
                          f"({info.channels}, {info.image_size}, {info.image_size})")
+    if labels.ndim == 2 and labels.shape[1] != info.num_classes:
+        raise InputError(f"{synset}: soft labels over {labels.shape[1]} classes, but the dataset has {info.num_classes}")
     teacher, online, kd, checkpoint_sha = _teachers(spec, features, teacher_model, synset, images, len(labels),
                                                     whitening, torch_device, identity.get("evaluation"))
+    distillation = synset_protocol(synset)
+    if spec.relabel == "teacher":  # static relabelling (SRe2L/RDED style): the teacher's softmax, once
+        relabeller = kd or online or _running_teacher(teacher_model, images, whitening, torch_device)
+        labels = torch.softmax(relabeller.logits(images.to(torch_device)), dim=1).cpu()
+        distillation["label_kind"] = "teacher"
     images, labels = images.to(torch_device), labels.to(torch_device)
     test_images, test_labels = test_images.to(torch_device), test_labels.to(torch_device)
     val = student_val_split(data, whitening)
@@ -91,7 +99,6 @@ def train_students(data: str | os.PathLike, synset: str | os.PathLike, features:
     fit = fit_students(arch, spec, config, images, labels, test_images, test_labels, seeds, info.num_classes,
                        target=target, online=online, vectorize=vectorize, desc=str(identity.get("evaluation")),
                        cuda_graphs=train_config.get("cuda_graphs", "auto"), val=val, kd=kd)
-    distillation = synset_protocol(synset)
     rows = []
     for result in fit.seeds:
         seed, accuracy = result.seed, result.test_acc
@@ -99,7 +106,7 @@ def train_students(data: str | os.PathLike, synset: str | os.PathLike, features:
                  result.train_seconds)
         rows.append({**identity, "arch": arch, "seed": seed, "test_acc": accuracy, "val_acc": result.val_acc,
                      "test_images": len(test_labels), "val_images": len(val[1]) if val is not None else 0,
-                     "train_seconds": result.train_seconds,
+                     "lr_source": lr_source, "train_seconds": result.train_seconds,
                      "test_seconds": result.test_seconds, "trainer": fit.trainer, "cuda_graph": fit.cuda_graph,
                      "peak_memory_mb": fit.peak_memory_mb,
                      "device_peak_memory_mb": fit.device_peak_memory_mb,
@@ -146,3 +153,21 @@ def _teachers(spec: Evaluation, features, teacher_model, synset, images: torch.T
             raise InputError(f"evaluation {name!r} uses a teacher but no features file was given")
         teacher = load_features(features, spec.teacher_layer, synset, count)
     return teacher, online, kd, checkpoint_sha
+
+
+def _resolve_lr(train_config: dict, synset: str | os.PathLike) -> tuple[dict, str]:
+    """``train.lr: learned`` takes the student lr learned with the set (as MTT's own evaluation
+    does); returns the block with a numeric lr and where it came from (``config`` or ``learned``)."""
+    if train_config.get("lr") != "learned":
+        return train_config, "config"
+    learned = synset_learned_lr(synset)
+    if learned is None:
+        raise InputError(f"{synset}: train.lr is learned but the synthetic set carries no learned lr "
+                         "(MTT sets and imports with lr_path do)")
+    return {**train_config, "lr": learned}, "learned"
+
+
+def _running_teacher(teacher_model, images: torch.Tensor, whitening: ZCA | None, device: torch.device) -> OnlineTeacher:
+    network, _ = load_model(teacher_model, device)
+    transform = whitening.inverse if whitening is not None else None
+    return OnlineTeacher(network, None, images[:1].to(device), input_transform=transform)
