@@ -47,17 +47,15 @@ from elf_pipeline.data import DatasetInfo, has_split, load_split
 from elf_pipeline.errors import InputError
 from elf_pipeline.features import TeacherFeatures, load_features, read_synset
 from elf_pipeline.io import atomic_path, canonical_json, config_hash, open_h5, sha256_file
-from elf_pipeline.losses import LOSS_MODES, feature_loss
+from elf_pipeline.losses import feature_loss
 from elf_pipeline.models import build
 from elf_pipeline.models.adapter import make_adapter
 from elf_pipeline.training import Timer, TrainConfig, build_seeded, evaluate, resolve_device, seeded_generator, train
 from elf_pipeline.vectorized import choose_trainer, evaluate_vectorized, train_vectorized, vectorize_setting
+from elf_pipeline.vocab import ADAPTER_FORMS, LOSS_MODES, TEACHER_TARGETS
 from elf_pipeline.zca import ZCA, fit_zca_to_data, synset_zca_eps
 
 log = logging.getLogger(__name__)
-
-TEACHER_TARGETS = ("cached", "online")
-ADAPTER_FORMS = ("pair", "coupled")
 
 
 class OnlineTeacher:
