@@ -106,4 +106,4 @@ def test_workflow_passes_val_size_to_prepare_data(tmp_path):
                             cwd=tmp_path, capture_output=True, text=True, timeout=600)
     text = result.stdout + result.stderr
     assert result.returncode == 0, text[-3000:]
-    assert re.search(r"prepare-data .*--val-size 100 --val-seed 0", text)
+    assert re.search(r'prepare-data --settings .*"val_seed": 0, "val_size": 100', text)
