@@ -1,4 +1,4 @@
-"""Resolvers from the config to per-job blocks, and the checks the schema cannot express.
+"""Resolvers from the config to per-job blocks (the ``--settings`` each rule passes its stage).
 
 This module imports no torch: the Snakefile calls it while parsing, before any job starts.
 Defaults come from the schema (``elf_pipeline.schema``); the names the config shares with the
@@ -28,8 +28,6 @@ from elf_pipeline.vocab import LOSS_MODES as _LOSS_TERMS
 LOSS_MODES = tuple(_LOSS_TERMS)
 DATA_SOURCES = ("fashion_mnist", "digits", "mnist", "cifar10", "cifar100", "svhn", "tiny_imagenet", "imagenet", "image_folder",
                 *IMAGENET_SUBSETS)
-# The experts block keys that decide which files exist (the path's arch, the number of jobs).
-EXPERT_FILE_KEYS = ("arch", "num_experts")
 __all__ = ["ADAPTER_FORMS", "ConfigError", "EXPERT_METHODS", "FEATURE_LOSSES", "IMPORT_NORMALIZATIONS", "METHODS",
            "TEACHER_TARGETS", "check_config", "validate_schema"]
 
@@ -58,12 +56,6 @@ def method_config(config: dict, dataset: str, method: str, ipc: int) -> dict:
 def experts_config(config: dict) -> dict:
     """The top-level ``experts`` block with the schema's defaults filled in."""
     return merged(defaults("experts"), config.get("experts"))
-
-
-def expert_train_config(config: dict) -> dict:
-    """What training one expert depends on: the experts block without ``arch`` (part of the path)
-    and ``num_experts`` (so adding experts leaves the existing ones untouched)."""
-    return {k: v for k, v in experts_config(config).items() if k not in EXPERT_FILE_KEYS}
 
 
 def uses_experts(method: str) -> bool:
