@@ -8,6 +8,7 @@ from conftest import REPO
 
 import elf_pipeline.data
 import elf_pipeline.distill
+import elf_pipeline.distill_settings
 import elf_pipeline.losses
 from elf_pipeline.config import (
     DATA_SOURCES,
@@ -69,7 +70,7 @@ def test_shipped_configs_are_valid(name):
 
 @pytest.mark.parametrize("constant, stage", [
     (METHODS, lambda: elf_pipeline.distill.METHODS),
-    (METHODS, lambda: __import__("elf_pipeline.distill_settings").distill_settings.SETTINGS),
+    (METHODS, lambda: elf_pipeline.distill_settings.SETTINGS),
     (LOSS_MODES, lambda: elf_pipeline.losses.LOSS_MODES),
     (FEATURE_LOSSES, lambda: elf_pipeline.losses.FEATURE_LOSSES),
     (DATA_SOURCES, lambda: elf_pipeline.data.SOURCES),
