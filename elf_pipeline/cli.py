@@ -1,7 +1,8 @@
 """Command line: ``elf-pipeline <stage> ...`` or ``python -m elf_pipeline <stage> ...``.
 
 Every workflow rule calls one subcommand with explicit arguments, so any stage can be rerun by
-hand.  Config blocks travel as JSON strings.  Known failures (bad input, corrupt artifacts,
+hand: files as flags, and the stage's settings as one JSON object (``--settings``, parsed with
+``elf_pipeline.stage_settings``).  Known failures (bad input, corrupt artifacts,
 diverged training) end with a one-line message and exit status 2.
 """
 
@@ -17,6 +18,7 @@ import threading
 from elf_pipeline.allocator import keep_freed_memory
 from elf_pipeline.errors import InputError, UserError
 from elf_pipeline.gpu import pin_free_device
+from elf_pipeline.stage_settings import STAGES, parse_stage_settings
 
 
 def _json(text: str) -> dict:
@@ -29,62 +31,48 @@ def _json(text: str) -> dict:
     return value
 
 
-def _optional_int(text: str) -> int | None:
-    return None if text.lower() in ("", "none", "null") else int(text)
-
-
-def _subset(text: str) -> str | list[str]:
-    """A named ImageNet subset, or comma-separated WordNet ids."""
-    return [part.strip() for part in text.split(",") if part.strip()] if "," in text else text
-
-
-def _optional_str(text: str) -> str | None:
-    return None if text.lower() in ("", "none", "null") else text
-
-
 def cmd_prepare_data(args: argparse.Namespace) -> None:
     from elf_pipeline.data import prepare_data
 
-    summary = prepare_data(args.source, args.out, args.image_size, args.resize, args.root, args.train_limit, args.seed,
-                           download=args.download, test_fraction=args.test_fraction, split_seed=args.split_seed,
-                           subset=args.subset, channels=args.channels, val_size=args.val_size, val_seed=args.val_seed,
-                           test_limit=args.test_limit)
-    print(json.dumps(summary))
+    print(json.dumps(prepare_data(out=args.out, **args.settings)))
 
 
 def cmd_distill(args: argparse.Namespace) -> None:
     from elf_pipeline.distill import run_distill
 
-    run_distill(args.data, args.out, args.method, args.ipc, args.config, args.seed, args.device, experts=args.experts)
+    s = args.settings
+    run_distill(args.data, args.out, s["method"], s["ipc"], s["hyperparameters"], s["seed"], args.device, experts=args.experts)
 
 
 def cmd_train_experts(args: argparse.Namespace) -> None:
     from elf_pipeline.distill.experts import train_expert
 
-    print(json.dumps(train_expert(args.data, args.out, args.arch, args.index, args.config, args.device)))
+    block = {k: v for k, v in args.settings.items() if k not in ("arch", "index")}
+    print(json.dumps(train_expert(args.data, args.out, args.settings["arch"], args.settings["index"], block, args.device)))
 
 
 def cmd_train_teacher(args: argparse.Namespace) -> None:
     from elf_pipeline.teacher import train_teacher
 
-    history = train_teacher(args.data, args.out_model, args.out_history, args.arch, args.train, args.checkpoint_epoch,
-                            args.train_limit, args.seed, args.device, args.eval_every,
-                            max_in_memory_gb=args.max_in_memory_gb)
-    print(f"teacher {args.arch}: test accuracy {history['test_acc']:.4f} at epoch {history['checkpoint_epoch']}")
+    s = args.settings
+    history = train_teacher(args.data, args.out_model, args.out_history, s["arch"], s["train"], s["checkpoint_epoch"],
+                            s["train_limit"], s["seed"], args.device, s["eval_every"], max_in_memory_gb=s["max_in_memory_gb"])
+    print(f"teacher {s['arch']}: test accuracy {history['test_acc']:.4f} at epoch {history['checkpoint_epoch']}")
 
 
 def cmd_extract_features(args: argparse.Namespace) -> None:
     from elf_pipeline.features import extract_features
 
-    shapes = extract_features(args.synset, args.teacher, args.out, args.device, args.batch_size, data=args.data)
+    shapes = extract_features(args.synset, args.teacher, args.out, args.device, args.settings["batch_size"], data=args.data)
     print(json.dumps({name: list(shape) for name, shape in shapes.items()}))
 
 
 def cmd_train_student(args: argparse.Namespace) -> None:
     from elf_pipeline.students import train_students
 
-    frame = train_students(args.data, args.synset, args.features, args.arch, args.evaluation, args.train, args.seeds,
-                           args.out, args.identity, args.device, teacher_model=args.teacher_model)
+    s = args.settings
+    frame = train_students(args.data, args.synset, args.features, s["arch"], s["evaluation"], s["train"], s["seeds"],
+                           args.out, s["identity"], args.device, teacher_model=args.teacher_model)
     print(frame[["arch", "evaluation", "seed", "test_acc", "train_seconds"]].to_string(index=False))
 
 
@@ -92,14 +80,16 @@ def cmd_report(args: argparse.Namespace) -> None:
     from elf_pipeline.report import write_report
 
     write_report(args.inputs, args.runs, args.summary, reference=args.full, reference_out=args.reference_out,
-                 html_out=args.html, benchmarks=args.benchmarks, extra=args.extra, distill_archs=dict(args.distill_arch))
+                 html_out=args.html, benchmarks=args.benchmarks, extra=args.extra, distill_archs=dict(args.distill_arch),
+                 ddranking_out=args.ddranking_out)
 
 
 def cmd_train_full(args: argparse.Namespace) -> None:
     from elf_pipeline.reference import train_full
 
-    frame = train_full(args.data, args.arch, args.train, args.seeds, args.out, args.identity, args.train_limit,
-                       args.subset_seed, args.device)
+    s = args.settings
+    frame = train_full(args.data, s["arch"], s["train"], s["seeds"], args.out, s["identity"], s["train_limit"],
+                       s["subset_seed"], args.device)
     print(frame[["arch", "seed", "test_acc", "train_images", "train_seconds"]].to_string(index=False))
 
 
@@ -124,7 +114,7 @@ def cmd_plot_teacher(args: argparse.Namespace) -> None:
 def cmd_teacher_from_expert(args: argparse.Namespace) -> None:
     from elf_pipeline.expert_teacher import teacher_from_expert
 
-    meta = teacher_from_expert(args.expert, args.data, args.out, args.epoch, args.device)
+    meta = teacher_from_expert(args.expert, args.data, args.out, args.settings["epoch"], args.device)
     print(f"distillation model {meta['arch']} (epoch {meta['epoch']}): test accuracy {meta['test_acc']:.4f}")
 
 
@@ -170,6 +160,92 @@ def _pair(text: str) -> tuple[str, str]:
     return name, value
 
 
+REQUIRED = {"required": True}
+DEVICE = (("--device",), {"default": "auto"})
+OUT = (("--out",), REQUIRED)
+DATA = (("--data",), REQUIRED)
+DISTILL_ARCH = (("--distill-arch",), {"type": _pair, "nargs": "*", "default": [], "metavar": "METHOD=ARCH",
+                                      "help": "distillation architecture per method, the same-arch column of gap closed "
+                                              "(default convnet)"})
+# stage -> (help, its arguments as (flags, options)); the stages of stage_settings.STAGES also take
+# --settings, one JSON object of their settings. Stage X runs cmd_X (sources.py reads its imports).
+ARGUMENTS: dict[str, tuple[str, list[tuple[tuple[str, ...], dict]]]] = {
+    "prepare-data": ("raw dataset -> data.h5", [OUT]),
+    "distill": ("data.h5 -> synset.h5", [
+        DATA, (("--experts",), {"nargs": "+", "default": None, "help": "expert trajectory files (method mtt)"}), DEVICE, OUT]),
+    "train-experts": ("data.h5 -> one expert trajectory (parameters per epoch) for MTT", [DATA, DEVICE, OUT]),
+    "train-teacher": ("data.h5 -> teacher model.pt + history.json", [
+        DATA, DEVICE, (("--out-model",), REQUIRED), (("--out-history",), REQUIRED)]),
+    "extract-features": ("synset.h5 + teacher -> features.h5 (every layer)", [
+        (("--synset",), REQUIRED), (("--teacher",), REQUIRED),
+        (("--data",), {"default": None, "help": "data.h5 (needed for a ZCA-whitened synthetic set)"}), DEVICE, OUT]),
+    "train-student": ("train and test one architecture under one evaluation", [
+        DATA, (("--synset",), REQUIRED), (("--features",), {"default": None}),
+        (("--teacher-model",), {"default": None, "help": "teacher checkpoint (evaluations with teacher_targets: online)"}),
+        DEVICE, OUT]),
+    "report": ("student Parquet files -> runs.parquet + summary.md (+ reference.parquet, summary.html)", [
+        (("--runs",), REQUIRED), (("--summary",), REQUIRED),
+        (("inputs",), {"nargs": "+", "help": "student result files"}),
+        (("--full",), {"nargs": "*", "default": [], "help": "full-real-data reference result files (train-full)"}),
+        (("--reference-out",), {"default": None, "help": "write the collected reference rows here"}),
+        (("--html",), {"default": None, "help": "also write the tables as HTML here"}),
+        (("--ddranking-out",), {"default": None, "help": "write DD-Ranking's HLR / IOR / LRS per set here (Parquet)"}),
+        (("--benchmarks",), {"nargs": "*", "default": [], "help": "Snakemake benchmark TSVs (missing ones are skipped)"}),
+        (("--extra",), {"nargs": "*", "default": [], "help": "optional Parquet tables appended to the summary"}),
+        DISTILL_ARCH]),
+    "train-full": ("train an architecture on the real training set (the full-data reference)", [DATA, DEVICE, OUT]),
+    "plot-results": ("runs.parquet -> accuracy bars and gap-closed figures of one dataset", [
+        (("--runs",), REQUIRED), (("--reference",), {"default": None, "help": "reference.parquet (full-real-data rows)"}),
+        (("--dataset",), REQUIRED), DISTILL_ARCH, (("--out-accuracy",), REQUIRED), (("--out-gap",), REQUIRED)]),
+    "plot-synset": ("synset.h5 -> grid of the synthetic images per class (PNG)", [
+        (("--synset",), REQUIRED), (("--data",), {"required": True, "help": "data.h5 (mean/std to de-normalise, class names)"}),
+        (("--max-per-class",), {"type": int, "default": 10}), OUT]),
+    "plot-teacher": ("teacher history.json -> training curve (PNG)", [
+        (("--history",), REQUIRED), (("--title",), {"default": None}), OUT]),
+    "teacher-from-expert": ("an MTT expert (the distillation model) -> teacher model.pt", [
+        (("--expert",), REQUIRED), (("--data",), {"required": True, "help": "data.h5 (test accuracy of the teacher)"}),
+        DEVICE, OUT]),
+    "study": ("student results of the empirical study -> table (Parquet, Markdown) + plot", [
+        (("kind",), {"choices": ["similarity", "norm", "ablation"]}),
+        (("inputs",), {"nargs": "+", "help": "student result files of the study's synthetic set"}),
+        (("--reference",), {"default": "convnet", "help": "similarity, norm: the distillation model"}),
+        (("--evaluations",), {"nargs": "+", "default": ["baseline"],
+                              "help": "ablation: the first is the reference row every other evaluation is compared with"}),
+        (("--archs",), {"nargs": "*", "default": [], "help": "similarity: the architectures compared; ablation: the students"}),
+        (("--pairs",), {"type": _pair, "nargs": "*", "default": [], "metavar": "ARCH=ARCH_IN",
+                        "help": "norm: architecture with its own norm = the same with instance norm"}),
+        (("--out-table",), REQUIRED), (("--out-markdown",), REQUIRED), (("--out-plot",), REQUIRED)]),
+    "bench": ("student training speed: the pipeline's trainer vs an official-style loop (JSON)", [
+        (("--data",), {"default": "results/fashion_mnist/data.h5",
+                       "help": "prepared dataset; when missing, Fashion-MNIST is prepared from --root into --work"}),
+        (("--root",), {"default": "/usr/share/datasets/fashion-mnist"}), (("--work",), {"default": "results/bench"}),
+        (("--archs",), {"nargs": "+", "default": ["convnet", "resnet18"]}),
+        (("--seeds",), {"type": int, "nargs": "+", "default": [0, 1, 2, 3, 4]}),
+        (("--ipc",), {"type": int, "default": 10}), (("--epochs",), {"type": int, "default": 2}),
+        (("--test-limit",), {"type": int, "default": 1000, "help": "first N test images (0: all)"}),
+        (("--eval-batch-size",), {"type": int, "default": 1024, "help": "the pipeline's test batch size"}),
+        (("--teacher-arch",), {"default": "convnet-w512"}), (("--loss-mode",), {"default": "front_rear_task"}),
+        (("--no-dsa",), {"action": "store_true"}), DEVICE,
+        (("--vectorize",), {"default": "auto", "choices": ["auto", "true", "false"]}),
+        (("--amp",), {"action": "store_true", "help": "bfloat16 autocast in the vectorised trainer"}),
+        (("--compile",), {"action": "store_true", "help": "torch.compile the vectorised training step"}),
+        (("--cuda-graphs",), {"default": "auto", "choices": ["auto", "true", "false"],
+                              "help": "replay the vectorised training step as a CUDA graph "
+                                      "(auto: on CUDA when batches have one size)"}),
+        (("--out",), {"default": "results/bench/bench.json"})]),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
+    """The arguments of one stage: its ARGUMENTS entry, and --settings for a stage with settings."""
+    for flags, options in ARGUMENTS[stage][1]:
+        parser.add_argument(*flags, **options)
+    if stage in STAGES:
+        parser.add_argument("--settings", type=_json, default={},
+                            help="the stage's settings as one JSON object (keys: elf_pipeline/stage_settings.py)")
+    parser.set_defaults(func=globals()["cmd_" + stage.replace("-", "_")])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="elf-pipeline", description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -178,174 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where GPU jobs lock the device they use when several are visible "
                              "(default: $ELF_GPU_LOCK_DIR, else a per-user folder in the temp dir)")
     sub = parser.add_subparsers(dest="stage", required=True)
-
-    p = sub.add_parser("prepare-data", help="raw dataset -> data.h5")
-    p.add_argument("--source", required=True)
-    p.add_argument("--root", type=_optional_str, default=None)
-    p.add_argument("--image-size", type=int, required=True)
-    p.add_argument("--resize", default="pad", choices=["pad", "interpolate"])
-    p.add_argument("--train-limit", type=_optional_int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--download", action="store_true", help="let torchvision fetch the dataset into --root")
-    p.add_argument("--test-fraction", type=float, default=None, help="digits, image_folder: held-out share per class")
-    p.add_argument("--split-seed", type=int, default=None, help="seed of the --test-fraction split")
-    p.add_argument("--subset", type=_subset, default=None, help="ImageNet: a named subset or comma-separated WordNet ids")
-    p.add_argument("--channels", type=int, choices=[1, 3], default=None, help="image_folder: 1 (greyscale) or 3 (RGB)")
-    p.add_argument("--val-size", type=int, default=None, help="class-balanced validation split held out from train")
-    p.add_argument("--val-seed", type=int, default=0, help="seed of the validation split")
-    p.add_argument("--test-limit", type=int, default=None, help="class-balanced subset of the test split")
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_prepare_data)
-
-    p = sub.add_parser("distill", help="data.h5 -> synset.h5")
-    p.add_argument("--data", required=True)
-    p.add_argument("--method", required=True)
-    p.add_argument("--ipc", type=int, required=True)
-    p.add_argument("--config", type=_json, default={}, help="method hyperparameters as a JSON object")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--experts", nargs="+", default=None, help="expert trajectory files (method mtt)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_distill)
-
-    p = sub.add_parser("train-experts", help="data.h5 -> one expert trajectory (parameters per epoch) for MTT")
-    p.add_argument("--data", required=True)
-    p.add_argument("--arch", required=True)
-    p.add_argument("--index", type=int, required=True, help="expert number k (trains with seed + k)")
-    p.add_argument("--config", type=_json, default={}, help="experts block (without arch, num_experts) as JSON")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_train_experts)
-
-    p = sub.add_parser("train-teacher", help="data.h5 -> teacher model.pt + history.json")
-    p.add_argument("--data", required=True)
-    p.add_argument("--arch", required=True)
-    p.add_argument("--train", type=_json, required=True, help="training block as a JSON object")
-    p.add_argument("--checkpoint-epoch", type=_optional_int, default=None)
-    p.add_argument("--train-limit", type=_optional_int, default=None)
-    p.add_argument("--eval-every", type=int, default=1)
-    p.add_argument("--max-in-memory-gb", type=float, default=4.0,
-                   help="stream the training split from disk when it is larger than this (uint8 GB)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--out-model", required=True)
-    p.add_argument("--out-history", required=True)
-    p.set_defaults(func=cmd_train_teacher)
-
-    p = sub.add_parser("extract-features", help="synset.h5 + teacher -> features.h5 (every layer)")
-    p.add_argument("--synset", required=True)
-    p.add_argument("--teacher", required=True)
-    p.add_argument("--data", default=None, help="data.h5 (needed for a ZCA-whitened synthetic set)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_extract_features)
-
-    p = sub.add_parser("train-student", help="train and test one architecture under one evaluation")
-    p.add_argument("--data", required=True)
-    p.add_argument("--synset", required=True)
-    p.add_argument("--features", default=None)
-    p.add_argument("--teacher-model", default=None, help="teacher checkpoint (evaluations with teacher_targets: online)")
-    p.add_argument("--arch", required=True)
-    p.add_argument("--evaluation", type=_json, required=True)
-    p.add_argument("--train", type=_json, required=True)
-    p.add_argument("--seeds", type=int, nargs="+", required=True)
-    p.add_argument("--identity", type=_json, default={}, help="dataset/method/ipc/teacher/evaluation names for the rows")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_train_student)
-
-    p = sub.add_parser("report", help="student Parquet files -> runs.parquet + summary.md (+ reference.parquet, summary.html)")
-    p.add_argument("--runs", required=True)
-    p.add_argument("--summary", required=True)
-    p.add_argument("inputs", nargs="+", help="student result files")
-    p.add_argument("--full", nargs="*", default=[], help="full-real-data reference result files (train-full)")
-    p.add_argument("--reference-out", default=None, help="write the collected reference rows here")
-    p.add_argument("--html", default=None, help="also write the tables as HTML here")
-    p.add_argument("--benchmarks", nargs="*", default=[], help="Snakemake benchmark TSVs (missing ones are skipped)")
-    p.add_argument("--extra", nargs="*", default=[], help="optional Parquet tables appended to the summary")
-    p.add_argument("--distill-arch", type=_pair, nargs="*", default=[], metavar="METHOD=ARCH",
-                   help="distillation architecture per method, the same-arch column of gap closed (default convnet)")
-    p.set_defaults(func=cmd_report)
-
-    p = sub.add_parser("train-full", help="train an architecture on the real training set (the full-data reference)")
-    p.add_argument("--data", required=True)
-    p.add_argument("--arch", required=True)
-    p.add_argument("--train", type=_json, required=True, help="training block as a JSON object")
-    p.add_argument("--seeds", type=int, nargs="+", required=True)
-    p.add_argument("--train-limit", type=_optional_int, default=None, help="class-balanced subset size (none = all)")
-    p.add_argument("--subset-seed", type=int, default=0)
-    p.add_argument("--identity", type=_json, default={}, help="dataset name for the rows")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_train_full)
-
-    p = sub.add_parser("plot-results", help="runs.parquet -> accuracy bars and gap-closed figures of one dataset")
-    p.add_argument("--runs", required=True)
-    p.add_argument("--reference", default=None, help="reference.parquet (full-real-data rows)")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--distill-arch", type=_pair, nargs="*", default=[], metavar="METHOD=ARCH")
-    p.add_argument("--out-accuracy", required=True)
-    p.add_argument("--out-gap", required=True)
-    p.set_defaults(func=cmd_plot_results)
-
-    p = sub.add_parser("plot-synset", help="synset.h5 -> grid of the synthetic images per class (PNG)")
-    p.add_argument("--synset", required=True)
-    p.add_argument("--data", required=True, help="data.h5 (mean/std to de-normalise, class names)")
-    p.add_argument("--max-per-class", type=int, default=10)
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_plot_synset)
-
-    p = sub.add_parser("plot-teacher", help="teacher history.json -> training curve (PNG)")
-    p.add_argument("--history", required=True)
-    p.add_argument("--title", default=None)
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_plot_teacher)
-
-    p = sub.add_parser("teacher-from-expert", help="an MTT expert (the distillation model) -> teacher model.pt")
-    p.add_argument("--expert", required=True)
-    p.add_argument("--data", required=True, help="data.h5 (test accuracy of the teacher)")
-    p.add_argument("--epoch", type=_optional_int, default=None, help="expert epoch (default: its last)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_teacher_from_expert)
-
-    p = sub.add_parser("study", help="student results of the empirical study -> table (Parquet, Markdown) + plot")
-    p.add_argument("kind", choices=["similarity", "norm", "ablation"])
-    p.add_argument("inputs", nargs="+", help="student result files of the study's synthetic set")
-    p.add_argument("--reference", default="convnet", help="similarity, norm: the distillation model")
-    p.add_argument("--evaluations", nargs="+", default=["baseline"],
-                   help="ablation: the first is the reference row every other evaluation is compared with")
-    p.add_argument("--archs", nargs="*", default=[], help="similarity: the architectures compared; ablation: the students")
-    p.add_argument("--pairs", type=_pair, nargs="*", default=[], metavar="ARCH=ARCH_IN",
-                   help="norm: architecture with its own norm = the same with instance norm")
-    p.add_argument("--out-table", required=True)
-    p.add_argument("--out-markdown", required=True)
-    p.add_argument("--out-plot", required=True)
-    p.set_defaults(func=cmd_study)
-
-    p = sub.add_parser("bench", help="student training speed: the pipeline's trainer vs an official-style loop (JSON)")
-    p.add_argument("--data", default="results/fashion_mnist/data.h5",
-                   help="prepared dataset; when missing, Fashion-MNIST is prepared from --root into --work")
-    p.add_argument("--root", default="/usr/share/datasets/fashion-mnist")
-    p.add_argument("--work", default="results/bench")
-    p.add_argument("--archs", nargs="+", default=["convnet", "resnet18"])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    p.add_argument("--ipc", type=int, default=10)
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--test-limit", type=int, default=1000, help="first N test images (0: all)")
-    p.add_argument("--eval-batch-size", type=int, default=1024, help="the pipeline's test batch size")
-    p.add_argument("--teacher-arch", default="convnet-w512")
-    p.add_argument("--loss-mode", default="front_rear_task")
-    p.add_argument("--no-dsa", action="store_true")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--vectorize", default="auto", choices=["auto", "true", "false"])
-    p.add_argument("--amp", action="store_true", help="bfloat16 autocast in the vectorised trainer")
-    p.add_argument("--compile", action="store_true", help="torch.compile the vectorised training step")
-    p.add_argument("--cuda-graphs", default="auto", choices=["auto", "true", "false"],
-                   help="replay the vectorised training step as a CUDA graph (auto: on CUDA when batches have one size)")
-    p.add_argument("--out", default="results/bench/bench.json")
-    p.set_defaults(func=cmd_bench)
+    for stage, (help_text, _) in ARGUMENTS.items():
+        add_arguments(sub.add_parser(stage, help=help_text), stage)
     return parser
 
 
@@ -375,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     keep_freed_memory()  # large temporaries reused from the heap, not re-faulted from the kernel
     try:
+        if args.stage in STAGES:
+            args.settings = parse_stage_settings(args.stage, args.settings)
         args.func(args)
     except UserError as err:
         print(f"elf-pipeline {args.stage}: error: {err}", file=sys.stderr)

@@ -46,12 +46,11 @@ from elf_pipeline.models import build
 from elf_pipeline.models.adapter import make_adapter
 from elf_pipeline.training import Timer, TrainConfig, build_seeded, evaluate, seeded_generator, train
 from elf_pipeline.vectorized import choose_trainer, evaluate_vectorized, train_vectorized, vectorize_setting
+from elf_pipeline.vocab import ADAPTER_FORMS, TEACHER_TARGETS
 
 log = logging.getLogger(__name__)
 
-TEACHER_TARGETS = ("cached", "online")
 RELABEL = (None, "teacher")
-ADAPTER_FORMS = ("pair", "coupled")
 
 
 class OnlineTeacher:

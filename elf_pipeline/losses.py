@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from elf_pipeline.errors import InputError
+from elf_pipeline.vocab import LOSS_MODES  # noqa: F401  (the loss modes, re-exported)
 
 
 def feature_ce(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -44,15 +45,6 @@ def feature_cos_batch(student: torch.Tensor, teacher: torch.Tensor) -> torch.Ten
 
 FEATURE_LOSSES = {"ce": feature_ce, "ce_softmax": feature_ce_softmax, "l2": feature_l2, "l1": feature_l1,
                   "cos": feature_cos, "cos_batch": feature_cos_batch}
-
-# loss mode -> which of (front, rear, task) terms are on
-LOSS_MODES: dict[str, tuple[bool, bool, bool]] = {
-    "front_rear_task": (True, True, True),
-    "front_task": (True, False, True),
-    "rear_task": (False, True, True),
-    "front_rear": (True, True, False),
-    "task": (False, False, True),
-}
 
 
 def feature_loss(name: str, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ from elf_pipeline.errors import InputError
 from elf_pipeline.io import config_hash, sha256_file, write_json
 from elf_pipeline.models import build
 from elf_pipeline.resume import ResumeFile, resume_path
+from elf_pipeline.schema import default
 from elf_pipeline.training import (
     Timer,
     TrainConfig,
@@ -30,12 +31,15 @@ log = logging.getLogger(__name__)
 def train_teacher(data: str | os.PathLike, out_model: str | os.PathLike, out_history: str | os.PathLike, arch: str,
                   train_config: dict, checkpoint_epoch: int | None = None, train_limit: int | None = None,
                   seed: int = 0, device: str = "auto", eval_every: int = 1, resume_every: float = 60.0,
-                  max_in_memory_gb: float = 4.0) -> dict:
+                  max_in_memory_gb: float | None = None) -> dict:
     """Train ``arch`` on real data; save the weights after ``checkpoint_epoch`` (default: last).
 
     A training split larger than ``max_in_memory_gb`` (as uint8) is streamed from ``data.h5`` in
-    shuffled chunks instead of being loaded, so ImageNet-sized sets train in bounded memory.
+    shuffled chunks instead of being loaded, so ImageNet-sized sets train in bounded memory
+    (default: the schema's ``teachers.<name>.max_in_memory_gb``).
     """
+    if max_in_memory_gb is None:
+        max_in_memory_gb = default("teachers", "*", "max_in_memory_gb")
     torch_device = resolve_device(device)
     config = TrainConfig.from_dict(train_config)
     last_epoch = config.total_epochs

@@ -17,8 +17,8 @@ def _cli(*argv: str) -> subprocess.CompletedProcess:
 
 def test_prepare_data_subprocess(tmp_path):
     out = tmp_path / "data.h5"
-    result = _cli("prepare-data", "--source", "digits", "--image-size", "12", "--resize", "interpolate",
-                  "--train-limit", "20", "--seed", "3", "--out", str(out))
+    result = _cli("prepare-data", "--settings", json.dumps({"source": "digits", "image_size": 12, "resize": "interpolate",
+                                                            "train_limit": 20, "seed": 3}), "--out", str(out))
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["train"] == 20 and summary["test"] > 0
@@ -50,7 +50,7 @@ def _run(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 def test_unknown_method_is_a_one_line_error(capsys, digits_h5, tmp_path):
-    code, _, err = _run(capsys, "distill", "--data", str(digits_h5), "--method", "nope", "--ipc", "1",
+    code, _, err = _run(capsys, "distill", "--data", str(digits_h5), "--settings", '{"method": "nope", "ipc": 1}',
                         "--device", "cpu", "--out", str(tmp_path / "s.h5"))
     assert code == 2
     assert err.strip().splitlines() == [err.strip()]
@@ -61,7 +61,7 @@ def test_unknown_method_is_a_one_line_error(capsys, digits_h5, tmp_path):
 def test_corrupt_data_file_is_a_one_line_error(capsys, tmp_path):
     data = tmp_path / "data.h5"
     data.write_bytes(b"garbage" * 100)
-    code, _, err = _run(capsys, "distill", "--data", str(data), "--method", "random", "--ipc", "1",
+    code, _, err = _run(capsys, "distill", "--data", str(data), "--settings", '{"method": "random", "ipc": 1}',
                         "--device", "cpu", "--out", str(tmp_path / "s.h5"))
     assert code == 2
     assert len(err.strip().splitlines()) == 1
@@ -70,8 +70,8 @@ def test_corrupt_data_file_is_a_one_line_error(capsys, tmp_path):
 
 def test_distill_and_student_through_main(capsys, digits_h5, tmp_path):
     synset = tmp_path / "synset.h5"
-    code, _, err = _run(capsys, "distill", "--data", str(digits_h5), "--method", "dm", "--ipc", "1", "--seed", "2",
-                        "--config", json.dumps({"iterations": 2, "batch_real": 4, "model": "convnet-w8"}),
+    settings = {"method": "dm", "ipc": 1, "seed": 2, "hyperparameters": {"iterations": 2, "batch_real": 4, "model": "convnet-w8"}}
+    code, _, err = _run(capsys, "distill", "--data", str(digits_h5), "--settings", json.dumps(settings),
                         "--device", "cpu", "--out", str(synset))
     assert code == 0, err
     with open_h5(synset) as h5:
@@ -79,10 +79,11 @@ def test_distill_and_student_through_main(capsys, digits_h5, tmp_path):
         assert read_provenance(h5)["config"]["iterations"] == 2
     out = tmp_path / "student.parquet"
     code, stdout, err = _run(capsys, "train-student", "--data", str(digits_h5), "--synset", str(synset),
-                             "--arch", "convnet-w4", "--evaluation", '{"loss_mode": "task"}',
-                             "--train", '{"epochs": 1, "batch_size": 10, "dsa": false}', "--seeds", "0", "1",
-                             "--identity", json.dumps({"dataset": "digits", "method": "dm", "ipc": SYN_IPC,
-                                                       "teacher": None, "evaluation": "baseline"}),
+                             "--settings", json.dumps({
+                                 "arch": "convnet-w4", "evaluation": {"loss_mode": "task"},
+                                 "train": {"epochs": 1, "batch_size": 10, "dsa": False}, "seeds": [0, 1],
+                                 "identity": {"dataset": "digits", "method": "dm", "ipc": SYN_IPC, "teacher": None,
+                                              "evaluation": "baseline"}}),
                              "--device", "cpu", "--out", str(out))
     assert code == 0, err
     assert out.is_file()
@@ -90,11 +91,9 @@ def test_distill_and_student_through_main(capsys, digits_h5, tmp_path):
 
 
 @pytest.mark.parametrize("argv, fragment", [
-    (["distill", "--data", "d.h5", "--method", "dm", "--ipc", "1", "--config", "{not json", "--out", "s.h5"],
-     "not valid JSON"),
-    (["distill", "--data", "d.h5", "--method", "dm", "--ipc", "1", "--config", "[1, 2]", "--out", "s.h5"],
-     "expected a JSON object"),
-    (["prepare-data", "--source", "digits", "--image-size", "8", "--resize", "stretch", "--out", "d.h5"], "invalid choice"),
+    (["distill", "--data", "d.h5", "--settings", "{not json", "--out", "s.h5"], "not valid JSON"),
+    (["distill", "--data", "d.h5", "--settings", "[1, 2]", "--out", "s.h5"], "expected a JSON object"),
+    (["prepare-data", "--source", "digits", "--out", "d.h5"], "unrecognized arguments: --source"),
     (["no-such-stage"], "invalid choice"),
 ])
 def test_bad_arguments_exit_2_from_argparse(capsys, argv, fragment):
@@ -104,10 +103,40 @@ def test_bad_arguments_exit_2_from_argparse(capsys, argv, fragment):
     assert fragment in capsys.readouterr().err
 
 
-def test_optional_values_parse_none():
-    args = build_parser().parse_args(["prepare-data", "--source", "digits", "--image-size", "8", "--root", "none",
-                                      "--train-limit", "null", "--out", "x.h5"])
-    assert args.root is None and args.train_limit is None
-    args = build_parser().parse_args(["prepare-data", "--source", "digits", "--image-size", "8", "--train-limit", "30",
-                                      "--out", "x.h5"])
-    assert args.train_limit == 30 and args.resize == "pad"
+@pytest.mark.parametrize("stage, settings, fragment", [
+    ("prepare-data", {"source": "digits"}, "prepare-data --settings: missing key 'image_size'"),
+    ("train-teacher", {"arch": "convnet", "train": {"epochs": 1}, "max_in_memory": 2},
+     "train-teacher --settings: unknown key 'max_in_memory'"),
+    ("distill", {"method": "dm", "ipc": 1, "hyperparameters": {"syn_steps": 3}}, "method dm takes no 'syn_steps'"),
+])
+def test_bad_settings_are_one_line_errors(capsys, tmp_path, stage, settings, fragment):
+    files = {"prepare-data": ["--out", "d.h5"], "train-teacher": ["--data", "d.h5", "--out-model", "m.pt", "--out-history", "h.json"],
+             "distill": ["--data", "d.h5", "--out", "s.h5"]}[stage]
+    code, _, err = _run(capsys, stage, "--settings", json.dumps(settings), *[str(tmp_path / f) if "." in f else f for f in files])
+    assert code == 2
+    assert err.strip().splitlines() == [f"elf-pipeline {stage}: error: " + err.strip().split(": error: ", 1)[1]]
+    assert fragment in err
+
+
+def test_settings_take_the_schema_defaults():
+    from elf_pipeline.stage_settings import parse_stage_settings
+
+    teacher = parse_stage_settings("train-teacher", {"arch": "convnet", "train": {"epochs": 1}})
+    assert teacher == {"arch": "convnet", "train": {"epochs": 1}, "checkpoint_epoch": None, "train_limit": None,
+                       "eval_every": 1, "max_in_memory_gb": 4.0, "seed": 0}
+    data = parse_stage_settings("prepare-data", {"source": "digits", "image_size": 8})
+    assert data["resize"] == "pad" and data["root"] is None and data["download"] is False and "distillation" not in data
+
+
+def test_every_stage_has_a_command_and_no_function_is_long():
+    import ast
+    import inspect
+
+    from elf_pipeline import cli
+
+    parser = build_parser()
+    stages = parser._subparsers._group_actions[0].choices
+    assert set(stages) == set(cli.ARGUMENTS)
+    tree = ast.parse(inspect.getsource(cli))
+    lengths = {node.name: node.end_lineno - node.lineno + 1 for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
+    assert max(lengths.values()) <= 80, lengths

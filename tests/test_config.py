@@ -8,6 +8,7 @@ from conftest import REPO
 
 import elf_pipeline.data
 import elf_pipeline.distill
+import elf_pipeline.distill_settings
 import elf_pipeline.losses
 from elf_pipeline.config import (
     DATA_SOURCES,
@@ -69,20 +70,34 @@ def test_shipped_configs_are_valid(name):
 
 @pytest.mark.parametrize("constant, stage", [
     (METHODS, lambda: elf_pipeline.distill.METHODS),
+    (METHODS, lambda: elf_pipeline.distill_settings.SETTINGS),
     (LOSS_MODES, lambda: elf_pipeline.losses.LOSS_MODES),
     (FEATURE_LOSSES, lambda: elf_pipeline.losses.FEATURE_LOSSES),
     (DATA_SOURCES, lambda: elf_pipeline.data.SOURCES),
-], ids=["METHODS", "LOSS_MODES", "FEATURE_LOSSES", "DATA_SOURCES"])
+], ids=["METHODS", "METHOD_SETTINGS", "LOSS_MODES", "FEATURE_LOSSES", "DATA_SOURCES"])
 def test_constants_are_in_sync_with_the_stage_modules(constant, stage):
     assert constant == tuple(stage())
 
 
-def test_schema_enums_match_the_constants():
+def test_schema_enums_are_the_vocabulary():
+    from elf_pipeline import vocab
+
     with open(SCHEMA) as handle:
         schema = yaml.safe_load(handle)
     evaluation = schema["properties"]["evaluations"]["additionalProperties"]["properties"]
-    assert tuple(evaluation["loss_mode"]["enum"]) == LOSS_MODES
-    assert tuple(evaluation["feature_loss"]["enum"]) == FEATURE_LOSSES
+    assert tuple(evaluation["loss_mode"]["enum"]) == tuple(vocab.LOSS_MODES) == LOSS_MODES
+    assert tuple(evaluation["feature_loss"]["enum"]) == vocab.FEATURE_LOSSES == FEATURE_LOSSES
+    assert tuple(evaluation["teacher_targets"]["enum"]) == vocab.TEACHER_TARGETS
+    assert tuple(evaluation["adapter"]["enum"]) == vocab.ADAPTER_FORMS
+    assert tuple(schema["$defs"]["method"]["properties"]["normalization"]["enum"]) == vocab.IMPORT_NORMALIZATIONS
+
+
+def test_stage_modules_use_the_vocabulary():
+    from elf_pipeline import elf, losses, vocab
+    from elf_pipeline.distill import imported
+
+    assert elf.ADAPTER_FORMS is vocab.ADAPTER_FORMS and elf.TEACHER_TARGETS is vocab.TEACHER_TARGETS
+    assert losses.LOSS_MODES is vocab.LOSS_MODES and imported.NORMALIZATIONS is vocab.IMPORT_NORMALIZATIONS
 
 
 def test_unknown_top_level_key(default_config):
@@ -295,17 +310,33 @@ def test_a_key_the_method_does_not_take_is_named(default_config, change, key):
     assert "takes no" in message
 
 
-def test_method_keys_are_the_functions_keyword_parameters():
+@pytest.mark.parametrize("method", METHODS)
+def test_method_settings_match_the_functions_keyword_parameters(method):
+    """The settings dataclass is the definition; each method function takes exactly its keys with the same defaults."""
+    import dataclasses
     import inspect
 
-    from elf_pipeline.config import method_keys
-    from elf_pipeline.distill.dm import distill_dm
-    from elf_pipeline.distill.mtt import distill_mtt
+    from elf_pipeline.distill import METHODS as FUNCTIONS
+    from elf_pipeline.distill.dc import distill_dc
+    from elf_pipeline.distill_settings import SETTINGS, method_keys
 
-    assert method_keys("dm") == set(inspect.signature(distill_dm).parameters) - {
-        "images", "labels", "num_classes", "ipc", "seed", "device", "resume"}
-    assert {"syn_steps", "expert_epochs", "lr_lr"} <= method_keys("mtt") <= set(inspect.signature(distill_mtt).parameters)
-    assert method_keys("random") == set() and method_keys("dsa") == method_keys("dc")
+    function = distill_dc if method == "dsa" else FUNCTIONS[method]
+    parameters = inspect.signature(function).parameters
+    supplied = {"images", "labels", "num_classes", "ipc", "seed", "device", "resume", "experts", "data"}
+    assert method_keys(method) == set(parameters) - supplied
+    for field in dataclasses.fields(SETTINGS[method]):
+        assert field.default == parameters[field.name].default, (method, field.name)
+
+
+def test_a_dm_block_with_syn_steps_names_the_key_and_the_method(default_config):
+    from elf_pipeline.distill_settings import parse_settings
+    from elf_pipeline.errors import InputError
+
+    with pytest.raises(InputError) as info:
+        parse_settings("dm", {"iterations": 1, "syn_steps": 3})
+    assert str(info.value).startswith("method dm takes no 'syn_steps'") and "\n" not in str(info.value)
+    config = _mutated(default_config, lambda c: c["distillation"]["methods"]["dm"].update(syn_steps=3))
+    _expect(config, "distillation.methods.dm.syn_steps", "method dm takes no syn_steps")
 
 
 def test_run_distill_refuses_a_key_its_method_does_not_take(digits_h5, tmp_path):
@@ -317,11 +348,37 @@ def test_run_distill_refuses_a_key_its_method_does_not_take(digits_h5, tmp_path)
     assert not (tmp_path / "s.h5").exists()
 
 
-def test_config_and_stage_read_the_same_method_keys():
+def test_a_schema_default_is_what_the_stage_sees(default_config, monkeypatch):
+    """Changing nothing but a default in the schema changes the block the rule passes (and so reruns the job)."""
     from elf_pipeline import config as config_module
-    from elf_pipeline import distill
+    from elf_pipeline import schema
 
-    assert {m: config_module.method_keys(m) for m in distill.METHODS} == {m: distill.method_keys(m) for m in distill.METHODS}
+    teacher = next(iter(default_config["teachers"]))
+    before = config_module.teacher_settings(default_config, teacher)
+    assert before["max_in_memory_gb"] == 4.0 and "max_in_memory_gb" not in default_config["teachers"][teacher]
+    edited = copy.deepcopy(schema.load_schema())
+    teachers = edited["properties"]["teachers"]["additionalProperties"]["properties"]
+    teachers["max_in_memory_gb"]["default"] = 1.5
+    edited["properties"]["experts"]["properties"]["epochs"]["default"] = 7
+    edited["properties"]["reference"]["properties"]["full"]["properties"]["epochs"]["default"] = 11
+    monkeypatch.setattr(schema, "load_schema", lambda path=schema.SCHEMA_PATH: edited)
+    after = config_module.teacher_settings(default_config, teacher)
+    assert after == {**before, "max_in_memory_gb": 1.5}
+    assert config_module.expert_settings({**default_config, "experts": {}}, 0)["epochs"] == 7
+    assert config_module.full_train_config({k: v for k, v in default_config.items() if k != "reference"})["epochs"] == 11
+
+
+def test_the_schema_is_the_only_place_of_the_defaults():
+    """No module repeats a default the schema gives (the stages read them from elf_pipeline.schema)."""
+    from elf_pipeline import schema
+
+    assert schema.default("teachers", "*", "max_in_memory_gb") == schema.default("experts", "max_in_memory_gb") == 4.0
+    assert schema.defaults("reference") == {"enabled": True, "full": {"epochs": 30, "train_limit": None, "seeds": [0]}}
+    for path in (REPO / "elf_pipeline").rglob("*.py"):
+        text = path.read_text()
+        assert "REFERENCE_DEFAULTS" not in text and "EXPERT_DEFAULTS" not in text, path
+        if path.name not in ("training.py",):  # training.py's helpers keep a keyword default for direct calls
+            assert "max_in_memory_gb: float = 4.0" not in text, path
 
 
 def test_evaluation_methods_restrict_its_jobs(default_config):

@@ -3,6 +3,7 @@ preparation and loading, and the dataset options of the config (paper presets in
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import subprocess
@@ -279,8 +280,9 @@ def test_imagenet_with_wnid_list_and_missing_class_folder(tmp_path):
     root = tmp_path / "imagenet"
     _imagenet_tree(root, ["n01440764", "n02102040", "n03000684"], train_per_class=1)
     out = tmp_path / "data.h5"
-    assert cli.main(["prepare-data", "--source", "imagenet", "--root", str(root), "--image-size", "8", "--resize",
-                     "interpolate", "--subset", "n03000684,n01440764", "--out", str(out)]) == 0
+    settings = {"source": "imagenet", "root": str(root), "image_size": 8, "resize": "interpolate",
+                "subset": ["n03000684", "n01440764"]}
+    assert cli.main(["prepare-data", "--settings", json.dumps(settings), "--out", str(out)]) == 0
     prepared = _read(out)
     assert read_info(out).classes == ["n03000684", "n01440764"]
     np.testing.assert_allclose(prepared["test_images"][:, 4, 4, 0], [40, 0], atol=3)
@@ -326,8 +328,9 @@ def test_image_folder_split_by_fraction_is_stratified_and_seeded(tmp_path):
     runs = []
     for seed in (0, 0, 1):
         out = tmp_path / f"s{seed}_{len(runs)}.h5"
-        code = cli.main(["prepare-data", "--source", "image_folder", "--root", str(root), "--image-size", "8",
-                         "--test-fraction", "0.5", "--split-seed", str(seed), "--channels", "1", "--out", str(out)])
+        settings = {"source": "image_folder", "root": str(root), "image_size": 8, "test_fraction": 0.5,
+                    "split_seed": seed, "channels": 1}
+        code = cli.main(["prepare-data", "--settings", json.dumps(settings), "--out", str(out)])
         assert code == 0
         runs.append(_read(out))
     first = runs[0]
@@ -343,8 +346,8 @@ def test_image_folder_errors_are_one_clear_line(tmp_path, capsys):
     _solid(root / "train" / "a" / "0.png", 1, (4, 4))
     (root / "train" / "b").mkdir(parents=True)
     _solid(root / "test" / "a" / "0.png", 2, (4, 4))
-    code = cli.main(["prepare-data", "--source", "image_folder", "--root", str(root), "--image-size", "8",
-                     "--out", str(tmp_path / "d.h5")])
+    settings = {"source": "image_folder", "root": str(root), "image_size": 8}
+    code = cli.main(["prepare-data", "--settings", json.dumps(settings), "--out", str(tmp_path / "d.h5")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
     assert err[0].startswith("elf-pipeline prepare-data: error: ") and f"{root / 'train' / 'b'}: no image files" in err[0]

@@ -93,9 +93,12 @@ def test_zca_experts_make_mtt_distil_whitened_images(tmp_path, digits_h5, train_
 def test_experts_config_resolution_and_checks() -> None:
     config = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
     config["distillation"]["methods"]["mtt"] = {"syn_steps": 2}
-    assert elf_config.experts_config(config) == {"arch": "convnet", "num_experts": 100}
+    resolved = elf_config.experts_config(config)
+    assert resolved["arch"] == "convnet" and resolved["num_experts"] == 100 and resolved["epochs"] == 50  # schema defaults
     config["experts"] = {"num_experts": 3, "epochs": 2, "arch": ARCH}
-    assert elf_config.expert_train_config(config) == {"epochs": 2}  # what an expert job's params carry
+    settings = elf_config.expert_settings(config, 1)  # what an expert job's params carry
+    assert settings["epochs"] == 2 and settings["index"] == 1 and settings["arch"] == ARCH and settings["lr"] == 0.01
+    assert "num_experts" not in settings  # adding experts leaves the existing ones' params alone
     assert elf_config.uses_experts("mtt") and not elf_config.uses_experts("dm")
     schema = str(REPO / "workflow" / "schemas" / "config.schema.yaml")
     elf_config.validate_schema(config, schema)

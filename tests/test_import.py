@@ -4,6 +4,7 @@ converted to the dataset's normalised space, and evaluated by the workflow like 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import subprocess
@@ -267,8 +268,9 @@ def test_bad_file_through_the_cli_leaves_the_finished_set_intact(kind, imported_
     payload, message = _bad(kind, images, labels)
     bad = imported_study / f"bad_{kind}.pt"
     torch.save(payload, bad)
-    code = cli.main(["distill", "--data", str(imported_study / "results/digits/data.h5"), "--method", "import", "--ipc", "1",
-                     "--config", f'{{"path": "{bad}", "normalization": "unit"}}', "--device", "cpu", "--out", str(synset)])
+    settings = {"method": "import", "ipc": 1, "hyperparameters": {"path": str(bad), "normalization": "unit"}}
+    code = cli.main(["distill", "--data", str(imported_study / "results/digits/data.h5"), "--settings", json.dumps(settings),
+                     "--device", "cpu", "--out", str(synset)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith(f"elf-pipeline distill: error: {bad}: ")
     assert message in err[0]

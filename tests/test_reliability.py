@@ -57,10 +57,14 @@ def run_cli(capsys, *argv: str) -> str:
     return err[0]
 
 
+def student_settings(**changes) -> str:
+    evaluation = {**ELF, **changes.pop("evaluation", {})}
+    return json.dumps({"arch": "convnet-w16", "evaluation": evaluation, "train": TRAIN, "seeds": [0], **changes})
+
+
 def student_args(study: Path, synset: Path | None = None, features: Path | None = None, **evaluation) -> list[str]:
     return ["train-student", "--data", str(study / "data.h5"), "--synset", str(synset or study / "synset.h5"),
-            "--features", str(features or study / "features.h5"), "--arch", "convnet-w16",
-            "--evaluation", json.dumps({**ELF, **evaluation}), "--train", json.dumps(TRAIN), "--seeds", "0",
+            "--features", str(features or study / "features.h5"), "--settings", student_settings(evaluation=evaluation),
             "--device", "cpu", "--out", str(study / "student.parquet")]
 
 
@@ -78,8 +82,8 @@ def edit_h5(path: Path, name: str, change) -> None:
 
 def test_missing_dataset_root(study, capsys):
     before = digests(study)
-    line = run_cli(capsys, "prepare-data", "--source", "fashion_mnist", "--root", str(study / "nowhere"),
-                   "--image-size", "32", "--out", str(study / "data.h5"))
+    settings = {"source": "fashion_mnist", "root": str(study / "nowhere"), "image_size": 32}
+    line = run_cli(capsys, "prepare-data", "--settings", json.dumps(settings), "--out", str(study / "data.h5"))
     assert str(study / "nowhere") in line and "apt-get install dataset-fashion-mnist" in line
     assert digests(study) == before
 
@@ -88,7 +92,7 @@ def test_truncated_data_file(study, capsys):
     bad = study / "truncated.h5"
     bad.write_bytes((study / "data.h5").read_bytes()[:2048])
     before = digests(study)
-    line = run_cli(capsys, "distill", "--data", str(bad), "--method", "random", "--ipc", "2", "--device", "cpu",
+    line = run_cli(capsys, "distill", "--data", str(bad), "--settings", '{"method": "random", "ipc": 2}', "--device", "cpu",
                    "--out", str(study / "synset.h5"))
     assert str(bad) in line and "HDF5" in line
     assert digests(study) == before
@@ -232,7 +236,7 @@ def test_synthetic_images_of_another_size(study, capsys):
 def test_diverging_loss_writes_no_row(study, capsys):
     before = digests(study)
     args = student_args(study)
-    args[args.index("--train") + 1] = json.dumps({**TRAIN, "lr": 1e30, "epochs": 3})
+    args[args.index("--settings") + 1] = student_settings(train={**TRAIN, "lr": 1e30, "epochs": 3})
     line = run_cli(capsys, *args)
     assert "loss became nan" in line or "loss became inf" in line
     assert digests(study) == before
@@ -241,7 +245,7 @@ def test_diverging_loss_writes_no_row(study, capsys):
 def test_unknown_architecture_on_the_command_line(study, capsys):
     before = digests(study)
     args = student_args(study)
-    args[args.index("--arch") + 1] = "resnet19"
+    args[args.index("--settings") + 1] = student_settings(arch="resnet19")
     line = run_cli(capsys, *args)
     assert "unknown architecture 'resnet19'" in line
     assert digests(study) == before
@@ -249,7 +253,7 @@ def test_unknown_architecture_on_the_command_line(study, capsys):
 
 def test_unknown_distillation_method(study, capsys):
     before = digests(study)
-    line = run_cli(capsys, "distill", "--data", str(study / "data.h5"), "--method", "gm", "--ipc", "2",
+    line = run_cli(capsys, "distill", "--data", str(study / "data.h5"), "--settings", '{"method": "gm", "ipc": 2}',
                    "--device", "cpu", "--out", str(study / "synset.h5"))
     assert "unknown distillation method 'gm'" in line
     assert digests(study) == before
@@ -257,7 +261,7 @@ def test_unknown_distillation_method(study, capsys):
 
 def test_ipc_larger_than_a_class(study, capsys):
     before = digests(study)
-    line = run_cli(capsys, "distill", "--data", str(study / "data.h5"), "--method", "random", "--ipc", "500",
+    line = run_cli(capsys, "distill", "--data", str(study / "data.h5"), "--settings", '{"method": "random", "ipc": 500}',
                    "--device", "cpu", "--out", str(study / "synset.h5"))
     assert "fewer than ipc=500" in line
     assert digests(study) == before

@@ -92,8 +92,8 @@ def test_workflow_extracts_features_once_per_set_and_used_teacher(tmp_path):
                               for m in ("dm", "random") for i in (1, 2) for t in ("convnet", "wide"))
     assert "results/digits/teachers/wide/model.pt" in outputs
     assert not any("/teachers/unused/" in p for p in outputs)  # vgg11 is not a student here
-    commands = [line for line in text.splitlines() if "train-student" in line and "--arch resnet18" in line
+    commands = [line for line in text.splitlines() if "train-student" in line and '"arch": "resnet18"' in line
                 and "elf.parquet" in line]
     assert commands and all("/features/" in line and "wide.h5" in line for line in commands)
-    identity = re.search(r"--identity '([^']+)'", commands[0]).group(1)
-    assert json.loads(identity)["teacher"] == "wide"
+    settings = json.loads(re.search(r"--settings '([^']+)'", commands[0]).group(1))
+    assert settings["identity"]["teacher"] == "wide" and settings["evaluation"]["teacher"] == "wide"

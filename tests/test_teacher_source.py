@@ -124,7 +124,7 @@ def test_workflow_plans_the_expert_teacher_only_for_mtt(tmp_path):
     assert "results/digits/teachers/distillation-expert0/model.pt" in outputs
     assert "results/digits/features/mtt/ipc1/distillation-expert0.h5" in outputs
     assert not any("/features/random/" in p and "distillation" in p for p in outputs)
-    assert re.search(r"teacher-from-expert --expert results/digits/experts/convnet/expert_0\.h5 .*--epoch none", text)
+    assert re.search(r"teacher-from-expert --expert results/digits/experts/convnet/expert_0\.h5 .*--settings .{\"epoch\": null}.", text)
     # online targets read the teacher checkpoint and no features file
     online = [line for line in text.splitlines() if "train-student" in line and "elf_online" in line]
     assert online and all("--teacher-model results/digits/teachers/convnet/model.pt" in line and "--features" not in line

@@ -125,4 +125,4 @@ def test_workflow_passes_val_size_to_prepare_data(tmp_path):
                             cwd=tmp_path, capture_output=True, text=True, timeout=600)
     text = result.stdout + result.stderr
     assert result.returncode == 0, text[-3000:]
-    assert re.search(r"prepare-data .*--val-size 100 --val-seed 0 --test-limit 200", text)
+    assert re.search(r'prepare-data --settings .*"test_limit": 200, .*"val_seed": 0, "val_size": 100', text)

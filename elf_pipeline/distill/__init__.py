@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import os
@@ -14,6 +15,7 @@ from elf_pipeline.distill.dm import distill_dm
 from elf_pipeline.distill.imported import import_synset
 from elf_pipeline.distill.mtt import distill_mtt
 from elf_pipeline.distill.random_subset import distill_random
+from elf_pipeline.distill_settings import parse_settings
 from elf_pipeline.errors import InputError
 from elf_pipeline.io import config_hash, sha256_file
 from elf_pipeline.resume import ResumeFile, resume_path
@@ -30,15 +32,8 @@ def _signature(method: str) -> inspect.Signature:
     return inspect.signature(distill_dc if method == "dsa" else METHODS[method])  # DSA is DC with augmentation
 
 
-# What the stage hands each method besides its config block.
+# What the stage hands each method besides its settings.
 CONTEXT_KEYS = {method: set(_signature(method).parameters) & {"resume", "experts"} for method in METHODS}
-_SUPPLIED = {"images", "labels", "num_classes", "ipc", "seed", "device", "resume", "experts", "data"}
-
-
-def method_keys(method: str) -> set[str]:
-    """The keys a method's config block may set: its function's keyword parameters (the workflow
-    checks the same set torch-free, from the source, in ``config.method_keys``)."""
-    return set(_signature(method).parameters) - _SUPPLIED
 
 
 def run_distill(data: str | os.PathLike, out: str | os.PathLike, method: str, ipc: int, config: dict,
@@ -48,30 +43,21 @@ def run_distill(data: str | os.PathLike, out: str | os.PathLike, method: str, ip
 
     ``experts``: the expert trajectory files MTT matches (ignored by the other methods).
     """
-    if method not in METHODS:
-        raise InputError(f"unknown distillation method {method!r} (allowed: {', '.join(METHODS)})")
+    settings = dataclasses.asdict(parse_settings(method, config))  # refuses keys the method does not use
     if ipc < 1:
         raise InputError(f"ipc must be >= 1, got {ipc}")
     if method == "import":
-        synset = import_synset(data, ipc, **config)
+        synset = import_synset(data, ipc, **settings)
         write_synset(out, synset, method, ipc, {"seed": seed, **config}, str(data))
         log.info("wrote %s (%d imported images)", out, len(synset.labels))
         return synset
     torch_device = resolve_device(device)
     images, labels, info = load_split(data, "train")  # stays on the host; batches move to the device
-    options = dict(config)
-    options["dsa"] = dsa_config(options.get("dsa"))
+    options = {**settings, **({"dsa": dsa_config(settings["dsa"])} if "dsa" in settings else {})}
     expert_paths = [str(path) for path in experts or ()]
     fingerprint = config_hash({"method": method, "ipc": ipc, "seed": seed, "config": config, "data": sha256_file(data),
                                "experts": [sha256_file(path) for path in expert_paths]})
     resume = ResumeFile(resume_path(out), resume_every, fingerprint)
-    accepted = method_keys(method)
-    if "dsa" not in config and "dsa" not in accepted:
-        options.pop("dsa")
-    unknown = sorted(set(options) - accepted)
-    if unknown:
-        raise InputError(f"method {method} takes no {unknown[0]!r} "
-                         f"(its hyperparameters: {', '.join(sorted(accepted)) or 'none'})")
     context = {key: value for key, value in (("resume", resume), ("experts", expert_paths)) if key in CONTEXT_KEYS[method]}
     synset = METHODS[method](images, labels, info.num_classes, ipc, seed=seed, device=torch_device, **context, **options)
     provenance = {"seed": seed, **config, **({"experts": expert_paths} if expert_paths else {})}

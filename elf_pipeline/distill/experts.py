@@ -24,6 +24,7 @@ from elf_pipeline.augment import dsa_config
 from elf_pipeline.errors import InputError
 from elf_pipeline.io import sha256_file
 from elf_pipeline.models import build
+from elf_pipeline.schema import defaults
 from elf_pipeline.training import (
     Timer,
     TrainConfig,
@@ -35,27 +36,30 @@ from elf_pipeline.training import (
     seeded_generator,
     train,
 )
-from elf_pipeline.zca import DEFAULT_EPS, fit_zca
+from elf_pipeline.zca import fit_zca
 
 log = logging.getLogger(__name__)
 
 DTYPES = ("float32", "float16")
 
 
+_DEFAULTS = defaults("experts")  # the schema's experts block is the one place its defaults are written
+
+
 @dataclass
 class ExpertConfig:
-    epochs: int = 50
-    lr: float = 0.01
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    batch_size: int = 256
-    dsa: bool | dict = True
-    dtype: str = "float32"
-    seed: int = 0               # expert k trains with seed + k
+    epochs: int = _DEFAULTS["epochs"]
+    lr: float = _DEFAULTS["lr"]
+    momentum: float = _DEFAULTS["momentum"]
+    weight_decay: float = _DEFAULTS["weight_decay"]
+    batch_size: int = _DEFAULTS["batch_size"]
+    dsa: bool | dict = _DEFAULTS["dsa"]
+    dtype: str = _DEFAULTS["dtype"]
+    seed: int = _DEFAULTS["seed"]               # expert k trains with seed + k
     train_limit: int | None = None
-    max_in_memory_gb: float = 4.0  # larger training splits are streamed from data.h5 (not with zca)
-    zca: bool = False
-    zca_eps: float = DEFAULT_EPS
+    max_in_memory_gb: float = _DEFAULTS["max_in_memory_gb"]  # larger training splits are streamed (not with zca)
+    zca: bool = _DEFAULTS["zca"]
+    zca_eps: float = _DEFAULTS["zca_eps"]
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:

@@ -31,10 +31,11 @@ import torch
 from elf_pipeline.artifacts.data import DatasetInfo, read_info
 from elf_pipeline.artifacts.synset import SyntheticSet
 from elf_pipeline.io import ArtifactError, open_h5, sha256_file
+from elf_pipeline.vocab import IMPORT_NORMALIZATIONS
 
 log = logging.getLogger(__name__)
 
-NORMALIZATIONS = ("dataset", "published", "unit", "uint8")
+NORMALIZATIONS = IMPORT_NORMALIZATIONS
 IMAGE_KEYS = ("images", "image_syn", "images_syn", "x")
 LABEL_KEYS = ("labels", "label_syn", "labels_syn", "y")
 

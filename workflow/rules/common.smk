@@ -12,6 +12,7 @@ REPO = Path(workflow.basedir).parent.parent if Path(workflow.basedir).name == "r
 sys.path.insert(0, str(REPO))
 
 from elf_pipeline import config as elf_config  # noqa: E402  (torch-free)
+from elf_pipeline import distill_settings  # noqa: E402  (torch-free)
 from elf_pipeline.sources import command_sources  # noqa: E402  (torch-free)
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -69,7 +70,7 @@ def stage_sources(command, exclude=()):
 
 
 # distill/<module>.py implementing each method; a job depends on its own method's module only.
-METHOD_MODULES = {"random": "random_subset", "dm": "dm", "dc": "dc", "dsa": "dc", "mtt": "mtt", "import": "imported"}
+METHOD_MODULES = distill_settings.MODULES
 
 
 def distill_sources(wildcards):
@@ -120,22 +121,6 @@ def distill_imports(wildcards):
     return elf_config.import_files(config, wildcards.dataset, wildcards.method, int(wildcards.ipc))
 
 
-def prepare_options(block):
-    """prepare-data flags for the dataset options that are set (none for a plain dataset block)."""
-    subset = block.get("subset")
-    flags = {
-        "--download": block.get("download") or None,
-        "--test-fraction": block.get("test_fraction"),
-        "--split-seed": block.get("split_seed"),
-        "--subset": ",".join(subset) if isinstance(subset, list) else subset,
-        "--channels": block.get("channels"),
-        "--val-size": block.get("val_size"),
-        "--val-seed": block.get("val_seed") if block.get("val_size") else None,
-        "--test-limit": block.get("test_limit"),
-    }
-    return " ".join(flag if value is True else f"{flag} {value}" for flag, value in flags.items() if value is not None)
-
-
 def student_parquets():
     return [
         f"{RESULTS}/{job['dataset']}/students/{job['method']}/ipc{job['ipc']}/{job['arch']}/{job['evaluation']}.parquet"
@@ -144,32 +129,33 @@ def student_parquets():
 
 
 def student_features(wildcards):
-    """The teacher's stored features, or its checkpoint where the evaluation computes targets online."""
+    """What a student reads of its teacher: the stored features (ELF's cached targets) and/or the
+    checkpoint (online ELF targets, KD logits, relabelling)."""
     if not elf_config.uses_teacher(config, wildcards.evaluation):
         return []
     teacher = elf_config.teacher_name(config, wildcards.evaluation, wildcards.arch)
-    if elf_config.uses_online_teacher(config, wildcards.evaluation):
-        return f"{RESULTS}/{wildcards.dataset}/teachers/{teacher}/model.pt"
-    return f"{RESULTS}/{wildcards.dataset}/features/{wildcards.method}/ipc{wildcards.ipc}/{teacher}.h5"
+    files = []
+    if elf_config.uses_teacher_features(config, wildcards.evaluation):
+        files.append(f"{RESULTS}/{wildcards.dataset}/features/{wildcards.method}/ipc{wildcards.ipc}/{teacher}.h5")
+    if elf_config.uses_teacher_checkpoint(config, wildcards.evaluation):
+        files.append(f"{RESULTS}/{wildcards.dataset}/teachers/{teacher}/model.pt")
+    return files
 
 
 def student_teacher_args(wildcards, input):
-    if not input.features:
-        return ""
-    flag = "--teacher-model" if elf_config.uses_online_teacher(config, wildcards.evaluation) else "--features"
-    return f"{flag} {input.features}"
+    flags = {".h5": "--features", ".pt": "--teacher-model"}
+    return " ".join(f"{flags[Path(path).suffix]} {path}" for path in input.features)
 
 
 def student_identity(wildcards):
-    return as_json(
-        {
-            "dataset": wildcards.dataset,
-            "method": wildcards.method,
-            "ipc": int(wildcards.ipc),
-            "evaluation": wildcards.evaluation,
-            "teacher": elf_config.teacher_name(config, wildcards.evaluation, wildcards.arch),
-        }
-    )
+    """The names a student's rows carry (dataset, method, IPC, evaluation, teacher)."""
+    return {
+        "dataset": wildcards.dataset,
+        "method": wildcards.method,
+        "ipc": int(wildcards.ipc),
+        "evaluation": wildcards.evaluation,
+        "teacher": elf_config.teacher_name(config, wildcards.evaluation, wildcards.arch),
+    }
 
 
 # --------------------------------------------------------------------------- report
@@ -276,9 +262,9 @@ def study_args():
 
 
 def expert_of(teacher):
-    """(expert index, epoch or 'none') of a distillation-model teacher name."""
+    """(expert index, epoch or None) of a distillation-model teacher name."""
     match = re.fullmatch(rf"{elf_config.DISTILLATION_TEACHER}(\d+)(?:-epoch(\d+))?", teacher)
-    return int(match.group(1)), match.group(2) or "none"
+    return int(match.group(1)), int(match.group(2)) if match.group(2) else None
 
 
 def distillation_expert(wildcards):

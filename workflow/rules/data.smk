@@ -10,13 +10,6 @@ rule prepare_data:
         ENV
     threads: 1
     params:
-        source=lambda w: config["datasets"][w.dataset]["source"],
-        root=lambda w: config["datasets"][w.dataset].get("root") or "none",
-        image_size=lambda w: config["datasets"][w.dataset]["image_size"],
-        resize=lambda w: config["datasets"][w.dataset].get("resize", "pad"),
-        train_limit=lambda w: config["datasets"][w.dataset].get("train_limit") or "none",
-        options=lambda w: prepare_options(config["datasets"][w.dataset]),
+        settings=lambda w: as_json(elf_config.data_settings(config, w.dataset)),
     shell:
-        f"{PYTHON} prepare-data --source {{params.source}} --root {{params.root:q}} "
-        "--image-size {params.image_size} --resize {params.resize} --train-limit {params.train_limit} "
-        "{params.options} --out {output:q} > {log:q} 2>&1"
+        f"{PYTHON} prepare-data --settings {{params.settings:q}} --out {{output:q}} > {{log:q}} 2>&1"

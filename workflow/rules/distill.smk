@@ -17,10 +17,9 @@ rule distill:
     resources:
         gpu=GPU_PER_JOB,
     params:
-        config=lambda w: as_json(elf_config.method_config(config, w.dataset, w.method, int(w.ipc))),
-        seed=config["distillation"].get("seed", 0),
+        settings=lambda w: as_json(elf_config.distill_settings(config, w.dataset, w.method, int(w.ipc))),
         experts=lambda w, input: f"--experts {input.experts}" if input.experts else "",
         device=DEVICE,
     shell:
-        f"{PYTHON} distill --data {{input.data:q}} --method {{wildcards.method}} --ipc {{wildcards.ipc}} "
-        "--config {params.config:q} --seed {params.seed} {params.experts} --device {params.device} --out {output:q} > {log:q} 2>&1"
+        f"{PYTHON} distill --data {{input.data:q}} --settings {{params.settings:q}} {{params.experts}} "
+        "--device {params.device} --out {output:q} > {log:q} 2>&1"

@@ -20,8 +20,8 @@ rule distillation_teacher:
         ENV
     threads: 1
     params:
-        epoch=lambda w: expert_of(w.teacher)[1],
+        settings=lambda w: as_json({"epoch": expert_of(w.teacher)[1]}),
         device=DEVICE,
     shell:
-        f"{PYTHON} teacher-from-expert --expert {{input.expert:q}} --data {{input.data:q}} --epoch {{params.epoch}} "
+        f"{PYTHON} teacher-from-expert --expert {{input.expert:q}} --data {{input.data:q}} --settings {{params.settings:q}} "
         "--device {params.device} --out {output:q} > {log:q} 2>&1"

@@ -20,8 +20,8 @@ rule train_experts:
         gpu=GPU_PER_JOB,
     params:
         # without num_experts: adding experts must not change the existing experts' params
-        config=as_json(elf_config.expert_train_config(config)),
+        settings=lambda w: as_json(elf_config.expert_settings(config, int(w.index))),
         device=DEVICE,
     shell:
-        f"{PYTHON} train-experts --data {{input.data:q}} --arch {{wildcards.expert_arch}} --index {{wildcards.index}} "
-        "--config {params.config:q} --device {params.device} --out {output:q} > {log:q} 2>&1"
+        f"{PYTHON} train-experts --data {{input.data:q}} --settings {{params.settings:q}} --device {{params.device}} "
+        "--out {output:q} > {log:q} 2>&1"

@@ -16,12 +16,8 @@ rule train_full:
     resources:
         gpu=GPU_PER_JOB,
     params:
-        train=as_json(elf_config.full_train_config(config)),
-        seeds=" ".join(str(seed) for seed in elf_config.reference_config(config)["full"]["seeds"]),
-        train_limit=elf_config.reference_config(config)["full"]["train_limit"] or "none",
-        identity=lambda w: as_json({"dataset": w.dataset}),
+        settings=lambda w: as_json(elf_config.full_settings(config, w.dataset, w.arch)),
         device=DEVICE,
     shell:
-        f"{PYTHON} train-full --data {{input.data:q}} --arch {{wildcards.arch}} --train {{params.train:q}} "
-        "--seeds {params.seeds} --train-limit {params.train_limit} --identity {params.identity:q} "
-        "--device {params.device} --out {output:q} > {log:q} 2>&1"
+        f"{PYTHON} train-full --data {{input.data:q}} --settings {{params.settings:q}} --device {{params.device}} "
+        "--out {output:q} > {log:q} 2>&1"

@@ -9,6 +9,7 @@ rule report:
     output:
         runs=f"{RESULTS}/report/runs.parquet",
         reference=f"{RESULTS}/report/reference.parquet",
+        ddranking=f"{RESULTS}/report/ddranking.parquet",
         summary=f"{RESULTS}/report/summary.md",
         html=report(f"{RESULTS}/report/summary.html", caption="../report/summary.rst", category="Tables"),
     log:
@@ -21,7 +22,7 @@ rule report:
         distill_archs=distill_arch_args(),
     shell:
         f"{PYTHON} report --runs {{output.runs:q}} --summary {{output.summary:q}} --html {{output.html:q}} "
-        "--reference-out {output.reference:q} {input.runs:q} --full {input.full:q} --extra {input.extra:q} "
+        "--reference-out {output.reference:q} --ddranking-out {output.ddranking:q} {input.runs:q} --full {input.full:q} --extra {input.extra:q} "
         "--benchmarks {params.benchmarks:q} --distill-arch {params.distill_archs} > {log:q} 2>&1"
 
 

@@ -17,13 +17,9 @@ rule train_student:
     resources:
         gpu=GPU_PER_JOB,
     params:
-        evaluation=lambda w: as_json(elf_config.evaluation_config(config, w.evaluation, w.arch)),
-        train=lambda w: as_json(elf_config.student_train_config(config, w.evaluation)),
-        seeds=" ".join(str(seed) for seed in config["students"]["seeds"]),
-        identity=student_identity,
+        settings=lambda w: as_json(elf_config.student_settings(config, w.evaluation, w.arch, student_identity(w))),
         features=student_teacher_args,
         device=DEVICE,
     shell:
         f"{PYTHON} train-student --data {{input.data:q}} --synset {{input.synset:q}} {{params.features}} "
-        "--arch {wildcards.arch} --evaluation {params.evaluation:q} --train {params.train:q} --seeds {params.seeds} "
-        "--identity {params.identity:q} --device {params.device} --out {output:q} > {log:q} 2>&1"
+        "--settings {params.settings:q} --device {params.device} --out {output:q} > {log:q} 2>&1"

@@ -1,0 +1,114 @@
+"""The hyperparameters of each distillation method: one dataclass per method, the one definition
+of the keys its config block may set and of their defaults.
+
+Torch-free: the Snakefile checks config blocks with these while parsing; ``run_distill`` parses the
+block it is given into the same dataclass, so a key the method does not use fails in both places
+with one line naming the key and the method.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from elf_pipeline.errors import InputError
+
+DSA = bool | dict | None  # the config's dsa value: true (published parameters), false/None (off), or overrides
+
+
+@dataclass(frozen=True)
+class RandomSettings:
+    """Random real images per class: no hyperparameters."""
+
+
+@dataclass(frozen=True)
+class DMSettings:
+    iterations: int = 20000
+    lr_img: float = 1.0
+    momentum: float = 0.5
+    batch_real: int = 256
+    init: str = "real"
+    model: str = "convnet"
+    dsa: DSA = None
+    log_every: int = 100
+
+
+@dataclass(frozen=True)
+class DCSettings:
+    """DC (gradient matching); ``outer_loop``/``inner_loop`` default to the published values for the IPC."""
+
+    iterations: int = 1000
+    lr_img: float = 0.1
+    momentum: float = 0.5
+    lr_net: float = 0.01
+    batch_real: int = 256
+    batch_train: int = 256
+    outer_loop: int | None = None
+    inner_loop: int | None = None
+    distance: str = "layerwise"
+    init: str = "real"
+    model: str = "convnet"
+    dsa: DSA = None
+    log_every: int = 100
+
+
+@dataclass(frozen=True)
+class DSASettings(DCSettings):
+    """DSA = DC with siamese augmentation (the published DSA parameters unless ``dsa`` overrides them)."""
+
+
+@dataclass(frozen=True)
+class MTTSettings:
+    """MTT (trajectory matching); ``model`` defaults to the experts' architecture."""
+
+    iterations: int = 5000
+    syn_steps: int = 20
+    expert_epochs: int = 2
+    max_start_epoch: int = 20
+    lr_img: float = 1000.0
+    lr_lr: float = 1e-5
+    lr_teacher: float = 0.01
+    momentum: float = 0.5
+    batch_syn: int | None = None
+    init: str = "real"
+    model: str | None = None
+    dsa: DSA = None
+    log_every: int = 100
+
+
+@dataclass(frozen=True)
+class ImportSettings:
+    """A synthetic set distilled elsewhere: its file(s) and the pixel space they are stored in."""
+
+    path: str | None = None
+    labels_path: str | None = None
+    normalization: str | None = None
+
+
+SETTINGS: dict[str, type] = {"random": RandomSettings, "dm": DMSettings, "dc": DCSettings, "dsa": DSASettings,
+                             "mtt": MTTSettings, "import": ImportSettings}
+# distill/<module>.py implementing each method (a distill job depends on its own method's module only)
+MODULES = {"random": "random_subset", "dm": "dm", "dc": "dc", "dsa": "dc", "mtt": "mtt", "import": "imported"}
+
+
+def method_keys(method: str) -> set[str]:
+    """The keys a method's config block may set."""
+    return {field.name for field in dataclasses.fields(SETTINGS[method])}
+
+
+def unknown_key(method: str, block: dict | None) -> str | None:
+    """The first key (sorted) of ``block`` that ``method`` does not use; None when all are known."""
+    unknown = sorted(set(block or {}) - method_keys(method))
+    return unknown[0] if unknown else None
+
+
+def parse_settings(method: str, block: dict | None) -> Any:
+    """``block`` as the method's settings dataclass; a key it does not use fails naming key and method."""
+    if method not in SETTINGS:
+        raise InputError(f"unknown distillation method {method!r} (allowed: {', '.join(SETTINGS)})")
+    key = unknown_key(method, block)
+    if key is not None:
+        allowed = ", ".join(sorted(method_keys(method))) or "none"
+        raise InputError(f"method {method} takes no {key!r} (its hyperparameters: {allowed})")
+    return SETTINGS[method](**(block or {}))
