@@ -117,6 +117,14 @@ def environments(workdir: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
 
 
+def stages_run(prefix: Path) -> list[str]:
+    """The stage of every call of the environment's python, in order (each must be the CLI)."""
+    lines = (prefix / "calls.log").read_text().splitlines()
+    stages = [re.match(r"-m elf_pipeline --threads \d+ (\S+) ", line) for line in lines]
+    assert lines and all(stages), lines
+    return [match.group(1) for match in stages]
+
+
 def job_count(log: str) -> int:
     match = re.search(r"^total\s+(\d+)$", log, flags=re.M)
     assert match, f"no job table in:\n{log[-2000:]}"
@@ -143,8 +151,7 @@ def test_every_job_runs_with_the_environments_python(conda_study) -> None:
     assert "--version" in calls and "info --json" in calls
     creates = [c for c in calls if c.startswith("env create")]
     assert len(creates) == 1 and creates[0].endswith(f"--prefix {prefix}")
-    stages = [line.split()[2] for line in (prefix / "calls.log").read_text().splitlines()]
-    assert stages and all(line.startswith("-m elf_pipeline") for line in (prefix / "calls.log").read_text().splitlines())
+    stages = stages_run(prefix)
     total = job_count(log) - 1  # the target rule `all` runs no command
     assert len(stages) == total, f"{total} jobs, {len(stages)} calls of the environment's python"
     assert {"prepare-data", "distill", "train-teacher", "extract-features", "train-student", "train-full",
@@ -166,7 +173,7 @@ def test_editing_the_environment_file_creates_a_new_one_and_reruns(conda_study) 
     run(workdir, env, "--cores", "2", "--use-conda", "--configfile", CONFIG, data)
     new = [p for p in environments(workdir) if p != old]
     assert len(new) == 1 and "rich>=13" in (new[0] / "conda-meta" / "environment.yaml").read_text()
-    assert [line.split()[2] for line in (new[0] / "calls.log").read_text().splitlines()] == ["prepare-data"]
+    assert stages_run(new[0]) == ["prepare-data"]
 
 
 def real_conda() -> str | None:
