@@ -170,7 +170,7 @@ def test_editing_the_environment_file_creates_a_new_one_and_reruns(conda_study) 
     assert job_count(dry) > 1
     data = "results/digits/data.h5"
     assert (workdir / data).is_file()
-    run(workdir, env, "--cores", "2", "--use-conda", "--configfile", CONFIG, data)
+    run(workdir, env, data, "--cores", "2", "--use-conda", "--configfile", CONFIG)  # the target before --configfile
     new = [p for p in environments(workdir) if p != old]
     assert len(new) == 1 and "rich>=13" in (new[0] / "conda-meta" / "environment.yaml").read_text()
     assert stages_run(new[0]) == ["prepare-data"]
@@ -193,7 +193,7 @@ def real_conda() -> str | None:
 def test_real_conda_creates_the_environment(tmp_path: Path) -> None:
     copy_repo(tmp_path)
     env = {**os.environ}
-    run(tmp_path, env, "--cores", "2", "--use-conda", "--configfile", CONFIG, "results/digits/data.h5")
+    run(tmp_path, env, "results/digits/data.h5", "--cores", "2", "--use-conda", "--configfile", CONFIG)
     (prefix,) = environments(tmp_path)
     probe = subprocess.run([str(prefix / "bin" / "python"), "-c", textwrap.dedent("""
         import h5py, numpy, torch, torchvision, matplotlib, pandas
