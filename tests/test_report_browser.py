@@ -96,8 +96,9 @@ def opened(report: Path, result: str, out: Path, data_uri: str | None = None) ->
     source = f'"data:image/png;base64,{data_uri}"' if data_uri else f"results[{result!r}].data_uri"
     script = (f"<script>window.addEventListener('load', () => setTimeout(() => app.setView("
               f"{{content: 'img', contentPath: {source}, resultPath: {result!r}}}), 200));</script>")
-    assert page.count("</body>") == 1
-    out.write_text(page.replace("</body>", script + "</body>"))
+    head, body_end, tail = page.rpartition("</body>")  # the last one: embedded results may hold HTML pages
+    assert body_end, f"{report}: no </body>"
+    out.write_text(head + script + body_end + tail)
     return out
 
 
@@ -109,7 +110,7 @@ def test_report_renders_in_the_browser(report_html: Path, tmp_path: Path) -> Non
     pixels = screenshot(report_html, tmp_path / "report.png")
     background = np.median(pixels.reshape(-1, 3), axis=0)
     non_background = (np.abs(pixels - background).sum(axis=-1) > 30).mean()
-    assert non_background > 0.01, f"only {non_background:.4f} of the page differs from its background: blank page"
+    assert non_background > 0.05, f"only {non_background:.4f} of the page differs from its background: blank page"
 
 
 def test_accuracy_figure_renders(report_html: Path, tmp_path: Path) -> None:
@@ -123,7 +124,7 @@ def test_accuracy_figure_renders(report_html: Path, tmp_path: Path) -> None:
     changed = np.abs(with_figure - without).sum(axis=-1) > 30
     rows, cols = np.nonzero(changed)
     assert changed.mean() > 0.02, f"only {changed.mean():.4f} of the page changed with the figure"
-    with Image.open(io.BytesIO(base64.b64decode(embedded_png(page, ACCURACY)))) as image:
+    with Image.open(report_html.parent / ACCURACY) as image:  # the file the report embeds
         width, height = image.size
     # the changed block is about as large as the figure (the page may scale it down to fit)
     assert cols.max() - cols.min() > 0.4 * min(width, WINDOW[0]), (cols.min(), cols.max(), width)
@@ -140,8 +141,3 @@ def test_synthetic_image_grid_renders(report_html: Path, tmp_path: Path) -> None
     grey = (np.ptp(block, axis=-1) < 8) & (block.mean(axis=-1) > 20) & (block.mean(axis=-1) < 235)
     assert grey.sum() > 100, f"{grey.sum()} grey pixels: no digit images on screen"
 
-
-def embedded_png(page: str, result: str) -> str:
-    match = re.search(rf'"{re.escape(result)}":\s*\{{.*?"data_uri":\s*"data:image/png;base64,([^"]+)"', page, flags=re.S)
-    assert match, f"no embedded PNG for {result}"
-    return match.group(1)
