@@ -11,7 +11,7 @@ FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.elf-setup-done
 
-.PHONY: setup data run dry-run test lint report clean-results slurm-deps bench bench-gpu
+.PHONY: setup data run dry-run test lint report clean-results slurm-deps browser-deps bench bench-gpu
 
 setup: $(STAMP) data
 
@@ -47,7 +47,19 @@ dry-run: setup
 slurm-deps:
 	@bash tests/slurm/install_slurm.sh
 
-test: setup slurm-deps
+# tests/test_report_browser.py opens the HTML report in headless Chromium; as root with apt-get this
+# installs Debian's chromium when missing, elsewhere it does nothing and that test is skipped.
+browser-deps:
+	@if ! command -v chromium >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing Chromium for tests/test_report_browser.py (apt-get install chromium)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else \
+			echo "note: chromium missing; as root: apt-get install chromium (tests/test_report_browser.py is skipped until then)"; \
+		fi; \
+	fi
+
+test: setup slurm-deps browser-deps
 	$(BIN)/python -m pytest -q -rs
 
 lint: setup

@@ -140,12 +140,12 @@ def denormalize(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.nda
 def plot_synset(synset: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, max_per_class: int = 10) -> None:
     """The synthetic images as a grid: one column per class (named), up to ``max_per_class`` rows."""
     with open_h5(data) as h5:
-        try:
-            mean = np.asarray(h5.attrs["mean"], dtype=np.float32)
-            std = np.asarray(h5.attrs["std"], dtype=np.float32)
-            classes = [c.decode() if isinstance(c, bytes) else str(c) for c in h5.attrs["classes"]]
-        except KeyError as err:
-            raise ArtifactError(f"{data}: prepared dataset lacks attribute {err}") from None
+        missing = [key for key in ("mean", "std", "classes") if key not in h5.attrs]
+        if missing:  # h5py's KeyError text does not name the attribute plainly
+            raise ArtifactError(f"{data}: prepared dataset lacks attribute {missing[0]!r}")
+        mean = np.asarray(h5.attrs["mean"], dtype=np.float32)
+        std = np.asarray(h5.attrs["std"], dtype=np.float32)
+        classes = [c.decode() if isinstance(c, bytes) else str(c) for c in h5.attrs["classes"]]
     with open_h5(synset) as h5:
         if "images" not in h5 or "labels" not in h5:
             raise ArtifactError(f"{synset}: synthetic set needs datasets 'images' and 'labels'")
