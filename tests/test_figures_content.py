@@ -1,4 +1,4 @@
-"""What the report figures (elf_pipeline/figures.py) draw, read back from the PNG pixels: bar
+"""What the report figures (elf_pipeline/report/figures.py) draw, read back from the PNG pixels: bar
 heights in proportion to the accuracies, the full-data tick, the synthetic images at their
 de-normalised grey levels, the teacher curves; and the errors for inputs that cannot be drawn."""
 
@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from elf_pipeline import figures
 from elf_pipeline.cli import main
 from elf_pipeline.errors import ArtifactError
+from elf_pipeline.report import figures
 
 TAB_BLUE, TAB_ORANGE = np.array([31, 119, 180]), np.array([255, 127, 14])
 

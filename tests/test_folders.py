@@ -5,6 +5,7 @@ only where the labels must be seen through the whole stage."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import h5py
@@ -157,15 +158,15 @@ def test_prepare_data_keeps_subset_labels(tmp_path, capsys) -> None:
         image(tmp_path / "tree" / "train" / wnid / f"{wnid}.png", 50 * label, size=(8, 8))
         image(tmp_path / "tree" / "val" / wnid / f"{wnid}.png", 50 * label, size=(8, 8))
     out = tmp_path / "data.h5"
-    assert main(["prepare-data", "--source", "imagenet", "--root", str(tmp_path / "tree"), "--image-size", "8",
-                 "--subset", ",".join(order), "--out", str(out)]) == 0
+    settings = {"source": "imagenet", "root": str(tmp_path / "tree"), "image_size": 8, "subset": order}
+    assert main(["prepare-data", "--settings", json.dumps(settings), "--out", str(out)]) == 0
     with h5py.File(out, "r") as h5:
         classes = [c.decode() if isinstance(c, bytes) else str(c) for c in h5.attrs["classes"]]
         test_images, test_labels = h5["test/images"][:], h5["test/labels"][:]
     assert classes == order
     np.testing.assert_array_equal(test_images[:, 4, 4, 0], 50 * test_labels)
     assert sorted(test_labels.tolist()) == [0, 1, 2]
-    assert main(["prepare-data", "--source", "imagenet", "--root", str(tmp_path / "tree"), "--image-size", "8",
-                 "--subset", "n09,n09", "--out", str(tmp_path / "bad.h5")]) == 2
+    twice = {**settings, "subset": ["n09", "n09"]}
+    assert main(["prepare-data", "--settings", json.dumps(twice), "--out", str(tmp_path / "bad.h5")]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "elf-pipeline prepare-data: error: subset lists a WordNet id twice: ['n09', 'n09']")

@@ -19,15 +19,16 @@ ARCH = "convnet-w8"
 TRAIN = {"epochs": 1, "batch_size": 10, "dsa": False, "lr": 0.05}
 
 
-def cli_train_full(digits_h5, out, *extra: str) -> int:
-    return main(["train-full", "--data", str(digits_h5), "--arch", ARCH, "--train", json.dumps(TRAIN),
-                 "--identity", json.dumps({"dataset": "digits"}), "--device", "cpu", "--out", str(out), *extra])
+def cli_train_full(digits_h5, out, **settings) -> int:
+    block = {"arch": ARCH, "train": TRAIN, "identity": {"dataset": "digits"}, **settings}
+    return main(["train-full", "--data", str(digits_h5), "--settings", json.dumps(block), "--device", "cpu",
+                 "--out", str(out)])
 
 
 @pytest.fixture(scope="module")
 def rows(digits_h5, tmp_path_factory) -> pd.DataFrame:
     out = tmp_path_factory.mktemp("full") / "convnet.parquet"
-    assert cli_train_full(digits_h5, out, "--seeds", "3", "4", "--train-limit", "20", "--subset-seed", "1") == 0
+    assert cli_train_full(digits_h5, out, seeds=[3, 4], train_limit=20, subset_seed=1) == 0
     return pd.read_parquet(out)
 
 
@@ -66,7 +67,7 @@ def test_limit_at_or_above_the_split_trains_on_everything(digits_h5, tmp_path) -
 
 def test_bad_limit_is_one_line_and_writes_nothing(digits_h5, tmp_path, capsys) -> None:
     out = tmp_path / "bad.parquet"
-    assert cli_train_full(digits_h5, out, "--seeds", "0", "--train-limit", "0") == 2
+    assert cli_train_full(digits_h5, out, seeds=[0], train_limit=0) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["elf-pipeline train-full: error: train_limit must be >= 1, got 0"]
     assert not out.exists()
