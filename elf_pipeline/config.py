@@ -263,7 +263,7 @@ def import_files(config: dict, dataset: str, method: str, ipc: int) -> list[str]
     if method != "import":
         return []
     block = method_config(config, dataset, method, ipc)
-    return [str(block[key]) for key in ("path", "labels_path") if block.get(key)]
+    return [str(block[key]) for key in ("path", "labels_path", "lr_path") if block.get(key)]
 
 
 # --------------------------------------------------------------------------- the --settings block of each stage

@@ -79,11 +79,14 @@ class MTTSettings:
 
 @dataclass(frozen=True)
 class ImportSettings:
-    """A synthetic set distilled elsewhere: its file(s) and the pixel space they are stored in."""
+    """A synthetic set distilled elsewhere: its file(s), the pixel space they are stored in, a learned
+    student lr and, for sets released in ZCA space, the whitening's eps."""
 
     path: str | None = None
     labels_path: str | None = None
     normalization: str | None = None
+    lr_path: str | None = None
+    zca: dict | None = None
 
 
 SETTINGS: dict[str, type] = {"random": RandomSettings, "dm": DMSettings, "dc": DCSettings, "dsa": DSASettings,

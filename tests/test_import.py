@@ -133,7 +133,7 @@ def _bad(kind: str, images: torch.Tensor, labels: torch.Tensor) -> tuple[object,
     if kind == "size":
         return {"images": F.interpolate(images, size=8), "labels": labels}, "images are 8x8 but the dataset is prepared at 16x16"
     if kind == "soft":
-        return {"images": images, "labels": torch.softmax(torch.randn(len(labels), 10), 1)}, "soft (not one-hot)"
+        return {"images": images, "labels": torch.rand(len(labels), 10) + 0.5}, "soft label rows must sum to 1"
     if kind == "objects":
         return {"images": images, "labels": labels, "args": argparse.Namespace(lr=0.1)}, "refused: the file holds Python objects"
     if kind == "range":

@@ -14,7 +14,15 @@ Accepted files (paths relative to the working directory):
 ``data.h5``, what MTT/DATM/DM releases use), ``unit`` ([0, 1] pixels) or ``uint8`` (0..255).  The
 images are converted to the dataset's normalised space and validated (NCHW shape matching the
 dataset's channels and image size, finite values, labels in range, exactly ``ipc`` per class).
-ZCA-whitened releases are not supported.
+
+Soft labels (DATM's ``labels_best.pt``): an N x C table of class probabilities (non-negative, rows
+summing to 1, C the dataset's class count), kept as such; N must be ``ipc`` x C and the set is
+ordered by each row's most probable class.  ``lr_path`` (MTT/DATM's ``lr_best.pt``) holds the
+student lr learned with the set: a positive scalar, stored as ``syn_lr`` for ``train.lr: learned``.
+``zca: {eps}`` declares a set released in ZCA space (MTT/DATM CIFAR sets, whitened after the
+normalisation): its values are kept, ``normalization`` must be ``dataset``, and later stages refit
+the whitening on this dataset's training split with that ``eps`` (kornia's ``ZCAWhitening``, as
+MTT does) to test students on whitened test images.
 """
 
 from __future__ import annotations
@@ -29,9 +37,10 @@ import numpy as np
 import torch
 
 from elf_pipeline.artifacts.data import DatasetInfo, read_info
-from elf_pipeline.artifacts.synset import SyntheticSet
+from elf_pipeline.artifacts.synset import SyntheticSet, check_soft_labels
 from elf_pipeline.io import ArtifactError, open_h5, sha256_file
 from elf_pipeline.vocab import IMPORT_NORMALIZATIONS
+from elf_pipeline.zca import DEFAULT_EPS
 
 log = logging.getLogger(__name__)
 
@@ -110,13 +119,22 @@ def _load_arrays(path: Path) -> tuple[object, object | None]:
     raise ImportedSetError(f"{path}: unsupported file type {suffix!r} (use .pt, .pth, .npz, .h5 or .hdf5)")
 
 
+def _soft_labels(labels: np.ndarray, path: Path, n: int, num_classes: int) -> np.ndarray:
+    if len(labels) != n:
+        raise ImportedSetError(f"{path}: {n} images but {len(labels)} soft label rows")
+    try:
+        check_soft_labels(labels.astype(np.float64), path, num_classes)
+    except ArtifactError as err:
+        raise ImportedSetError(str(err)) from None
+    return labels.astype(np.float32)
+
+
 def _labels_array(raw: object, path: Path, n: int, num_classes: int) -> np.ndarray:
     labels = _to_numpy(raw, path, "labels")
-    if labels.ndim == 2 and labels.shape == (n, num_classes):
-        one_hot = np.isin(labels, (0, 1)).all() and (labels.sum(axis=1) == 1).all()
+    if labels.ndim == 2:
+        one_hot = labels.shape == (n, num_classes) and np.isin(labels, (0, 1)).all() and (labels.sum(axis=1) == 1).all()
         if not one_hot:
-            raise ImportedSetError(f"{path}: labels have shape {labels.shape} and are soft (not one-hot); "
-                                   "only hard labels can be imported")
+            return _soft_labels(labels, path, n, num_classes)
         labels = labels.argmax(axis=1)
     if labels.ndim != 1:
         raise ImportedSetError(f"{path}: labels should be a vector of class indices, got shape {labels.shape}")
@@ -153,13 +171,29 @@ def _to_dataset_space(images: np.ndarray, normalization: str, info: DatasetInfo,
     return images
 
 
+def _learned_lr(path: Path) -> float:
+    if not path.is_file():
+        raise ImportedSetError(f"{path}: learned lr file not found")
+    value = _load_torch(path) if path.suffix.lower() in (".pt", ".pth") else _load_arrays(path)[0]
+    array = np.asarray(_to_numpy(value, path, "the learned lr") if not isinstance(value, (int, float)) else value,
+                       dtype=np.float64)
+    if array.size != 1 or not np.isfinite(array).all() or float(array.reshape(-1)[0]) <= 0:
+        raise ImportedSetError(f"{path}: the learned lr must be one positive, finite number, got shape "
+                               f"{tuple(array.shape)}" + (f" value {float(array.reshape(-1)[0]):.4g}" if array.size == 1 else ""))
+    return float(array.reshape(-1)[0])
+
+
 def import_synset(data: str | os.PathLike, ipc: int, path: str | os.PathLike | None = None,
-                  labels_path: str | os.PathLike | None = None, normalization: str | None = None) -> SyntheticSet:
+                  labels_path: str | os.PathLike | None = None, normalization: str | None = None,
+                  lr_path: str | os.PathLike | None = None, zca: dict | None = None) -> SyntheticSet:
     """Read, validate and convert an externally distilled set to the space of ``data.h5``."""
     if path is None:
         raise ImportedSetError("method import: no path configured (distillation.methods.import.path, per IPC via by_ipc)")
     if normalization not in NORMALIZATIONS:
         raise ImportedSetError(f"method import: normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}")
+    if zca is not None and normalization != "dataset":
+        raise ImportedSetError(f"method import: a set in ZCA space (zca) holds whitened values; declare normalization: "
+                               f"dataset, got {normalization!r}")
     info = read_info(data)
     path = Path(path)
     for file in (path, *([Path(labels_path)] if labels_path else [])):
@@ -188,14 +222,24 @@ def import_synset(data: str | os.PathLike, ipc: int, path: str | os.PathLike | N
     if bad:
         raise ImportedSetError(f"{path}: images hold {bad} non-finite values (NaN/Inf)")
     labels = _labels_array(raw_labels, Path(labels_path) if labels_path else path, len(images), info.num_classes)
-    counts = np.bincount(labels, minlength=info.num_classes)
+    soft = labels.ndim == 2
+    if soft and len(labels) != ipc * info.num_classes:
+        raise ImportedSetError(f"{path}: expected {ipc * info.num_classes} images (ipc {ipc} x {info.num_classes} "
+                               f"classes), got {len(labels)}")
+    classes = labels.argmax(axis=1) if soft else labels
+    counts = np.bincount(classes, minlength=info.num_classes) if not soft else np.full(info.num_classes, ipc)
     if (counts != ipc).any():
         wrong = {int(c): int(counts[c]) for c in np.flatnonzero(counts != ipc)[:5]}
         raise ImportedSetError(f"{path}: expected {ipc} images per class (ipc {ipc}) for {info.num_classes} classes, "
                                f"got {len(labels)} images; classes with other counts (class: count): {wrong}")
-    images = _to_dataset_space(images, normalization, info, path)
-    order = np.argsort(labels, kind="stable")  # class-major, like the other methods
+    if zca is None:
+        images = _to_dataset_space(images, normalization, info, path)
+    order = np.argsort(classes, kind="stable")  # class-major, like the other methods
     extra = {"imported_from": str(path), "imported_sha256": sha256_file(path), "imported_normalization": normalization}
+    if zca is not None:
+        extra["zca_eps"] = float(zca.get("eps", DEFAULT_EPS))
+    if lr_path:
+        extra.update(syn_lr=_learned_lr(Path(lr_path)), imported_lr_from=str(lr_path))
     if labels_path:
         extra.update(imported_labels_from=str(labels_path), imported_labels_sha256=sha256_file(labels_path))
     return SyntheticSet(torch.from_numpy(images[order].astype(np.float32)), torch.from_numpy(labels[order]),
