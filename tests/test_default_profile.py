@@ -1,13 +1,12 @@
-"""workflow/profiles/default: what it sets, and when Snakemake applies it.
+"""workflow/profiles/default: what it sets, and that Snakemake applies it without ``--profile``.
 
 Snakemake looks for an implicit workflow profile in ``profiles/default`` next to the Snakefile and
-in the working directory. This Snakefile lies at the repository root, so
-``workflow/profiles/default`` is not found by itself: it applies with ``--profile
-workflow/profiles/default`` (as README and docs/cluster.md say), and a plain ``snakemake`` or a
-``--profile workflow/profiles/slurm`` run is not layered with it (a workflow profile would
-override the SLURM profile key by key). Both halves are checked through settings that show:
-``printshellcmds: true`` prints each job's command in a dry run, and ``cores: all`` lets a run
-start without ``--cores``."""
+in the working directory. The Snakefile lies at the repository root, so ``profiles/default`` there
+links to ``workflow/profiles/default``: a plain ``snakemake`` run uses it, and a ``--profile
+workflow/profiles/slurm`` run is layered with it key by key (its keys agree with the SLURM
+profile's or do not concern a cluster). Checked through settings that show: ``printshellcmds:
+true`` prints each job's command in a dry run, and ``cores: all`` lets a run start without
+``--cores``."""
 
 from __future__ import annotations
 
@@ -30,7 +29,7 @@ NO_CORES = "cores have to be specified"
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("profile")
-    for item in ("Snakefile", "workflow", "elf_pipeline", "config"):
+    for item in ("Snakefile", "workflow", "elf_pipeline", "config", "profiles"):
         source = REPO / item
         (shutil.copytree if source.is_dir() else shutil.copy2)(source, workdir / item)
     return workdir
@@ -51,18 +50,26 @@ def test_profile_holds_the_settings_checked_here() -> None:
 
 def test_profile_option_applies_the_default_profile(workdir: Path) -> None:
     text = snakemake(workdir, "-n", "--profile", PROFILE)
-    assert f"Using profile {PROFILE} for setting default command line arguments" in text, text[-2000:]
+    assert f"Using profiles {PROFILE} and workflow specific profile profiles/default" in text, text[:2000]
     assert COMMAND.search(text), "printshellcmds from the profile: the dry run should print the commands"
     started = snakemake(workdir, "Snakefile", "--profile", PROFILE)  # a target no rule makes: fails after the DAG
     assert NO_CORES not in started and "Building DAG of jobs" in started, started[-2000:]
 
 
-def test_plain_run_is_not_layered_with_the_default_profile(workdir: Path) -> None:
+def test_plain_run_uses_the_default_profile_without_being_told(workdir: Path) -> None:
+    assert (REPO / "profiles" / "default").resolve() == (REPO / PROFILE).resolve()
     text = snakemake(workdir, "-n")
-    assert "Nothing to be done" not in text and "prepare_data" in text, text[-2000:]
-    assert "Using" not in text.split("Building DAG")[0] and "profiles/default" not in text
-    assert not COMMAND.search(text)
-    assert NO_CORES in snakemake(workdir, "Snakefile")
-    slurm = snakemake(workdir, "-n", "--profile", "workflow/profiles/slurm")
-    assert "Using profile workflow/profiles/slurm for setting" in slurm, slurm[-2000:]
-    assert "workflow specific profile" not in slurm
+    assert "Using workflow specific profile profiles/default" in text, text[:2000]
+    assert COMMAND.search(text), "printshellcmds from the implicit profile: the dry run should print the commands"
+    assert NO_CORES not in snakemake(workdir, "Snakefile")
+    # --workflow-profile none is the documented way out
+    plain = snakemake(workdir, "-n", "--workflow-profile", "none")
+    assert not COMMAND.search(plain) and NO_CORES in snakemake(workdir, "Snakefile", "--workflow-profile", "none")
+
+
+def test_slurm_profile_keys_survive_the_layering() -> None:
+    default = yaml.safe_load((REPO / PROFILE / "profile.yaml").read_text())
+    slurm = yaml.safe_load((REPO / "workflow/profiles/slurm/profile.yaml").read_text())
+    shared = set(default) & set(slurm)
+    assert {key: default[key] for key in shared} == {key: slurm[key] for key in shared}
+    assert set(default) - set(slurm) <= {"cores"}  # the only key SLURM's profile leaves to the local side
