@@ -12,6 +12,7 @@ rule extract_features:
     conda:
         ENV
     threads: THREADS
+    priority: 10  # on the critical path to the ELF students
     resources:
         gpu=GPU_PER_JOB,
     params:

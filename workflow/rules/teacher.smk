@@ -13,6 +13,7 @@ rule train_teacher:
     conda:
         ENV
     threads: THREADS
+    priority: 10  # the teacher is on the critical path (teacher -> features -> ELF students): start it first
     resources:
         gpu=GPU_PER_JOB,
     params:
