@@ -30,7 +30,9 @@ def build_document(runs: pd.DataFrame, reference: pd.DataFrame | None = None, be
     baseline = baseline_evaluation(runs)
     doc = Document("ELF study summary")
     seed_range = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}–{seeds.max()}"
-    doc.paragraph(f"Test accuracy (%) on the full real test set, mean ± std over {seed_range} seeds. "
+    sizes = sorted(int(n) for n in runs["test_images"].dropna().unique()) if "test_images" in runs else []
+    tested = f"on {sizes[0]:,} real test images" if len(sizes) == 1 else "on the real test set"
+    doc.paragraph(f"Test accuracy (%) {tested}, mean ± std over {seed_range} seeds. "
                   f"Cells read `{baseline or 'baseline'} → evaluation (Δ)`, Δ in points; "
                   "ᵃ = a learned adapter bridged student and teacher feature shapes.")
     teachers = teacher_lines(runs)
