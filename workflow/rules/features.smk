@@ -9,10 +9,10 @@ rule extract_features:
         f"{RESULTS}/{{dataset}}/features/{{method}}/ipc{{ipc}}/{{teacher}}.h5",
     log:
         f"{LOGS}/{{dataset}}/features/{{method}}_ipc{{ipc}}_{{teacher}}.log",
+    priority: 10  # on the critical path to the ELF students
     conda:
         ENV
     threads: THREADS
-    priority: 10  # on the critical path to the ELF students
     resources:
         gpu=GPU_PER_JOB,
     params:

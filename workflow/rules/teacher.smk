@@ -10,10 +10,10 @@ rule train_teacher:
         f"{LOGS}/{{dataset}}/teachers/{{teacher}}.log",
     benchmark:
         f"{BENCH}/{{dataset}}/teachers/{{teacher}}.tsv"
+    priority: 10  # the teacher is on the critical path (teacher -> features -> ELF students): start it first
     conda:
         ENV
     threads: THREADS
-    priority: 10  # the teacher is on the critical path (teacher -> features -> ELF students): start it first
     resources:
         gpu=GPU_PER_JOB,
     params:
