@@ -24,6 +24,7 @@ The accuracies of (a) and (b) must agree within noise (same protocol, different 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -89,8 +90,8 @@ def resolve_data(data: str | os.PathLike | None, work: str | os.PathLike, root: 
     out = Path(work) / source / "data.h5"
     if not out.exists():
         log.info("preparing %s from %s into %s", source, root, out)
-        command = [sys.executable, "-m", "elf_pipeline", "prepare-data", "--source", source, "--out", str(out),
-                   "--image-size", str(image_size), "--resize", "pad", "--root", root or "none"]
+        settings = {"source": source, "image_size": image_size, "resize": "pad", "root": root}
+        command = [sys.executable, "-m", "elf_pipeline", "prepare-data", "--settings", json.dumps(settings), "--out", str(out)]
         path = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]))
         done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path})
         if done.returncode:
