@@ -171,8 +171,10 @@ def _check_evaluation_teachers(config: dict, name: str, block: dict) -> None:
     key = f"evaluations.{name}.teacher"
     value = block.get("teacher")
     if value is None:
-        _fail(key, f"loss_mode {block.get('loss_mode', 'task')!r} with lambda_kd {block.get('lambda_kd', 0)} and "
-                   f"relabel {block.get('relabel')} needs a teacher "
+        mode = block.get("loss_mode", "task")
+        why = (f"loss_mode {mode!r}" if mode != "task" else "lambda_kd > 0" if (block.get("lambda_kd") or 0) > 0
+               else "relabel: teacher")
+        _fail(key, f"{why} needs a teacher "
                    f"(one of: {', '.join(config['teachers']) or 'none configured'})")
     if is_teacher_pool(value):
         if not value:

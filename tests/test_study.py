@@ -195,7 +195,7 @@ def test_changing_the_teacher_layer_replans_only_that_evaluations_students(study
     assert students == {f"results/digits/students/random/ipc2/{a}/elf.parquet"
                         for a in ("convnet", "convnet-bn", "alexnet", "alexnet-in")}
     assert not any("/features/" in p or "/teachers/" in p or "/distilled/" in p for p in plan)
-    assert plan - students - TABLES <= {f"results/report/{n}" for n in ("runs.parquet", "reference.parquet", "summary.md",
+    assert plan - students - TABLES <= {f"results/report/{n}" for n in ("runs.parquet", "reference.parquet", "ddranking.parquet", "summary.md",
                                                                           "summary.html")}
 
 
