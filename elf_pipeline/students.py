@@ -79,11 +79,12 @@ def train_students(data: str | os.PathLike, synset: str | os.PathLike, features:
                          f"({info.channels}, {info.image_size}, {info.image_size})")
     if labels.ndim == 2 and labels.shape[1] != info.num_classes:
         raise InputError(f"{synset}: soft labels over {labels.shape[1]} classes, but the dataset has {info.num_classes}")
-    teacher, online, kd, checkpoint_sha = _teachers(spec, features, teacher_model, synset, images, len(labels),
+    teacher, running, kd, checkpoint_sha = _teachers(spec, features, teacher_model, synset, images, len(labels),
                                                     whitening, torch_device, identity.get("evaluation"))
+    online = running if spec.uses_teacher and spec.teacher_targets == "online" else None
     distillation = synset_protocol(synset)
     if spec.relabel == "teacher":  # static relabelling (SRe2L/RDED style): the teacher's softmax, once
-        relabeller = kd or online or _running_teacher(teacher_model, images, whitening, torch_device)
+        relabeller = running
         labels = torch.softmax(relabeller.logits(images.to(torch_device)), dim=1).cpu()
         distillation["label_kind"] = "teacher"
     images, labels = images.to(torch_device), labels.to(torch_device)
@@ -132,8 +133,8 @@ def train_students(data: str | os.PathLike, synset: str | os.PathLike, features:
 def _teachers(spec: Evaluation, features, teacher_model, synset, images: torch.Tensor, count: int,
               whitening: ZCA | None, device: torch.device, name: object
               ) -> tuple[TeacherFeatures | None, OnlineTeacher | None, OnlineTeacher | None, str | None]:
-    """What the evaluation reads of its teacher: (the teacher record, the online feature teacher, the
-    KD logit teacher, the checkpoint's sha256).  Cached ELF features come from ``features``; the
+    """What the evaluation reads of its teacher: (the teacher record, the running checkpoint or None,
+    the KD logit teacher, the checkpoint's sha256).  Cached ELF features come from ``features``; the
     checkpoint runs during training for ``teacher_targets: online`` and for ``lambda_kd > 0``."""
     teacher = online = kd = checkpoint_sha = None
     if spec.needs_checkpoint:
@@ -152,7 +153,7 @@ def _teachers(spec: Evaluation, features, teacher_model, synset, images: torch.T
         if features is None:
             raise InputError(f"evaluation {name!r} uses a teacher but no features file was given")
         teacher = load_features(features, spec.teacher_layer, synset, count)
-    return teacher, online, kd, checkpoint_sha
+    return teacher, running if spec.needs_checkpoint else None, kd, checkpoint_sha
 
 
 def _resolve_lr(train_config: dict, synset: str | os.PathLike) -> tuple[dict, str]:
@@ -166,8 +167,3 @@ def _resolve_lr(train_config: dict, synset: str | os.PathLike) -> tuple[dict, st
                          "(MTT sets and imports with lr_path do)")
     return {**train_config, "lr": learned}, "learned"
 
-
-def _running_teacher(teacher_model, images: torch.Tensor, whitening: ZCA | None, device: torch.device) -> OnlineTeacher:
-    network, _ = load_model(teacher_model, device)
-    transform = whitening.inverse if whitening is not None else None
-    return OnlineTeacher(network, None, images[:1].to(device), input_transform=transform)
