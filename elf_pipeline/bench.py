@@ -40,17 +40,17 @@ import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from elf_pipeline.artifacts.data import load_split, normalize, read_info
-from elf_pipeline.augment import dsa, dsa_config
+from elf_pipeline.augment import dsa_config
+from elf_pipeline.contention import Contenders, busy_warning, loadavg
 from elf_pipeline.elf import Evaluation, build_objective, fit_students, peak_memory_mb
 from elf_pipeline.errors import DataSourceError, InputError
 from elf_pipeline.io import write_json
-from elf_pipeline.losses import feature_loss
 from elf_pipeline.models import build
-from elf_pipeline.training import Timer, TrainConfig, build_seeded, decay_lr, resolve_device, seeded_generator
+from elf_pipeline.official_loop import SeedOutcome, official_loop, synchronize
+from elf_pipeline.training import TrainConfig, build_seeded, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ class BenchSettings:
     compile: bool = False
     cuda_graphs: str = "auto"
     seed: int = 0  # picks the synthetic images and initialises the teacher
+    contend: int = 0  # > 0: run everything again beside this many one-thread training jobs
 
 
 # --------------------------------------------------------------------------- inputs
@@ -128,11 +129,6 @@ def teacher_features(arch: str, images: torch.Tensor, num_classes: int, seed: in
 
 # --------------------------------------------------------------------------- measuring
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _best_seconds(fn, device: torch.device, repeats: int) -> float:
     fn()  # warm-up: kernel selection, allocation
     synchronize(device)
@@ -179,78 +175,6 @@ def count_flops(arch: str, spec: Evaluation, target: torch.Tensor | None, images
     return {"train_per_image": train_flops, "test_per_image": counter.get_total_flops() / batch}
 
 
-# --------------------------------------------------------------------------- (a) the official-style loop
-
-@dataclass
-class SeedOutcome:
-    seed: int
-    test_acc: float
-    train_seconds: float
-    test_seconds: float
-
-
-def official_loop(arch: str, spec: Evaluation, config: TrainConfig, images: torch.Tensor, labels: torch.Tensor,
-                  target: torch.Tensor | None, test_images: torch.Tensor, test_labels: torch.Tensor, seeds: list[int],
-                  num_classes: int, eval_batch_size: int = 256) -> list[SeedOutcome]:
-    """Per-seed training as the official code writes it (see the module docstring).
-
-    Same initialisation (``build_seeded``: model with ``seed``, adapters with ``seed + 1``), objective,
-    optimiser and lr schedule as the pipeline; ``test_images`` stay on the host as a DataLoader's
-    dataset would.
-    """
-    device = images.device
-    use_front, use_rear, use_task = spec.terms
-    decay_epoch = config.decay_epoch
-    outcomes = []
-    for seed in seeds:
-        model = build_seeded(lambda: build(arch, images.shape[1], num_classes, images.shape[-1],
-                                           split=spec.student_layer), seed).to(device)
-        objective, _ = build_objective(spec, model, images, seed + 1, target)
-        optimizer = torch.optim.SGD(list(model.parameters()) + list(objective.parameters()), lr=config.lr,
-                                    momentum=config.momentum, weight_decay=config.weight_decay)
-        generator = seeded_generator(seed)
-        dataset = TensorDataset(images, labels, torch.arange(len(labels), device=device))
-        loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, generator=generator, num_workers=0)
-        with Timer() as train_timer:
-            for epoch in range(config.total_epochs):
-                if epoch == decay_epoch:
-                    decay_lr(optimizer, config)
-                loss_sum, correct = 0.0, 0
-                for x, y, index in loader:
-                    if config.dsa is not None:
-                        x = dsa(x, config.dsa, generator)
-                    output = model(x)  # full pass for the logits ...
-                    loss = F.cross_entropy(output, y) if use_task else torch.zeros((), device=device)
-                    if use_front or use_rear:
-                        teacher = target[index]
-                        mapped = objective.from_teacher(teacher) if objective.from_teacher is not None else teacher
-                    if use_front:  # ... and a second pass through the front for the feature term
-                        student, imitated = model.front(x), teacher
-                        if objective.coupled:
-                            imitated = mapped.detach()
-                        elif objective.to_teacher is not None:
-                            student = objective.to_teacher(student)
-                        loss = loss + spec.lambda_front * feature_loss(spec.feature_loss, student, imitated)
-                    if use_rear:
-                        loss = loss + spec.lambda_rear * F.cross_entropy(model.rear(mapped), y)
-                    optimizer.zero_grad()
-                    loss.backward()
-                    optimizer.step()
-                    loss_sum += loss.item() * len(y)
-                    correct += int(np.sum(np.equal(np.argmax(output.cpu().data.numpy(), axis=-1), y.cpu().data.numpy())))
-            synchronize(device)
-        model.eval()
-        test_correct = 0
-        with Timer() as test_timer, torch.no_grad():
-            for x, y in DataLoader(TensorDataset(test_images, test_labels), batch_size=eval_batch_size, shuffle=False):
-                output = model(x.to(device))
-                test_correct += int(np.sum(np.equal(np.argmax(output.cpu().data.numpy(), axis=-1), y.numpy())))
-        outcomes.append(SeedOutcome(seed, test_correct / len(test_labels), train_timer.seconds, test_timer.seconds))
-        log.info("official loop %s seed %d: test accuracy %.4f (%.1fs)", arch, seed, outcomes[-1].test_acc,
-                 train_timer.seconds)
-    return outcomes
-
-
 # --------------------------------------------------------------------------- the benchmark
 
 def _row(arch: str, variant: str, trainer: str, outcomes: list[SeedOutcome], epochs: int, n_train: int, n_test: int,
@@ -286,13 +210,6 @@ def _comparison(official: dict, pipeline: dict) -> dict:
             "acc_within_noise": abs(difference) <= 2 * standard_error + 1e-12}
 
 
-def _loadavg() -> list[float] | None:
-    try:
-        return [round(value, 2) for value in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
-
-
 def _machine(device: torch.device) -> dict:
     info = {"device": device.type, "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch_version": torch.__version__,
@@ -302,12 +219,82 @@ def _machine(device: torch.device) -> dict:
     return info
 
 
+@dataclass
+class Workload:
+    """What both variants train and test on, identical for every architecture and condition."""
+
+    spec: Evaluation
+    config: TrainConfig
+    images: torch.Tensor
+    labels: torch.Tensor
+    target: torch.Tensor | None
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    num_classes: int
+
+
+def _compare(settings: BenchSettings, work: Workload, device: torch.device,
+             flops_by_arch: dict[str, dict[str, float]]) -> tuple[list[dict], list[dict], list[str]]:
+    """Both variants for every architecture under the machine's present load: rows, comparisons, notes."""
+    rows, comparisons, notes = [], [], []
+    for arch in settings.archs:
+        if arch not in flops_by_arch:
+            flops_by_arch[arch] = count_flops(arch, work.spec, work.target, work.images, work.labels, work.num_classes)
+        flops = flops_by_arch[arch]
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        cpu_start = time.process_time()
+        official = official_loop(arch, work.spec, work.config, work.images, work.labels, work.target, work.test_images,
+                                 work.test_labels, settings.seeds, work.num_classes, settings.official_eval_batch_size)
+        official_row = _row(arch, "official_loop", "loop", official, settings.epochs, len(work.labels),
+                            len(work.test_labels), flops)
+        official_row["cpu_seconds"] = time.process_time() - cpu_start
+        official_row["device_peak_memory_mb"] = (torch.cuda.max_memory_allocated(device) / 2**20
+                                                 if device.type == "cuda" else None)
+        cpu_start = time.process_time()
+        fit = fit_students(arch, work.spec, work.config, work.images, work.labels, work.test_images.to(device),
+                           work.test_labels.to(device), settings.seeds, work.num_classes, target=work.target,
+                           vectorize=settings.vectorize, amp=settings.amp, compile=settings.compile, desc="bench",
+                           cuda_graphs=settings.cuda_graphs)
+        synchronize(device)
+        pipeline_cpu = time.process_time() - cpu_start
+        pipeline = [SeedOutcome(r.seed, r.test_acc, r.train_seconds, r.test_seconds) for r in fit.seeds]
+        pipeline_row = _row(arch, "pipeline", fit.trainer, pipeline, settings.epochs, len(work.labels),
+                            len(work.test_labels), flops)
+        pipeline_row.update({"cpu_seconds": pipeline_cpu, "trainer_reason": fit.reason, "compiled": fit.compiled,
+                             "cuda_graph": fit.cuda_graph, "amp": settings.amp,
+                             "device_peak_memory_mb": fit.device_peak_memory_mb})
+        notes += [f"{arch}: {note}" for note in fit.notes]
+        rows += [official_row, pipeline_row]
+        comparisons.append(_comparison(official_row, pipeline_row))
+    return rows, comparisons, notes
+
+
+def _contended(settings: BenchSettings, work: Workload, device: torch.device,
+               flops_by_arch: dict[str, dict[str, float]]) -> dict:
+    """The same comparison beside ``settings.contend`` one-thread training jobs."""
+    with Contenders(settings.contend) as contenders:
+        load_start = loadavg()
+        rows, comparisons, notes = _compare(settings, work, device, flops_by_arch)
+        load_end, running = loadavg(), contenders.alive()
+    if running < settings.contend:
+        raise InputError(f"only {running} of {settings.contend} contending jobs ran to the end of the benchmark")
+    return {"jobs": settings.contend, "threads_per_job": 1, "loadavg_start": load_start, "loadavg_end": load_end,
+            "rows": rows, "comparisons": comparisons, "notes": notes}
+
+
 def run_bench(settings: BenchSettings, data: str | os.PathLike | None, out: str | os.PathLike,
               work: str | os.PathLike = "results/bench", root: str | None = FASHION_MNIST_ROOT,
               command: str | None = None) -> dict:
-    """Run both variants for every architecture, write the result as JSON to ``out`` and return it."""
+    """Run both variants for every architecture (idle, then contended when ``settings.contend``),
+    write the result as JSON to ``out`` and return it."""
+    if settings.contend < 0:
+        raise InputError(f"--contend must be 0 (idle only) or a number of competing jobs, got {settings.contend}")
     device = resolve_device(settings.device)
-    loadavg_before = _loadavg()
+    loadavg_before = loadavg()
+    warning = busy_warning(loadavg_before, os.cpu_count())
+    if warning:
+        log.warning(warning)
     data_path = resolve_data(data, work, root)
     info = read_info(data_path)
     spec = Evaluation(loss_mode=settings.loss_mode, feature_loss=settings.feature_loss)
@@ -317,40 +304,20 @@ def run_bench(settings: BenchSettings, data: str | os.PathLike | None, out: str 
     images, labels = images.to(device), labels.to(device)
     test_images, test_labels, _ = load_split(data_path, "test", limit=settings.test_limit)
     target = teacher_features(settings.teacher_arch, images, info.num_classes, settings.seed) if spec.uses_teacher else None
+    workload = Workload(spec, config, images, labels, target, test_images, test_labels, info.num_classes)
     peak_dtype = torch.bfloat16 if settings.amp else torch.float32
     peaks = {"before": measure_peak(device, peak_dtype)}
-    rows, comparisons, flops_by_arch, notes = [], [], {}, []
-    for arch in settings.archs:
-        flops = flops_by_arch[arch] = count_flops(arch, spec, target, images, labels, info.num_classes)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        cpu_start = time.process_time()
-        official = official_loop(arch, spec, config, images, labels, target, test_images, test_labels, settings.seeds,
-                                 info.num_classes, settings.official_eval_batch_size)
-        official_cpu = time.process_time() - cpu_start
-        official_row = _row(arch, "official_loop", "loop", official, settings.epochs, len(labels), len(test_labels), flops)
-        official_row["cpu_seconds"] = official_cpu
-        official_row["device_peak_memory_mb"] = (torch.cuda.max_memory_allocated(device) / 2**20
-                                                 if device.type == "cuda" else None)
-        cpu_start = time.process_time()
-        fit = fit_students(arch, spec, config, images, labels, test_images.to(device), test_labels.to(device),
-                           settings.seeds, info.num_classes, target=target, vectorize=settings.vectorize,
-                           amp=settings.amp, compile=settings.compile, desc="bench", cuda_graphs=settings.cuda_graphs)
-        synchronize(device)
-        pipeline_cpu = time.process_time() - cpu_start
-        pipeline = [SeedOutcome(r.seed, r.test_acc, r.train_seconds, r.test_seconds) for r in fit.seeds]
-        pipeline_row = _row(arch, "pipeline", fit.trainer, pipeline, settings.epochs, len(labels), len(test_labels), flops)
-        pipeline_row.update({"cpu_seconds": pipeline_cpu, "trainer_reason": fit.reason, "compiled": fit.compiled,
-                             "cuda_graph": fit.cuda_graph,
-                             "amp": settings.amp, "device_peak_memory_mb": fit.device_peak_memory_mb})
-        notes += [f"{arch}: {note}" for note in fit.notes]
-        rows += [official_row, pipeline_row]
-        comparisons.append(_comparison(official_row, pipeline_row))
+    flops_by_arch: dict[str, dict[str, float]] = {}
+    rows, comparisons, notes = _compare(settings, workload, device, flops_by_arch)
     peaks["after"] = measure_peak(device, peak_dtype)
+    loadavg_after = loadavg()
+    contended = _contended(settings, workload, device, flops_by_arch) if settings.contend else None
     peak = max(peaks["before"]["peak"], peaks["after"]["peak"])
-    for row in rows:  # against the best peak measured in this process, before or after the runs
+    for row in rows + (contended["rows"] if contended else []):  # against the best idle peak of this process
         row["train_peak_fraction"] = row["train_gflops"] / peak
         row["test_peak_fraction"] = row["test_gflops"] / peak
+    if warning:
+        notes.insert(0, warning)
     if settings.test_limit is not None and settings.test_limit < 10000:
         notes.append(f"test accuracy on the first {len(test_labels)} test images")
     notes.append("random-init teacher and random real synthetic images: the benchmark measures speed")
@@ -360,16 +327,16 @@ def run_bench(settings: BenchSettings, data: str | os.PathLike | None, out: str 
         "settings": asdict(settings), "data": str(data_path), "dataset": info.source,
         "protocol": {"train": config.to_dict(), "evaluation": asdict(spec), "teacher_arch": settings.teacher_arch,
                      "ipc": settings.ipc, "num_synthetic": len(labels), "num_test": len(test_labels)},
-        "machine": {**_machine(device), "loadavg_before": loadavg_before, "loadavg_after": _loadavg()},
+        "machine": {**_machine(device), "loadavg_before": loadavg_before, "loadavg_after": loadavg_after,
+                    "busy_before": warning is not None},
         "peak_gflops": {**peaks, "peak": peak, "dtype": str(peak_dtype).removeprefix("torch.")},
-        "flops": flops_by_arch, "rows": rows, "comparisons": comparisons, "notes": notes,
+        "flops": flops_by_arch, "rows": rows, "comparisons": comparisons, "notes": notes, "contended": contended,
     }
     write_json(out, result)
     return result
 
 
-def format_table(result: dict) -> str:
-    """The benchmark as a Markdown table plus one line per architecture."""
+def _rows_table(rows: list[dict]) -> str:
     from tabulate import tabulate
 
     table = [[r["arch"], r["variant"], r["trainer"] + ("+graph" if r.get("cuda_graph") else ""),
@@ -377,20 +344,35 @@ def format_table(result: dict) -> str:
               f"{r['train_gflops']:.1f}", f"{r['test_gflops']:.1f}", f"{100 * r['test_peak_fraction']:.0f}%",
               f"{r['total_seconds']:.1f}", f"{r['cpu_seconds']:.1f}",
               f"{100 * r['test_acc_mean']:.1f} ± {100 * r['test_acc_std']:.1f}",
-              f"{r['peak_rss_mb']:.0f}"] for r in result["rows"]]
+              f"{r['peak_rss_mb']:.0f}"] for r in rows]
     headers = ["arch", "variant", "trainer", "train img/s", "test img/s", "train GFLOP/s", "test GFLOP/s",
                "test / peak", "wall s", "CPU s", "test acc %", "peak RSS MB"]
+    return tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def _comparison_lines(comparisons: list[dict], condition: str) -> list[str]:
+    return [f"{c['arch']} ({condition}): pipeline / official = {c['speedup']:.2f}x (train {c['speedup_train']:.2f}x, "
+            f"test {c['speedup_test']:.2f}x; process CPU time {c['speedup_cpu_time']:.2f}x); "
+            f"accuracy difference {100 * c['acc_difference']:+.1f} points "
+            f"(± {100 * c['acc_standard_error']:.1f} s.e.; {'within' if c['acc_within_noise'] else 'OUTSIDE'} noise)"
+            for c in comparisons]
+
+
+def format_table(result: dict) -> str:
+    """The benchmark as Markdown tables (idle, and contended when run) plus one line per architecture."""
     peak = result["peak_gflops"]
     machine = result["machine"]
-    lines = [tabulate(table, headers=headers, tablefmt="github", disable_numparse=True), "",
+    contended = result.get("contended")
+    lines = ["idle:" if contended else "", _rows_table(result["rows"]), "",
              f"peak {peak['peak']:.1f} GFLOP/s ({peak['dtype']}; conv, channels-last conv, matmul, best before/after); "
              f"device {machine['device']}{' ' + machine['gpu'] if 'gpu' in machine else ''}, "
              f"{machine['torch_threads']} torch threads, load average before {machine['loadavg_before']}, "
              f"after {machine['loadavg_after']}"]
-    for c in result["comparisons"]:
-        lines.append(f"{c['arch']}: pipeline / official = {c['speedup']:.2f}x (train {c['speedup_train']:.2f}x, "
-                     f"test {c['speedup_test']:.2f}x; process CPU time {c['speedup_cpu_time']:.2f}x); "
-                     f"accuracy difference {100 * c['acc_difference']:+.1f} points "
-                     f"(± {100 * c['acc_standard_error']:.1f} s.e.; {'within' if c['acc_within_noise'] else 'OUTSIDE'} noise)")
-    return "\n".join(lines)
-
+    lines += _comparison_lines(result["comparisons"], "idle")
+    if contended:
+        lines += ["", f"contended, beside {contended['jobs']} one-thread training jobs (load average at start "
+                      f"{contended['loadavg_start']}, at end {contended['loadavg_end']}):",
+                  _rows_table(contended["rows"]), ""]
+        lines += _comparison_lines(contended["comparisons"], "contended")
+    lines += [f"note: {note}" for note in result["notes"] if note.startswith("machine busy")]
+    return "\n".join(line for line in lines if line is not None).lstrip("\n")

@@ -143,11 +143,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
                              test_limit=args.test_limit or None, eval_batch_size=args.eval_batch_size,
                              teacher_arch=args.teacher_arch, loss_mode=args.loss_mode, dsa=not args.no_dsa,
                              device=args.device, vectorize=args.vectorize, amp=args.amp, compile=args.compile,
-                             cuda_graphs=args.cuda_graphs)
+                             cuda_graphs=args.cuda_graphs, contend=args.contend)
     command = (f"elf-pipeline bench --device {args.device} --archs {' '.join(args.archs)} "
                f"--seeds {' '.join(map(str, args.seeds))} --ipc {args.ipc} --epochs {args.epochs} "
                f"--test-limit {args.test_limit} --vectorize {args.vectorize} --cuda-graphs {args.cuda_graphs}"
-               + " --amp" * args.amp + " --compile" * args.compile + " --no-dsa" * args.no_dsa)
+               + " --amp" * args.amp + " --compile" * args.compile + " --no-dsa" * args.no_dsa
+               + (f" --contend {args.contend}" if args.contend else ""))
     result = run_bench(settings, args.data, args.out, args.work, args.root, command=command)
     print(format_table(result))
     print(f"written to {args.out}")
@@ -232,6 +233,9 @@ ARGUMENTS: dict[str, tuple[str, list[tuple[tuple[str, ...], dict]]]] = {
         (("--cuda-graphs",), {"default": "auto", "choices": ["auto", "true", "false"],
                               "help": "replay the vectorised training step as a CUDA graph "
                                       "(auto: on CUDA when batches have one size)"}),
+        (("--contend",), {"type": int, "default": 0, "metavar": "JOBS",
+                          "help": "after the idle run, run it again beside JOBS one-thread training jobs "
+                                  "(e.g. the core count): speed on shared cores"}),
         (("--out",), {"default": "results/bench/bench.json"})]),
 }
 

@@ -13,7 +13,6 @@ from elf_pipeline.bench import (
     count_flops,
     format_table,
     measure_peak,
-    official_loop,
     random_real_synset,
     resolve_data,
     teacher_features,
@@ -21,6 +20,7 @@ from elf_pipeline.bench import (
 from elf_pipeline.cli import build_parser, main
 from elf_pipeline.elf import Evaluation, fit_students
 from elf_pipeline.errors import DataSourceError
+from elf_pipeline.official_loop import official_loop
 from elf_pipeline.training import TrainConfig
 
 ELF = Evaluation(loss_mode="front_rear_task", feature_loss="ce")

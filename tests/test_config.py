@@ -307,6 +307,27 @@ def test_ablation_config_shares_the_default_recipe():
     assert small["evaluations"] == default["evaluations"]
 
 
+def test_cpu_ablation_config_shares_the_default_study_recipe():
+    """config/ablation-cpu.yaml is the ablation on the 30-minute default's data, synthetic set, teacher
+    and student protocol (config/config.yaml), so its cells explain the default's figures."""
+    default, ablation = _load("config.yaml"), _load("ablation-cpu.yaml")
+    assert ablation["datasets"] == default["datasets"]
+    assert ablation["teachers"] == default["teachers"]
+    assert ablation["distillation"]["methods"]["dm"] == default["distillation"]["methods"]["dm"]
+    assert ablation["students"]["train"] == default["students"]["train"]
+    assert set(ablation["studies"]["ablation"]["archs"]) <= set(default["students"]["archs"])
+    assert ablation["evaluations"]["baseline"] == default["evaluations"]["baseline"]
+    elf, ablated = default["evaluations"]["elf"], ablation["evaluations"]["elf"]
+    for key in ("loss_mode", "feature_loss", "adapter"):
+        assert ablated[key] == elf[key], key
+    assert {elf["teacher"][arch] for arch in ablation["studies"]["ablation"]["archs"]
+            if arch in elf["teacher"]} | {elf["teacher"]["default"]} == {ablated["teacher"]}
+    # the full grid's evaluations, except the strong teacher the default recipe does not train
+    full = _load("ablation.yaml")["studies"]["ablation"]["evaluations"]
+    assert ablation["studies"]["ablation"]["evaluations"] == [name for name in full if name != "elf_strong"]
+    assert ablation["results_dir"] not in (default.get("results_dir", "results"), _load("ablation.yaml")["results_dir"])
+
+
 @pytest.mark.parametrize("change, key", [
     (lambda c: c["distillation"]["methods"]["dm"].update(syn_steps=10), "distillation.methods.dm.syn_steps"),
     (lambda c: c["distillation"]["methods"]["dm"].update(by_ipc={10: {"outer_loop": 5}}),

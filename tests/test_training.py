@@ -208,16 +208,31 @@ def test_seeded_generator_and_timer():
 def test_cpu_test_pass_uses_cache_sized_chunks_with_the_same_predictions(digits_h5):
     from elf_pipeline.artifacts.data import load_split
     from elf_pipeline.models import build
-    from elf_pipeline.training import CPU_CHUNK_BYTES, evaluate, inference_chunk, widest_activation_bytes
+    from elf_pipeline.training import (
+        CPU_CHUNK_BYTES,
+        PARALLEL_CHUNK_BYTES,
+        evaluate,
+        inference_chunk,
+        widest_activation_bytes,
+    )
 
     images, labels, info = load_split(digits_h5, "test")
     model = build("convnet", info.channels, info.num_classes, info.image_size)
     widest = widest_activation_bytes(model, images)
     assert widest == 128 * info.image_size**2 * 4  # the first conv's output, float32
-    assert inference_chunk(model, images, 4096) == CPU_CHUNK_BYTES // widest
-    assert inference_chunk(model, images, 3) == 3
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # the workflow's jobs: cache-sized chunks
+        assert inference_chunk(model, images, 4096) == CPU_CHUNK_BYTES // widest
+        assert inference_chunk(model, images, 3) == 3
+        torch.set_num_threads(2)  # several threads: chunks large enough to outlast a descheduled thread
+        assert inference_chunk(model, images, 100_000) == PARALLEL_CHUNK_BYTES // widest > CPU_CHUNK_BYTES // widest
+        assert inference_chunk(model, images, 256) == 256
+        parallel = evaluate(model, images, labels, batch_size=4096)
+    finally:
+        torch.set_num_threads(threads)
     expected = float((model.eval()(images).argmax(1) == labels).float().mean())
-    assert evaluate(model, images, labels, batch_size=4096) == pytest.approx(expected)
+    assert evaluate(model, images, labels, batch_size=4096) == pytest.approx(expected) == parallel
     channels_last = model.to(memory_format=torch.channels_last)
     assert evaluate(channels_last, images, labels, batch_size=7) == pytest.approx(expected)
 
