@@ -1,7 +1,7 @@
 # make run    - set up, then run the whole study (CONFIG=..., CORES=...)
 # make test   - set up, then run the test suite
 # make report - set up, run (or finish) the study, then build results/report.html
-# make bench  - student-training speed: pipeline vs an official-style loop (BENCH_EPOCHS=...); make bench-gpu on CUDA
+# make bench  - student-training speed: pipeline vs an official-style loop (BENCH_EPOCHS=..., BENCH_CONTEND=2); make bench-gpu on CUDA
 VENV ?= .venv
 CONFIG ?= config/config.yaml
 CORES ?= all
@@ -68,10 +68,14 @@ lint: setup
 	$(BIN)/snakemake --lint
 
 # Benchmark: ConvNet and ResNet18 at IPC 10 on Fashion-MNIST, 5 seeds; table on stdout, JSON in results/bench/.
+# BENCH_CONTEND=N repeats it beside N one-thread training jobs (shared cores); BENCH_THREADS=1 measures
+# with one torch thread, as the workflow's jobs run.
 BENCH_EPOCHS ?= 2
 BENCH_ARGS ?=
+BENCH_CONTEND ?= 0
+BENCH_THREADS ?=
 bench: setup
-	$(BIN)/python -m elf_pipeline bench --device cpu --epochs $(BENCH_EPOCHS) --out results/bench/bench-cpu.json $(BENCH_ARGS)
+	$(BIN)/python -m elf_pipeline $(if $(BENCH_THREADS),--threads $(BENCH_THREADS)) bench --device cpu --epochs $(BENCH_EPOCHS) --contend $(BENCH_CONTEND) --out results/bench/bench-cpu.json $(BENCH_ARGS)
 
 # The same on one GPU with the GPU options (vectorised seeds replayed as CUDA graphs, bfloat16 autocast), full test set, < 8 minutes.
 # torch.compile is opt-in (BENCH_GPU_OPTIONS="--vectorize true --amp --compile"): its compile time counts against the pipeline.

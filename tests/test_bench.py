@@ -77,7 +77,7 @@ def test_bench_writes_json_with_the_required_fields(bench_result):
 def test_make_targets_parse_into_the_bench_command():
     def command(*make_args: str):
         listing = subprocess.run(["make", "-n", *make_args], cwd=REPO, capture_output=True, text=True, check=True).stdout
-        [line] = [line for line in listing.splitlines() if "-m elf_pipeline bench" in line]
+        [line] = [line for line in listing.splitlines() if "-m elf_pipeline" in line and " bench " in line]
         words = shlex.split(line)
         return build_parser().parse_args(words[words.index("elf_pipeline") + 1:])
 
@@ -88,6 +88,9 @@ def test_make_targets_parse_into_the_bench_command():
     assert gpu.out.startswith("results/bench/")
     cpu = command("bench", "BENCH_EPOCHS=7")
     assert cpu.device == "cpu" and cpu.epochs == 7 and not cpu.amp and not cpu.compile and cpu.vectorize == "auto"
+    assert cpu.contend == 0 and cpu.threads is None
+    contended = command("bench", "BENCH_CONTEND=2", "BENCH_THREADS=1")
+    assert contended.contend == 2 and contended.threads == 1 and contended.stage == "bench"
 
 
 def test_official_loop_and_pipeline_train_the_same_protocol(digits_h5):
