@@ -284,7 +284,7 @@ def _contended(settings: BenchSettings, work: Workload, device: torch.device,
         load_end, running = loadavg(), contenders.alive()
     if running < settings.contend:
         raise InputError(f"only {running} of {settings.contend} contending jobs ran to the end of the benchmark")
-    return {"jobs": settings.contend, "threads_per_job": 1, "loadavg_start": load_start, "loadavg_end": load_end,
+    return {"jobs": settings.contend, "threads_per_job": contenders.threads, "loadavg_start": load_start, "loadavg_end": load_end,
             "rows": rows, "comparisons": comparisons, "notes": notes}
 
 
@@ -380,4 +380,4 @@ def format_table(result: dict) -> str:
                   _rows_table(contended["rows"]), ""]
         lines += _comparison_lines(contended["comparisons"], "contended")
     lines += [f"note: {note}" for note in result["notes"] if note.startswith("machine busy")]
-    return "\n".join(line for line in lines if line is not None).lstrip("\n")
+    return "\n".join(lines).lstrip("\n")

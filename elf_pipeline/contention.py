@@ -9,6 +9,7 @@ starts ``jobs`` processes, each one training a small ConvNet on random images wi
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 import time
@@ -69,8 +70,9 @@ class Contenders:
                                                        stderr=subprocess.PIPE, text=True, env=env))
             deadline = time.monotonic() + self.start_timeout
             for process in self.processes:
-                line = process.stdout.readline()  # blocks until the first step is done, or the process ends
-                if line.strip() != READY or time.monotonic() > deadline:
+                ready, _, _ = select.select([process.stdout], [], [], max(0.0, deadline - time.monotonic()))
+                line = process.stdout.readline() if ready else ""  # the first step done, or the process ended
+                if line.strip() != READY:
                     reason = process.stderr.read().strip().splitlines()[-1:] if process.poll() is not None else []
                     raise InputError(f"a contending job did not start: {reason[0] if reason else 'no first step'}")
         except BaseException:

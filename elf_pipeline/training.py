@@ -268,9 +268,8 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
 # are memory-bound, and a batch of hundreds of 32 px feature maps streams through DRAM at every one
 # of them. With several threads every operator is a parallel region that ends in a barrier; when
 # other work takes a core, a descheduled thread holds its siblings at every barrier, so small chunks
-# lose most of their time there. Measured on a 2-core machine (ConvNet test pass, 2 threads, beside
-# two one-thread training jobs): 220 images/s in chunks of 16, 368 in chunks of 128; idle the chunk
-# size changed little (804 vs 825). Several threads therefore take chunks 8x larger.
+# lose most of their time there. Several threads therefore take chunks 8x larger (`make bench
+# BENCH_CONTEND=2` measures the test pass idle and beside competing jobs; docs/performance.md).
 CPU_CHUNK_BYTES = 8 * 2**20
 PARALLEL_CHUNK_BYTES = 64 * 2**20
 

@@ -26,16 +26,16 @@ def _commands():
         lines = path.read_text().splitlines()
         number = 0
         while number < len(lines):
-            line = lines[number]
+            first, line = number, lines[number]
             found = [match.group(1) for match in SPAN.finditer(line)]
             if not found and (match := LINE.match(line)):
-                text, first = match.group(1), number
+                text = match.group(1)
                 while text.rstrip().endswith("\\") and number + 1 < len(lines):  # continued lines
                     number += 1
                     text = text.rstrip()[:-1] + " " + lines[number].strip().lstrip("#").strip()
-                found, number = [text], first if first == number else number
+                found = [text]
             for text in found:
-                yield f"{path.relative_to(REPO)}:{number + 1}", text
+                yield f"{path.relative_to(REPO)}:{first + 1}", text
             number += 1
 
 
