@@ -71,8 +71,12 @@ def evaluation_config(config: dict, name: str, arch: str | None = None) -> dict:
     return block
 
 
-def student_train_config(config: dict, evaluation: str) -> dict:
-    return merged(config["students"]["train"], config["evaluations"][evaluation].get("train"))
+def student_train_config(config: dict, evaluation: str | None, arch: str | None = None) -> dict:
+    """A student's training block: ``students.train``, then ``students.train_by_arch[arch]`` (a
+    per-architecture setting such as its lr, chosen on validation), then the evaluation's ``train``."""
+    by_arch = (config["students"].get("train_by_arch") or {}).get(arch) if arch is not None else None
+    own = config["evaluations"][evaluation].get("train") if evaluation is not None else None
+    return merged(merged(config["students"]["train"], by_arch), own)
 
 
 def uses_teacher(config: dict, evaluation: str) -> bool:
@@ -297,7 +301,7 @@ def teacher_settings(config: dict, teacher: str) -> dict:
 def student_settings(config: dict, evaluation: str, arch: str, identity: dict) -> dict:
     return parse_stage_settings("train-student", {
         "arch": arch, "evaluation": evaluation_config(config, evaluation, arch),
-        "train": student_train_config(config, evaluation), "seeds": list(config["students"]["seeds"]),
+        "train": student_train_config(config, evaluation, arch), "seeds": list(config["students"]["seeds"]),
         "identity": identity})
 
 

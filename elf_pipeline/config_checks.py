@@ -266,6 +266,11 @@ def _check_students(config: dict) -> None:
     if len(set(seeds)) != len(seeds):
         _fail("students.seeds", f"seeds must be unique, got {seeds}")
     _check_schedule("students.train", config["students"]["train"])
+    archs = student_archs(config)
+    for arch in config["students"].get("train_by_arch") or {}:
+        if arch not in archs:
+            _fail(f"students.train_by_arch.{arch}", f"not a student architecture of this study ({', '.join(archs)})")
+        _check_schedule(f"students.train_by_arch.{arch}", student_train_config(config, None, arch))
     _check_student_evaluations(config)
 
 
@@ -286,7 +291,8 @@ def _check_evaluation(config: dict, name: str, block: dict) -> None:
             _fail(f"evaluations.{name}.methods[{index}]",
                   f"unknown method {method!r} (configured: {', '.join(config['distillation']['methods'])})")
     if block.get("train"):
-        _check_schedule(f"evaluations.{name}.train", student_train_config(config, name))
+        for arch in student_archs(config):
+            _check_schedule(f"evaluations.{name}.train", student_train_config(config, name, arch))
     if uses_teacher(config, name):
         _check_evaluation_teachers(config, name, block)
     elif "adapter" in block:

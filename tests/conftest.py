@@ -5,6 +5,7 @@ them as read-only (copy into ``tmp_path`` before changing anything)."""
 from __future__ import annotations
 
 import gzip
+import shutil
 import struct
 from pathlib import Path
 
@@ -88,3 +89,49 @@ def features_h5(shared_dir, synset_h5, teacher_pt) -> Path:
     out = shared_dir / "features.h5"
     extract_features(synset_h5, teacher_pt, out, device="cpu")
     return out
+
+
+WORKFLOW_ITEMS = ("Snakefile", "workflow", "elf_pipeline", "config")
+
+
+def copy_workflow(source: Path, workdir: Path) -> Path:
+    """The workflow's files of ``source`` (the repository or a finished study) in ``workdir``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    for item in WORKFLOW_ITEMS:
+        path = source / item
+        if path.is_dir():
+            shutil.copytree(path, workdir / item, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(path, workdir / item)
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def smoke_study(tmp_path_factory) -> Path:
+    """config/smoke.yaml run to completion through Snakemake in a private copy of the repository,
+    once per session. Tests that change anything copy it first (``shutil.copytree(...,
+    symlinks=True)`` keeps it finished) or restore what they touched."""
+    import subprocess
+    import sys
+
+    workdir = copy_workflow(REPO, tmp_path_factory.mktemp("study"))
+    snakemake = str(Path(sys.executable).with_name("snakemake"))
+    run = subprocess.run([snakemake, "--cores", "2", "--configfile", "config/smoke.yaml"], cwd=workdir,
+                         capture_output=True, text=True)
+    assert run.returncode == 0 and "(100%) done" in run.stdout + run.stderr, (run.stdout + run.stderr)[-3000:]
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def smoke_report(smoke_study, tmp_path_factory) -> Path:
+    """A copy of the finished smoke study with its ``snakemake --report`` page, ``report.html``."""
+    import subprocess
+    import sys
+
+    workdir = tmp_path_factory.mktemp("report_study") / "study"
+    shutil.copytree(smoke_study, workdir, symlinks=True)
+    snakemake = str(Path(sys.executable).with_name("snakemake"))
+    run = subprocess.run([snakemake, "--configfile", "config/smoke.yaml", "--report", "report.html"], cwd=workdir,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    return workdir

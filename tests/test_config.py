@@ -228,6 +228,37 @@ def test_evaluation_and_student_train_config(default_config):
     assert student_train_config(config, "baseline") == default_config["students"]["train"]
 
 
+def test_train_by_arch_sits_between_the_students_and_the_evaluations_train(default_config):
+    from elf_pipeline.config import student_settings
+
+    config = copy.deepcopy(default_config)
+    config["students"]["train_by_arch"] = {"vgg11": {"lr": 0.005, "momentum": 0.5}}
+    config["evaluations"]["elf"]["train"] = {"momentum": 0.8}
+    validate(config)
+    base = default_config["students"]["train"]
+    assert student_train_config(config, "baseline", "vgg11") == {**base, "lr": 0.005, "momentum": 0.5}
+    assert student_train_config(config, "elf", "vgg11") == {**base, "lr": 0.005, "momentum": 0.8}  # evaluation wins
+    assert student_train_config(config, "baseline", "convnet") == base
+    # the per-job settings (what decides a rerun) change for that architecture only
+    identity = {"dataset": "fashion_mnist", "method": "dm", "ipc": 10}
+    for arch in default_config["students"]["archs"]:
+        before = student_settings(default_config, "baseline", arch, identity)
+        after = student_settings(config, "baseline", arch, identity)
+        assert (before != after) == (arch == "vgg11"), arch
+    assert after["train"]["lr"] == base["lr"]
+    assert student_settings(config, "elf", "vgg11", identity)["train"]["lr"] == 0.005
+
+
+@pytest.mark.parametrize("by_arch, fragments", [
+    ({"resnet50": {"lr": 0.005}}, ("students.train_by_arch.resnet50", "not a student architecture")),
+    ({"vgg11": {"lr_decay_at": 0.99}}, ("students.train_by_arch.vgg11.lr_decay_at", "never")),
+    ({"vgg11": {"lr": -1}}, ("students.train_by_arch.vgg11.lr",)),
+    ({"vgg11": {"epoch": 3}}, ("students.train_by_arch.vgg11.epoch", "unknown key")),
+])
+def test_bad_train_by_arch_names_the_key(default_config, by_arch, fragments):
+    _expect(_mutated(default_config, lambda c: c["students"].update(train_by_arch=by_arch)), *fragments)
+
+
 def test_student_jobs_cover_the_grid(default_config):
     jobs = student_jobs(default_config)
     # every evaluation runs for every method its `methods` names (default: all of them)

@@ -1,4 +1,4 @@
-"""The HTML report (``snakemake --report``) of a reduced smoke study, opened in headless Chromium.
+"""The HTML report (``snakemake --report``) of the smoke study (conftest's ``smoke_report``), opened in headless Chromium.
 
 tests/test_report_html.py checks what the file holds; this checks what a browser shows. The report
 is a React page: its scripts must run for anything to appear, and a figure appears when its menu
@@ -21,17 +21,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-CONFIG = "config/browser_smoke.yaml"
 ACCURACY = "results/report/figures/digits/accuracy.png"
 SYNSET = "results/report/figures/digits/synsets/random_ipc1.png"
 WINDOW = (1600, 1400)
@@ -50,29 +45,9 @@ pytestmark = [pytest.mark.slow,
                                  "root: apt-get install chromium)")]
 
 
-def snakemake(workdir: Path, *args: str) -> None:
-    result = subprocess.run([SNAKEMAKE, *args], cwd=workdir, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-
-
 @pytest.fixture(scope="module")
-def report_html(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("browser_study")
-    for item in ("Snakefile", "workflow", "elf_pipeline", "config"):
-        source = REPO / item
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, workdir / item)
-    smoke = yaml.safe_load((workdir / "config" / "smoke.yaml").read_text())
-    smoke["distillation"]["ipc"] = [1]
-    smoke["distillation"]["methods"] = {"random": {}}
-    smoke["students"].update(archs=["convnet"], seeds=[0])
-    smoke["students"]["train"]["epochs"] = 2
-    smoke["teachers"]["convnet"]["train"]["epochs"] = 1
-    smoke["reference"]["full"].update(epochs=1, train_limit=50)
-    (workdir / CONFIG).write_text(yaml.safe_dump(smoke))
-    snakemake(workdir, "--cores", "2", "--configfile", CONFIG)
-    snakemake(workdir, "--configfile", CONFIG, "--report", "report.html")
-    return workdir / "report.html"
+def report_html(smoke_report: Path) -> Path:
+    return smoke_report / "report.html"
 
 
 def screenshot(page: Path, out: Path) -> np.ndarray:

@@ -35,9 +35,10 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 SCRIPTS = REPO / "tests" / "slurm"
 GPU_RULES = {"distill", "train_teacher", "extract_features", "train_student", "train_full", "train_experts"}
-# A cluster without slurmdbd: job states come from squeue, polled soon after submission.
+# A cluster without slurmdbd: job states come from squeue, polled soon after submission and every
+# 2 s (Snakemake's default 10 s would be most of this test's time: its jobs take seconds).
 SLURM_OPTIONS = ["--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",
-                 "--slurm-no-account", "--slurm-keep-successful-logs"]
+                 "--seconds-between-status-checks", "2", "--slurm-no-account", "--slurm-keep-successful-logs"]
 ROW_KEY = ["dataset", "method", "ipc", "teacher", "arch", "evaluation", "seed"]
 SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.")
 

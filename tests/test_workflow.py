@@ -47,14 +47,8 @@ def write_config(workdir: Path, name: str, change) -> str:
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("study")
-    for item in ("Snakefile", "workflow", "elf_pipeline", "config"):
-        source = REPO / item
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, workdir / item)
-    run = snakemake(workdir, "--configfile", "config/smoke.yaml")
-    assert "(100%) done" in run.stdout + run.stderr
-    return workdir
+def study(smoke_study: Path) -> Path:
+    return smoke_study
 
 
 def test_smoke_outputs(study: Path) -> None:
@@ -106,6 +100,15 @@ def test_adding_an_architecture_runs_only_its_jobs(study: Path) -> None:
     assert len(students) == 2 * 2 * 2 and all("/convnet-bn/" in p for p in students)
     # plus the new architecture's full-real-data reference row and the report
     assert all("/students/" in p or "/report/" in p or p == "results/digits/full/convnet-bn.parquet" for p in planned)
+
+
+def test_a_per_architecture_lr_reruns_only_that_architectures_students(study: Path) -> None:
+    config = write_config(study, "by_arch.yaml",
+                          lambda c: c["students"].update(train_by_arch={"resnet18": {"lr": 0.005}}))
+    planned = planned_outputs(study, "--configfile", config)
+    students = {p for p in planned if "/students/" in p}
+    assert len(students) == 2 * 2 * 2 and all("/resnet18/" in p for p in students)  # methods x ipc x evaluations
+    assert all("/students/" in p or p.startswith("results/report/") for p in planned)
 
 
 def edited_plan(study: Path, module: Path) -> set[str]:
@@ -173,40 +176,43 @@ def test_bad_config_fails_before_any_job_and_keeps_results(study: Path, case: st
 
 
 def test_killed_workflow_resumes_to_identical_metrics(study: Path, tmp_path: Path) -> None:
-    """SIGKILL the whole workflow mid-way, rerun with --rerun-incomplete: same numbers as the
-    uninterrupted run (which also makes this a two-run determinism check)."""
+    """SIGKILL the whole workflow inside the student stage, rerun with --rerun-incomplete: the same
+    numbers as the uninterrupted run (which also makes this a two-run determinism check of the
+    students). The finished study's upstream stages are kept; its ConvNet students are retrained."""
     import signal
     import time
 
     workdir = tmp_path / "killed"
-    workdir.mkdir()
-    for item in ("Snakefile", "workflow", "elf_pipeline", "config"):
-        source = study / item
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, workdir / item)
-    process = subprocess.Popen([SNAKEMAKE, "--cores", "2", "--configfile", "config/smoke.yaml"], cwd=workdir,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 300
+    shutil.copytree(study, workdir, symlinks=True)
     students = workdir / "results" / "digits" / "students"
-    while time.monotonic() < deadline and len(list(students.rglob("*.parquet"))) < 3:
-        time.sleep(0.5)
+    targets = sorted(str(p.relative_to(workdir)) for p in students.rglob("convnet/*.parquet"))
+    assert len(targets) == 8  # methods x ipc x evaluations
+    for target in targets:
+        (workdir / target).unlink()
+    process = subprocess.Popen([SNAKEMAKE, "--cores", "2", *targets, "--configfile", "config/smoke.yaml"],
+                               cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.monotonic() + 300
+
+    def finished() -> int:
+        return sum((workdir / target).is_file() for target in targets)
+
+    while time.monotonic() < deadline and finished() < 2:
+        time.sleep(0.2)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    finished_before_kill = len(list(students.rglob("*.parquet")))
-    assert 3 <= finished_before_kill < 16, "the kill must land inside the student stage"
+    assert 2 <= finished() < len(targets), "the kill must land inside the student stage"
     # a killed Snakemake leaves its lock behind: release it, then redo the incomplete jobs
     snakemake(workdir, "--configfile", "config/smoke.yaml", "--unlock")
-    snakemake(workdir, "--configfile", "config/smoke.yaml", "--rerun-incomplete")
+    snakemake(workdir, *targets, "--configfile", "config/smoke.yaml", "--rerun-incomplete")
     key = ["dataset", "method", "ipc", "arch", "evaluation", "seed"]
-    resumed = pd.read_parquet(workdir / "results/report/runs.parquet").sort_values(key).reset_index(drop=True)
-    reference = pd.read_parquet(study / "results/report/runs.parquet").sort_values(key).reset_index(drop=True)
-    pd.testing.assert_frame_equal(resumed[key + ["test_acc"]], reference[key + ["test_acc"]])
-    import h5py
-    import numpy as np
-
-    for synset in (study / "results").rglob("synset.h5"):
-        other = workdir / synset.relative_to(study)
-        with h5py.File(synset) as a, h5py.File(other) as b:
-            assert np.array_equal(a["images"][:], b["images"][:]), synset
+    for target in targets:
+        resumed = pd.read_parquet(workdir / target).sort_values(key).reset_index(drop=True)
+        reference = pd.read_parquet(study / target).sort_values(key).reset_index(drop=True)
+        pd.testing.assert_frame_equal(resumed[key + ["test_acc", "val_acc"]], reference[key + ["test_acc", "val_acc"]])
+    # what is left is the report over the retrained students, nothing upstream of them
+    left = planned_outputs(workdir, "--configfile", "config/smoke.yaml")
+    assert "results/report/runs.parquet" in left and all(p.startswith("results/report/") for p in left), left
 
 
 def test_editing_one_method_reruns_only_its_synthetic_sets(study: Path) -> None:
