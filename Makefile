@@ -59,8 +59,10 @@ browser-deps:
 		fi; \
 	fi
 
+# Two pytest workers (TEST_WORKERS=0: one process); each test module stays on one worker (tests/conftest.py).
+TEST_WORKERS ?= 2
 test: setup slurm-deps browser-deps
-	$(BIN)/python -m pytest -q -rs
+	$(BIN)/python -m pytest -q -rs $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup)
 
 lint: setup
 	$(BIN)/ruff check elf_pipeline tests

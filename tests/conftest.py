@@ -37,6 +37,19 @@ def write_idx(path: Path, array: np.ndarray) -> Path:
     return path
 
 
+# Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`) each module stays on one worker, so
+# its module-scoped fixtures are built once; the modules that read the finished smoke study share
+# one group, so that study is run once.
+SMOKE_MODULES = {"test_workflow", "test_report_html", "test_report_browser"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        module = item.module.__name__.rpartition(".")[2] if item.module else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group("smoke" if module in SMOKE_MODULES else module))
+
+
 @pytest.fixture(scope="session")
 def shared_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("shared")
@@ -94,10 +107,11 @@ def features_h5(shared_dir, synset_h5, teacher_pt) -> Path:
 WORKFLOW_ITEMS = ("Snakefile", "workflow", "elf_pipeline", "config")
 
 
-def copy_workflow(source: Path, workdir: Path) -> Path:
-    """The workflow's files of ``source`` (the repository or a finished study) in ``workdir``."""
+def copy_workflow(source: Path, workdir: Path, items: tuple[str, ...] = WORKFLOW_ITEMS) -> Path:
+    """The workflow's files of ``source`` (the repository) in ``workdir``, without bytecode caches
+    (another process may be writing one while this copies)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    for item in WORKFLOW_ITEMS:
+    for item in items:
         path = source / item
         if path.is_dir():
             shutil.copytree(path, workdir / item, ignore=shutil.ignore_patterns("__pycache__"))

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import copy_workflow
 from packaging.version import Version
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,9 +91,7 @@ def run(workdir: Path, env: dict, *args: str) -> str:
 
 
 def copy_repo(workdir: Path) -> None:
-    for item in ("Snakefile", "workflow", "elf_pipeline", "config"):
-        source = REPO / item
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, workdir / item)
+    copy_workflow(REPO, workdir)
     smoke = yaml.safe_load((workdir / "config" / "smoke.yaml").read_text())
     smoke["distillation"]["ipc"] = [1]
     smoke["distillation"]["methods"] = {"random": {}}

@@ -11,13 +11,13 @@ true`` prints each job's command in a dry run, and ``cores: all`` lets a run sta
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import WORKFLOW_ITEMS, copy_workflow
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -29,9 +29,7 @@ NO_CORES = "cores have to be specified"
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("profile")
-    for item in ("Snakefile", "workflow", "elf_pipeline", "config", "profiles"):
-        source = REPO / item
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, workdir / item)
+    copy_workflow(REPO, workdir, items=(*WORKFLOW_ITEMS, "profiles"))
     return workdir
 
 

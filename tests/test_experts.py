@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import copy_workflow
 
 from elf_pipeline import config as elf_config
 from elf_pipeline.artifacts.experts import read_epochs, read_expert_info
@@ -129,9 +129,7 @@ def _planned(workdir: Path, *args: str) -> list[str]:
 
 @pytest.mark.slow
 def test_experts_are_planned_once_and_extended_incrementally(tmp_path) -> None:
-    for item in ("Snakefile", "workflow", "elf_pipeline", "config"):
-        source = REPO / item
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, tmp_path / item)
+    copy_workflow(REPO, tmp_path)
     config = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
     config["distillation"].update(ipc=[1, 2], methods={"mtt": {"iterations": 2, "syn_steps": 2, "expert_epochs": 1,
                                                                "max_start_epoch": 1}})

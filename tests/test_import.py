@@ -18,7 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from conftest import IMAGE_SIZE, NUM_CLASSES, REPO
+from conftest import IMAGE_SIZE, NUM_CLASSES, REPO, copy_workflow
 
 from elf_pipeline import cli
 from elf_pipeline.artifacts.data import read_info
@@ -202,11 +202,7 @@ def imported_study(tmp_path_factory) -> Path:
     """config/smoke-import.yaml with its .pt files, run to completion for method import alone, in a
     private copy of the workflow (so later edits of the checkout cannot invalidate its results)."""
     workdir = tmp_path_factory.mktemp("import_study")
-    for item in ("Snakefile", "workflow", "elf_pipeline", "config"):
-        source = REPO / item
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, workdir / item,
-                                                               **({"ignore": shutil.ignore_patterns("__pycache__")}
-                                                                  if source.is_dir() else {}))
+    copy_workflow(REPO, workdir)
     (workdir / "imported").mkdir()
     for ipc in (1, 2):
         images, labels = released(ipc, 32, seed=ipc)

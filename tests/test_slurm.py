@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import copy_workflow
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -105,12 +105,7 @@ TARGETS = [f"{STUDENT_DIR}/baseline.parquet", f"{STUDENT_DIR}/elf.parquet"]
 def private_copy(folder: Path) -> Path:
     """The workflow and package as they are now: edits to the checkout while the test runs (the
     package modules are inputs of the rules) cannot make the resumed run redo finished jobs."""
-    for item in ("Snakefile", "workflow", "elf_pipeline", "config"):
-        source = REPO / item
-        if source.is_dir():
-            shutil.copytree(source, folder / item, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, folder / item)
+    copy_workflow(REPO, folder)
     return folder
 
 

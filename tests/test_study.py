@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import copy_workflow
 
 import elf_pipeline.ablation as ablation
 from elf_pipeline.ablation import ablation_table, write_ablation
@@ -155,9 +155,7 @@ TABLES = {f"results/study/{part}.{ext}" for part in ("similarity", "norm") for e
 @pytest.fixture(scope="module")
 def study_run(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("study_run")
-    for item in ("Snakefile", "workflow", "elf_pipeline", "config"):
-        source = REPO / item
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, workdir / item)
+    copy_workflow(REPO, workdir)
     first = planned(workdir, *TARGETS, "--configfile", "config/study-smoke.yaml")
     assert TABLES <= first and not any("/full/" in p or "/report/" in p for p in first)
     snakemake(workdir, *TARGETS, "--configfile", "config/study-smoke.yaml")
@@ -385,9 +383,7 @@ def test_study_jobs_include_the_ablation_once():
 @pytest.fixture(scope="module")
 def ablation_workdir(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("ablation_dry_run")
-    for item in ("Snakefile", "workflow", "elf_pipeline", "config"):
-        source = REPO / item
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, workdir / item)
+    copy_workflow(REPO, workdir)
     (workdir / "config" / "ablation-smoke.yaml").write_text(yaml.safe_dump(ablation_config()))
     return workdir
 

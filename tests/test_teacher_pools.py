@@ -6,13 +6,13 @@ from __future__ import annotations
 import copy
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import copy_workflow
 
 from elf_pipeline.config import (
     ConfigError,
@@ -77,9 +77,7 @@ def test_bad_pool_names_the_key(pool, message):
 
 
 def test_workflow_extracts_features_once_per_set_and_used_teacher(tmp_path):
-    for item in ("Snakefile", "workflow", "elf_pipeline", "config"):
-        source = REPO / item
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, tmp_path / item)
+    copy_workflow(REPO, tmp_path)
     config = _config({"resnet18": "wide", "vgg11": "unused", "default": "convnet"})
     (tmp_path / "config" / "pool.yaml").write_text(yaml.safe_dump(config))
     result = subprocess.run([SNAKEMAKE, "-n", "-p", "--cores", "1", "--configfile", "config/pool.yaml"], cwd=tmp_path,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import copy_workflow
 
 from elf_pipeline.artifacts.checkpoint import load_model
 from elf_pipeline.artifacts.experts import read_epochs
@@ -108,9 +108,7 @@ def test_bad_distillation_teacher_config_names_the_key(change, message):
 
 
 def test_workflow_plans_the_expert_teacher_only_for_mtt(tmp_path):
-    for item in ("Snakefile", "workflow", "elf_pipeline", "config"):
-        source = REPO / item
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, tmp_path / item)
+    copy_workflow(REPO, tmp_path)
     config = _config(teacher={"source": "distillation"})
     config["evaluations"]["elf_online"] = {"loss_mode": "front_rear_task", "teacher": "convnet", "teacher_targets": "online"}
     (tmp_path / "config" / "d.yaml").write_text(yaml.safe_dump(config))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import h5py
 import numpy as np
 import pytest
 import yaml
+from conftest import copy_workflow
 
 from elf_pipeline.artifacts.data import load_split, read_info
 from elf_pipeline.data import prepare_data
@@ -114,9 +114,7 @@ def test_without_val_split_the_column_is_empty(digits_h5, synset_h5, tmp_path):
 
 
 def test_workflow_passes_val_size_to_prepare_data(tmp_path):
-    for item in ("Snakefile", "workflow", "elf_pipeline", "config"):
-        source = REPO / item
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, tmp_path / item)
+    copy_workflow(REPO, tmp_path)
     config = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
     config["datasets"]["digits"]["val_size"] = 100
     config["datasets"]["digits"]["test_limit"] = 200
