@@ -26,17 +26,18 @@ from elf_pipeline.plotting import pyplot, save_figure
 from elf_pipeline.study_tables import STUDY_COLUMNS, cell, cell_stats, context, markdown_page
 
 TITLE = "Study: ELF ablation"
-PROTOCOL_COLUMNS = ("loss_mode", "feature_loss", "adapter_form")
+PROTOCOL_COLUMNS = ("loss_mode", "feature_loss", "adapter_form", "train_lr")
 _POINT_COLUMNS = ("val_", "test_", "std_", "delta_", "adapter_", "mean_delta_", "best_")
 
 
 def _protocol(rows: pd.DataFrame, archs: list[str], evaluation: str) -> dict[str, str]:
-    """loss_mode, feature_loss and adapter_form of an evaluation as its result rows record them
-    ("-" where a column is missing or, for the teacher terms, where loss_mode task has no teacher)."""
+    """loss_mode, feature_loss, adapter_form and the student lr of an evaluation as its result rows
+    record them, the distinct values over the architectures ("-" where a column is missing or, for
+    the teacher terms, where loss_mode task has no teacher)."""
     found = rows[(rows["evaluation"] == evaluation) & rows["arch"].isin(archs)]
     out = {}
     for column in PROTOCOL_COLUMNS:
-        values = sorted(found[column].dropna().astype(str).unique()) if column in found else []
+        values = [str(v) for v in sorted(found[column].dropna().unique())] if column in found else []
         out[column] = ", ".join(values) or "-"
     if out["loss_mode"] == "task":
         out.update(feature_loss="-", adapter_form="-")

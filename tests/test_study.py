@@ -302,6 +302,15 @@ def test_ablation_reference_is_never_chosen_and_one_seed_has_zero_std():
     assert table.loc[2, "adapter_form"] == "pair"
 
 
+def test_ablation_rows_name_the_student_lr_of_each_evaluation():
+    rows = result_rows(CELLS)
+    rows["train_lr"] = [0.005 if (a, e) == ("alexnet", "elf") else 0.01 for a, e in zip(rows["arch"], rows["evaluation"],
+                                                                                         strict=True)]
+    table = ablation_table(rows, ABLATION_ARCHS, ["baseline", "elf", "elf_l2"]).set_index("evaluation")
+    assert table["train_lr"].tolist() == ["0.01", "0.005, 0.01", "0.01"]
+    assert ablation_table(result_rows(CELLS), ABLATION_ARCHS, ["baseline"])["train_lr"].tolist() == ["-"]
+
+
 @pytest.mark.parametrize("drop", [False, True], ids=["val_acc None", "no val_acc column"])
 def test_ablation_without_validation_accuracy_chooses_nothing(tmp_path, monkeypatch, drop):
     rows = result_rows(CELLS)
