@@ -57,6 +57,20 @@ def test_summary_tables_delta_is_evaluation_minus_baseline():
     assert [cell.strip() for cell in convnet_row.strip("|").split("|")] == ["convnet", "55.0 ± 7.1", "50.0 ± 7.1", "-5.0"]
 
 
+def test_protocol_line_names_where_the_training_differs():
+    from elf_pipeline.report.summary import protocol_line, setting
+
+    runs = _runs().assign(train_lr=0.01, train_epochs=50)
+    assert setting(runs, "train_lr") == "0.01" and setting(runs, "train_epochs") == "50"
+    runs.loc[runs["arch"] == "resnet18", "train_lr"] = 0.005  # a per-architecture lr
+    runs.loc[(runs["arch"] == "convnet") & (runs["evaluation"] == "elf"), "train_epochs"] = 100  # one evaluation's
+    assert setting(runs, "train_lr") == "0.01 (resnet18: 0.005)"
+    assert setting(runs, "train_epochs") == "50 (convnet elf: 100)"
+    assert setting(runs, "train_momentum") == "–"  # not recorded
+    line = protocol_line(runs)
+    assert "SGD lr 0.01 (resnet18: 0.005)" in line and "50 (convnet elf: 100) epochs" in line
+
+
 @pytest.fixture(scope="module")
 def student_files(digits_h5, synset_h5, features_h5, tmp_path_factory):
     root = tmp_path_factory.mktemp("report")

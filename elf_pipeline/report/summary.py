@@ -54,14 +54,37 @@ def build_document(runs: pd.DataFrame, reference: pd.DataFrame | None = None, be
     stages = stage_table(benchmarks if benchmarks is not None else read_benchmarks([]))
     if stages is not None:
         doc.table(stages)
-    protocol = runs.iloc[0]
     doc.heading("Protocol", 2)
-    doc.paragraph(f"Students: SGD lr {protocol.get('train_lr')}, momentum {protocol.get('train_momentum')}, "
-                  f"weight decay {protocol.get('train_weight_decay')}, batch {protocol.get('train_batch_size')}, "
-                  f"{sorted(runs['train_epochs'].unique().tolist())} epochs, lr × {protocol.get('train_lr_decay')} after "
-                  f"{protocol.get('train_lr_decay_at')} of training, augmentation {protocol.get('dsa_strategy')}. "
-                  "Every row of runs.parquet carries its full protocol (columns: workflow/schemas/runs.schema.yaml).")
+    doc.paragraph(protocol_line(runs))
     return doc
+
+
+def setting(runs: pd.DataFrame, column: str) -> str:
+    """One training setting over all rows: its most common value, then every other value with the
+    architectures (or ``arch evaluation`` pairs) that used it, e.g. ``0.01 (vgg11: 0.005)``."""
+    if column not in runs or runs[column].isna().all():
+        return "–"
+    shown = runs[column].map(lambda v: f"{v:g}" if isinstance(v, float) else str(v)).where(runs[column].notna())
+    common = shown.value_counts().idxmax()
+    exceptions = []
+    for value, rows in runs[shown.notna() & (shown != common)].groupby(shown, sort=True):
+        labels = []
+        for arch, by_arch in rows.groupby("arch", sort=True):
+            if len(by_arch) == int((runs["arch"] == arch).sum()):
+                labels.append(str(arch))
+            else:
+                labels += [f"{arch} {evaluation}" for evaluation in sorted(by_arch["evaluation"].unique())]
+        exceptions.append(f"{', '.join(labels)}: {value}")
+    return f"{common} ({'; '.join(exceptions)})" if exceptions else common
+
+
+def protocol_line(runs: pd.DataFrame) -> str:
+    """The students' training protocol, with where it differs (e.g. a per-architecture lr)."""
+    return (f"Students: SGD lr {setting(runs, 'train_lr')}, momentum {setting(runs, 'train_momentum')}, "
+            f"weight decay {setting(runs, 'train_weight_decay')}, batch {setting(runs, 'train_batch_size')}, "
+            f"{setting(runs, 'train_epochs')} epochs, lr × {setting(runs, 'train_lr_decay')} after "
+            f"{setting(runs, 'train_lr_decay_at')} of training, augmentation {setting(runs, 'dsa_strategy')}. "
+            "Every row of runs.parquet carries its full protocol (columns: workflow/schemas/runs.schema.yaml).")
 
 
 def _ddranking_section(doc: Document, scores: pd.DataFrame) -> None:
