@@ -59,10 +59,11 @@ browser-deps:
 		fi; \
 	fi
 
-# Two pytest workers (TEST_WORKERS=0: one process); each test module stays on one worker (tests/conftest.py).
+# Two pytest workers (TEST_WORKERS=0: one process); each test module runs on one worker, so its
+# module-scoped fixtures (a SLURM cluster, a finished study) are built once.
 TEST_WORKERS ?= 2
 test: setup slurm-deps browser-deps
-	$(BIN)/python -m pytest -q -rs $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup)
+	$(BIN)/python -m pytest -q -rs $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
 lint: setup
 	$(BIN)/ruff check elf_pipeline tests

@@ -37,19 +37,6 @@ def write_idx(path: Path, array: np.ndarray) -> Path:
     return path
 
 
-# Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`) each module stays on one worker, so
-# its module-scoped fixtures are built once; the modules that read the finished smoke study share
-# one group, so that study is run once.
-SMOKE_MODULES = {"test_workflow", "test_report_html", "test_report_browser"}
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items) -> None:
-    for item in items:
-        module = item.module.__name__.rpartition(".")[2] if item.module else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group("smoke" if module in SMOKE_MODULES else module))
-
-
 @pytest.fixture(scope="session")
 def shared_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("shared")
@@ -120,19 +107,38 @@ def copy_workflow(source: Path, workdir: Path, items: tuple[str, ...] = WORKFLOW
     return workdir
 
 
-@pytest.fixture(scope="session")
-def smoke_study(tmp_path_factory) -> Path:
-    """config/smoke.yaml run to completion through Snakemake in a private copy of the repository,
-    once per session. Tests that change anything copy it first (``shutil.copytree(...,
-    symlinks=True)`` keeps it finished) or restore what they touched."""
+def _run_smoke_study(workdir: Path) -> None:
     import subprocess
     import sys
 
-    workdir = copy_workflow(REPO, tmp_path_factory.mktemp("study"))
+    copy_workflow(REPO, workdir)
     snakemake = str(Path(sys.executable).with_name("snakemake"))
     run = subprocess.run([snakemake, "--cores", "2", "--configfile", "config/smoke.yaml"], cwd=workdir,
                          capture_output=True, text=True)
     assert run.returncode == 0 and "(100%) done" in run.stdout + run.stderr, (run.stdout + run.stderr)[-3000:]
+
+
+@pytest.fixture(scope="session")
+def smoke_study(tmp_path_factory) -> Path:
+    """config/smoke.yaml run to completion through Snakemake in a private copy of the repository,
+    once per test run: under pytest-xdist (`make test` runs two workers, `--dist loadfile`) the first
+    worker that needs it runs it while the other waits on a lock. Each session gets its own copy
+    (``copytree(symlinks=True)`` keeps a study finished); tests that change it restore what they touched."""
+    import fcntl
+    import os
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the folder every worker's basetemp lies in
+    pristine = root / "smoke-study"
+    with open(root / "smoke-study.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (pristine / ".finished").is_file():
+            shutil.rmtree(pristine, ignore_errors=True)
+            _run_smoke_study(pristine)
+            (pristine / ".finished").touch()
+    workdir = tmp_path_factory.mktemp("study") / "study"
+    shutil.copytree(pristine, workdir, symlinks=True)
     return workdir
 
 
