@@ -84,6 +84,10 @@ def _check_studies(config: dict) -> None:
     for own, instance in ((studies.get("norm") or {}).get("pairs") or {}).items():
         _check_arch(f"studies.norm.pairs.{own}", own)
         _check_arch(f"studies.norm.pairs.{own}", instance)
+        by_arch = config["students"].get("train_by_arch") or {}
+        if by_arch.get(own) != by_arch.get(instance):
+            _fail(f"studies.norm.pairs.{own}", f"{own} and {instance} train with different students.train_by_arch "
+                                               "blocks: the pair would measure those settings with the normalisation")
     ablation = studies.get("ablation") or {}
     for index, arch in enumerate(ablation.get("archs") or []):
         _check_arch(f"studies.ablation.archs[{index}]", arch)
@@ -152,7 +156,7 @@ def _check_import(config: dict) -> None:
                       f"no published statistics for source {data_block['source']}; declare dataset, unit or uint8")
 
 
-def _check_schedule(key: str, train: dict) -> None:
+def _check_schedule(key: str, train: dict, where: str = "") -> None:
     """A step decay must fall inside the run: a lr_decay_at whose decay epoch is past the last
     epoch silently trains at one lr (e.g. 0.67 of 3 epochs)."""
     if train.get("schedule", "step") != "step" or not train.get("lr_decay_at") or train.get("lr_decay", 0.1) == 1:
@@ -161,8 +165,9 @@ def _check_schedule(key: str, train: dict) -> None:
     decay = math.ceil(epochs * at)
     if decay >= epochs:
         highest = math.floor((epochs - 1) / epochs * 100) / 100
+        suffix = f"; {where}" if where else ""
         _fail(f"{key}.lr_decay_at", f"{at} of {epochs} epochs decays the lr after the last epoch, i.e. never "
-                                     f"(choose at most {highest:g}, 0 for no decay, or more epochs)")
+                                     f"(choose at most {highest:g}, 0 for no decay, or more epochs){suffix}")
 
 
 def _check_evaluation_teachers(config: dict, name: str, block: dict) -> None:
@@ -291,8 +296,10 @@ def _check_evaluation(config: dict, name: str, block: dict) -> None:
             _fail(f"evaluations.{name}.methods[{index}]",
                   f"unknown method {method!r} (configured: {', '.join(config['distillation']['methods'])})")
     if block.get("train"):
+        by_arch = config["students"].get("train_by_arch") or {}
         for arch in student_archs(config):
-            _check_schedule(f"evaluations.{name}.train", student_train_config(config, name, arch))
+            _check_schedule(f"evaluations.{name}.train", student_train_config(config, name, arch),
+                            f"for {arch}, with students.train_by_arch.{arch}" if arch in by_arch else "")
     if uses_teacher(config, name):
         _check_evaluation_teachers(config, name, block)
     elif "adapter" in block:

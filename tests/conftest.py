@@ -119,11 +119,11 @@ def _run_smoke_study(workdir: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def smoke_study(tmp_path_factory) -> Path:
+def smoke_pristine(tmp_path_factory) -> Path:
     """config/smoke.yaml run to completion through Snakemake in a private copy of the repository,
     once per test run: under pytest-xdist (`make test` runs two workers, `--dist loadfile`) the first
-    worker that needs it runs it while the other waits on a lock. Each session gets its own copy
-    (``copytree(symlinks=True)`` keeps a study finished); tests that change it restore what they touched."""
+    worker that needs it runs it while the other waits on a lock (and fails at once if it failed).
+    Never changed: the fixtures below hand out copies (``copytree(symlinks=True)`` keeps a study finished)."""
     import fcntl
     import os
 
@@ -133,23 +133,35 @@ def smoke_study(tmp_path_factory) -> Path:
     pristine = root / "smoke-study"
     with open(root / "smoke-study.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        if (root / "smoke-study.failed").is_file():
+            pytest.fail(f"the smoke study failed in another worker:\n{(root / 'smoke-study.failed').read_text()}")
         if not (pristine / ".finished").is_file():
             shutil.rmtree(pristine, ignore_errors=True)
-            _run_smoke_study(pristine)
+            try:
+                _run_smoke_study(pristine)
+            except AssertionError as error:
+                (root / "smoke-study.failed").write_text(str(error))
+                raise
             (pristine / ".finished").touch()
+    return pristine
+
+
+@pytest.fixture(scope="session")
+def smoke_study(smoke_pristine, tmp_path_factory) -> Path:
+    """A copy of the finished smoke study for this session; tests that change it restore what they touched."""
     workdir = tmp_path_factory.mktemp("study") / "study"
-    shutil.copytree(pristine, workdir, symlinks=True)
+    shutil.copytree(smoke_pristine, workdir, symlinks=True)
     return workdir
 
 
 @pytest.fixture(scope="session")
-def smoke_report(smoke_study, tmp_path_factory) -> Path:
+def smoke_report(smoke_pristine, tmp_path_factory) -> Path:
     """A copy of the finished smoke study with its ``snakemake --report`` page, ``report.html``."""
     import subprocess
     import sys
 
     workdir = tmp_path_factory.mktemp("report_study") / "study"
-    shutil.copytree(smoke_study, workdir, symlinks=True)
+    shutil.copytree(smoke_pristine, workdir, symlinks=True)
     snakemake = str(Path(sys.executable).with_name("snakemake"))
     run = subprocess.run([snakemake, "--configfile", "config/smoke.yaml", "--report", "report.html"], cwd=workdir,
                          capture_output=True, text=True)

@@ -259,6 +259,24 @@ def test_bad_train_by_arch_names_the_key(default_config, by_arch, fragments):
     _expect(_mutated(default_config, lambda c: c["students"].update(train_by_arch=by_arch)), *fragments)
 
 
+def test_a_norm_pair_with_different_per_architecture_training_is_refused():
+    config = _load("study-smoke.yaml")
+    own, instance = next(iter(config["studies"]["norm"]["pairs"].items()))
+    config["students"]["train_by_arch"] = {own: {"lr": 0.005}}
+    _expect(config, f"studies.norm.pairs.{own}", f"{own} and {instance}", "students.train_by_arch")
+    config["students"]["train_by_arch"] = {own: {"lr": 0.005}, instance: {"lr": 0.005}}
+    validate(config)  # the same block on both sides: the pair still measures the normalisation alone
+
+
+def test_an_evaluation_schedule_clash_names_the_per_architecture_block(default_config):
+    config = _mutated(default_config, lambda c: (c["students"].update(train_by_arch={"vgg11": {"epochs": 2}}),
+                                                 c["evaluations"]["elf"].update(train={"lr_decay_at": 0.5})))
+    config["students"]["train_by_arch"]["vgg11"]["lr_decay_at"] = 0.4  # valid on its own: decays after epoch 1 of 2
+    validate(config)
+    config["evaluations"]["elf"]["train"] = {"lr_decay_at": 0.6}  # epoch 2 of 2 for vgg11 only: never
+    _expect(config, "evaluations.elf.train.lr_decay_at", "for vgg11, with students.train_by_arch.vgg11")
+
+
 def test_student_jobs_cover_the_grid(default_config):
     jobs = student_jobs(default_config)
     # every evaluation runs for every method its `methods` names (default: all of them)

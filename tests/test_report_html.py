@@ -1,4 +1,4 @@
-"""The finished smoke study (conftest's ``smoke_study``, copied), then ``snakemake --report``: the
+"""The finished smoke study's ``snakemake --report`` page (conftest's ``smoke_report``, a copy of the study): the
 HTML report must hold every figure with its caption and category, and the tables with their
 reference rows.
 

@@ -202,6 +202,9 @@ def test_killed_workflow_resumes_to_identical_metrics(study: Path, tmp_path: Pat
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert 2 <= finished() < len(targets), "the kill must land inside the student stage"
+    # and inside a job: Snakemake marks a started job's output incomplete until the job ends
+    incomplete = workdir / ".snakemake" / "incomplete"
+    assert incomplete.is_dir() and any(incomplete.iterdir()), "no job was cut off by the kill"
     # a killed Snakemake leaves its lock behind: release it, then redo the incomplete jobs
     snakemake(workdir, "--configfile", "config/smoke.yaml", "--unlock")
     snakemake(workdir, *targets, "--configfile", "config/smoke.yaml", "--rerun-incomplete")

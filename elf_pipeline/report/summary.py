@@ -64,6 +64,7 @@ def setting(runs: pd.DataFrame, column: str) -> str:
     architectures (or ``arch evaluation`` pairs) that used it, e.g. ``0.01 (vgg11: 0.005)``."""
     if column not in runs or runs[column].isna().all():
         return "–"
+    runs = runs.reset_index(drop=True)
     shown = runs[column].map(lambda v: f"{v:g}" if isinstance(v, float) else str(v)).where(runs[column].notna())
     common = shown.value_counts().idxmax()
     exceptions = []
