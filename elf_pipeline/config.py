@@ -71,10 +71,15 @@ def evaluation_config(config: dict, name: str, arch: str | None = None) -> dict:
     return block
 
 
+def train_by_arch(config: dict) -> dict[str, dict]:
+    """``students.train_by_arch``: architecture -> its overrides of ``students.train`` (may be empty)."""
+    return config["students"].get("train_by_arch") or {}
+
+
 def student_train_config(config: dict, evaluation: str | None, arch: str | None = None) -> dict:
     """A student's training block: ``students.train``, then ``students.train_by_arch[arch]`` (a
     per-architecture setting such as its lr, chosen on validation), then the evaluation's ``train``."""
-    by_arch = (config["students"].get("train_by_arch") or {}).get(arch) if arch is not None else None
+    by_arch = train_by_arch(config).get(arch) if arch is not None else None
     own = config["evaluations"][evaluation].get("train") if evaluation is not None else None
     return merged(merged(config["students"]["train"], by_arch), own)
 

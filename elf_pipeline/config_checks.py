@@ -24,6 +24,7 @@ from elf_pipeline.config import (
     teacher_name,
     teacher_ref,
     teacher_value,
+    train_by_arch,
     uses_experts,
     uses_teacher,
 )
@@ -81,10 +82,10 @@ def _check_studies(config: dict) -> None:
     _check_arch("studies.reference", studies.get("reference", "convnet"))
     for index, arch in enumerate((studies.get("similarity") or {}).get("archs") or []):
         _check_arch(f"studies.similarity.archs[{index}]", arch)
+    by_arch = train_by_arch(config)
     for own, instance in ((studies.get("norm") or {}).get("pairs") or {}).items():
         _check_arch(f"studies.norm.pairs.{own}", own)
         _check_arch(f"studies.norm.pairs.{own}", instance)
-        by_arch = config["students"].get("train_by_arch") or {}
         if by_arch.get(own) != by_arch.get(instance):
             _fail(f"studies.norm.pairs.{own}", f"{own} and {instance} train with different students.train_by_arch "
                                                "blocks: the pair would measure those settings with the normalisation")
@@ -272,7 +273,7 @@ def _check_students(config: dict) -> None:
         _fail("students.seeds", f"seeds must be unique, got {seeds}")
     _check_schedule("students.train", config["students"]["train"])
     archs = student_archs(config)
-    for arch in config["students"].get("train_by_arch") or {}:
+    for arch in train_by_arch(config):
         if arch not in archs:
             _fail(f"students.train_by_arch.{arch}", f"not a student architecture of this study ({', '.join(archs)})")
         _check_schedule(f"students.train_by_arch.{arch}", student_train_config(config, None, arch))
@@ -296,7 +297,7 @@ def _check_evaluation(config: dict, name: str, block: dict) -> None:
             _fail(f"evaluations.{name}.methods[{index}]",
                   f"unknown method {method!r} (configured: {', '.join(config['distillation']['methods'])})")
     if block.get("train"):
-        by_arch = config["students"].get("train_by_arch") or {}
+        by_arch = train_by_arch(config)
         for arch in student_archs(config):
             _check_schedule(f"evaluations.{name}.train", student_train_config(config, name, arch),
                             f"for {arch}, with students.train_by_arch.{arch}" if arch in by_arch else "")

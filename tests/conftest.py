@@ -7,6 +7,8 @@ from __future__ import annotations
 import gzip
 import shutil
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +94,13 @@ def features_h5(shared_dir, synset_h5, teacher_pt) -> Path:
 
 
 WORKFLOW_ITEMS = ("Snakefile", "workflow", "elf_pipeline", "config")
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+
+def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    run = subprocess.run([SNAKEMAKE, *args], cwd=workdir, capture_output=True, text=True)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    return run
 
 
 def copy_workflow(source: Path, workdir: Path, items: tuple[str, ...] = WORKFLOW_ITEMS) -> Path:
@@ -108,14 +117,9 @@ def copy_workflow(source: Path, workdir: Path, items: tuple[str, ...] = WORKFLOW
 
 
 def _run_smoke_study(workdir: Path) -> None:
-    import subprocess
-    import sys
-
     copy_workflow(REPO, workdir)
-    snakemake = str(Path(sys.executable).with_name("snakemake"))
-    run = subprocess.run([snakemake, "--cores", "2", "--configfile", "config/smoke.yaml"], cwd=workdir,
-                         capture_output=True, text=True)
-    assert run.returncode == 0 and "(100%) done" in run.stdout + run.stderr, (run.stdout + run.stderr)[-3000:]
+    run = _snakemake(workdir, "--cores", "2", "--configfile", "config/smoke.yaml")
+    assert "(100%) done" in run.stdout + run.stderr, (run.stdout + run.stderr)[-3000:]
 
 
 @pytest.fixture(scope="session")
@@ -157,13 +161,7 @@ def smoke_study(smoke_pristine, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def smoke_report(smoke_pristine, tmp_path_factory) -> Path:
     """A copy of the finished smoke study with its ``snakemake --report`` page, ``report.html``."""
-    import subprocess
-    import sys
-
     workdir = tmp_path_factory.mktemp("report_study") / "study"
     shutil.copytree(smoke_pristine, workdir, symlinks=True)
-    snakemake = str(Path(sys.executable).with_name("snakemake"))
-    run = subprocess.run([snakemake, "--configfile", "config/smoke.yaml", "--report", "report.html"], cwd=workdir,
-                         capture_output=True, text=True)
-    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    _snakemake(workdir, "--configfile", "config/smoke.yaml", "--report", "report.html")
     return workdir
