@@ -18,6 +18,10 @@ import torch
 # The machine is small and shared: one thread keeps the suite predictable.
 torch.set_num_threads(1)
 
+# Tests marked ``float_path`` compare results across float paths (kernels, chunkings, memory formats)
+# or depend on float rounding staying small; `make test` runs them a second time on another CPU
+# kernel path (ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA) so a CPU difference shows on any machine.
+
 IMAGE_SIZE = 16
 NUM_CLASSES = 10
 TRAIN_LIMIT = 50  # 5 images per class
@@ -165,3 +169,90 @@ def smoke_report(smoke_pristine, tmp_path_factory) -> Path:
     shutil.copytree(smoke_pristine, workdir, symlinks=True)
     _snakemake(workdir, "--configfile", "config/smoke.yaml", "--report", "report.html")
     return workdir
+
+
+# --------------------------------------------------------------------------- test dependencies
+
+def can_install_test_dependencies() -> bool:
+    """The one place that decides whether a missing external test dependency (SLURM, Chromium) is a
+    failure or a skip: running as root on a system with apt-get, `make test` installs them (targets
+    slurm-deps and browser-deps), so one that is missing there is an error; elsewhere installing is
+    impossible and its tests are skipped with the reason."""
+    import os
+
+    return os.geteuid() == 0 and shutil.which("apt-get") is not None
+
+
+def missing_dependency(reason: str) -> None:
+    """Fail (where `make test` installs the dependency) or skip (where it cannot) with ``reason``."""
+    if can_install_test_dependencies():
+        pytest.fail(f"{reason}; as root with apt-get `make test` installs it (make slurm-deps browser-deps), "
+                    "so its absence here is an error", pytrace=False)
+    pytest.skip(f"{reason} (not root or no apt-get: it cannot be installed here)")
+
+
+# --------------------------------------------------------------------------- float paths
+
+def logits64(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The eval-mode logits of a float64 copy of ``model``: a reference free of float32 rounding."""
+    import copy
+
+    reference = copy.deepcopy(model).to(dtype=torch.float64, memory_format=torch.contiguous_format).eval()
+    with torch.no_grad():
+        return reference(images.to(torch.float64))
+
+
+def correct_bounds(logits: torch.Tensor, labels: torch.Tensor, tol: float = 1e-3) -> tuple[int, int, int]:
+    """(fewest, most, ambiguous): how many of ``labels`` any float32 evaluation of ``logits`` (a
+    float64 reference) can get right.  A prediction whose top two logits lie within ``tol`` (relative
+    to the logits' scale) may flip with the kernels' rounding; every other one is fixed."""
+    top2 = logits.topk(2, dim=1).values
+    scale = logits.abs().max(dim=1).values.clamp_min(1.0)
+    ambiguous = (top2[:, 0] - top2[:, 1]) < tol * scale
+    correct = logits.argmax(dim=1) == labels
+    fewest = int((correct & ~ambiguous).sum())
+    return fewest, fewest + int(ambiguous.sum()), int(ambiguous.sum())
+
+
+def assert_accuracy_of(accuracy: float, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                       tol: float = 1e-3) -> None:
+    """``accuracy`` is ``model``'s on (images, labels) on whatever float path computed it: a count of
+    correct images, and within what the float64 reference allows (near-ties may go either way)."""
+    count = accuracy * len(labels)
+    assert abs(count - round(count)) < 1e-6, f"{accuracy} is not a count over {len(labels)} images"
+    fewest, most, ambiguous = correct_bounds(logits64(model, images), labels, tol)
+    assert ambiguous <= max(2, len(labels) // 50), f"{ambiguous} near-ties: the reference does not decide"
+    assert fewest <= round(count) <= most, (round(count), fewest, most)
+
+
+# --------------------------------------------------------------------------- trained students
+
+class StudentSpy:
+    """Records the students that the student stage tests (a deep copy of each model, in eval mode,
+    when ``elf.evaluate`` is called on it with the test images), without changing what runs.  Needs
+    the per-seed trainer (train block ``vectorize_seeds: false``)."""
+
+    def __init__(self, monkeypatch) -> None:
+        import copy
+
+        import elf_pipeline.elf as elf
+
+        self.models: list[torch.nn.Module] = []
+        original = elf.evaluate
+
+        def recording(model, images, labels, *args, **kwargs):
+            accuracy = original(model, images, labels, *args, **kwargs)
+            self.models.append(copy.deepcopy(model).eval())
+            return accuracy
+
+        monkeypatch.setattr(elf, "evaluate", recording)
+
+    def take(self) -> list[torch.nn.Module]:
+        """The students recorded since the last call (test and validation passes both record)."""
+        models, self.models = self.models, []
+        return models
+
+
+@pytest.fixture
+def student_spy(monkeypatch) -> StudentSpy:
+    return StudentSpy(monkeypatch)
