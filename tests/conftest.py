@@ -202,7 +202,12 @@ def logits64(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
         return reference(images.to(torch.float64))
 
 
-def correct_bounds(logits: torch.Tensor, labels: torch.Tensor, tol: float = 1e-3) -> tuple[int, int, int]:
+# Float32 logits of the test models differ from their float64 reference by about 5e-7 (measured: an
+# untrained ConvNet on the digits test split, logits of order 1), far inside this tolerance.
+LOGIT_TOL = 1e-4
+
+
+def correct_bounds(logits: torch.Tensor, labels: torch.Tensor, tol: float = LOGIT_TOL) -> tuple[int, int, int]:
     """(fewest, most, ambiguous): how many of ``labels`` any float32 evaluation of ``logits`` (a
     float64 reference) can get right.  A prediction whose top two logits lie within ``tol`` (relative
     to the logits' scale) may flip with the kernels' rounding; every other one is fixed."""
@@ -215,7 +220,7 @@ def correct_bounds(logits: torch.Tensor, labels: torch.Tensor, tol: float = 1e-3
 
 
 def assert_accuracy_of(accuracy: float, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                       tol: float = 1e-3) -> None:
+                       tol: float = LOGIT_TOL) -> None:
     """``accuracy`` is ``model``'s on (images, labels) on whatever float path computed it: a count of
     correct images, and within what the float64 reference allows (near-ties may go either way)."""
     count = accuracy * len(labels)

@@ -1,6 +1,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_accuracy_of
 
 from elf_pipeline.augment import DSAConfig
 from elf_pipeline.errors import InputError
@@ -205,6 +206,7 @@ def test_seeded_generator_and_timer():
     assert 0.05 <= timer.seconds < 5.0  # measures the block, in seconds
 
 
+@pytest.mark.float_path
 def test_cpu_test_pass_uses_cache_sized_chunks_with_the_same_predictions(digits_h5):
     from elf_pipeline.artifacts.data import load_split
     from elf_pipeline.models import build
@@ -231,10 +233,12 @@ def test_cpu_test_pass_uses_cache_sized_chunks_with_the_same_predictions(digits_
         parallel = evaluate(model, images, labels, batch_size=4096)
     finally:
         torch.set_num_threads(threads)
-    expected = float((model.eval()(images).argmax(1) == labels).float().mean())
-    assert evaluate(model, images, labels, batch_size=4096) == pytest.approx(expected) == parallel
+    # Chunks, thread counts and memory formats take different kernels: each pass must score what the
+    # float64 reference allows (a prediction may differ only where its top two logits nearly tie).
+    for accuracy in (parallel, evaluate(model, images, labels, batch_size=4096)):
+        assert_accuracy_of(accuracy, model, images, labels)
     channels_last = model.to(memory_format=torch.channels_last)
-    assert evaluate(channels_last, images, labels, batch_size=7) == pytest.approx(expected)
+    assert_accuracy_of(evaluate(channels_last, images, labels, batch_size=7), model, images, labels)
 
 
 def test_allocator_thresholds_are_accepted_on_glibc():
