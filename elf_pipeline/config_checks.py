@@ -7,6 +7,7 @@ Every error is one line that names the config key.
 from __future__ import annotations
 
 import math
+import sys
 
 from elf_pipeline.config import (
     DATA_SOURCES,
@@ -20,7 +21,9 @@ from elf_pipeline.config import (
     method_config,
     reference_config,
     student_archs,
+    student_jobs,
     student_train_config,
+    study_jobs,
     teacher_name,
     teacher_ref,
     teacher_value,
@@ -32,13 +35,14 @@ from elf_pipeline.datasets.catalog import (
     DOWNLOADABLE,
     IMAGENET_SOURCES,
     IMAGENET_SUBSETS,
-    PUBLISHED_STATS,
     ROOT_LAYOUT,
+    SOURCE_CHANNELS,
     SPLIT_BY_FRACTION,
+    release_stats,
 )
 from elf_pipeline.distill_settings import method_keys
 from elf_pipeline.errors import ConfigError
-from elf_pipeline.models.registry import is_known, layer_names
+from elf_pipeline.models.registry import default_split, is_known, layer_names
 from elf_pipeline.vocab import EXPERT_METHODS, IMPORT_NORMALIZATIONS, METHODS
 
 
@@ -149,12 +153,11 @@ def _check_import(config: dict) -> None:
             if not block.get("path"):
                 _fail("distillation.methods.import.path", f"required: the file of the imported synthetic set {where}")
             normalization = block.get("normalization")
-            if normalization not in IMPORT_NORMALIZATIONS:
+            if normalization not in IMPORT_NORMALIZATIONS and not isinstance(normalization, dict):
                 _fail("distillation.methods.import.normalization",
-                      f"required: the pixel space of the file, one of {', '.join(IMPORT_NORMALIZATIONS)} {where}")
-            if normalization == "published" and data_block["source"] not in PUBLISHED_STATS:
-                _fail("distillation.methods.import.normalization",
-                      f"no published statistics for source {data_block['source']}; declare dataset, unit or uint8")
+                      f"required: the pixel space of the file, one of {', '.join(IMPORT_NORMALIZATIONS)}, "
+                      f"{{published: <code>}} or {{mean, std}} {where}")
+            _check_release_normalization(data_block, normalization, where)
 
 
 def _check_schedule(key: str, train: dict, where: str = "") -> None:
@@ -317,7 +320,9 @@ def _check_evaluation(config: dict, name: str, block: dict) -> None:
 
 
 def check_config(config: dict) -> None:
-    """Semantic checks the schema cannot express, section by section; raises ConfigError naming the key."""
+    """Semantic checks the schema cannot express, section by section; raises ConfigError naming the key.
+    Then names, on stderr, every student that will train through a feature adapter it was not given
+    explicitly (``adapter_warnings``)."""
     _check_datasets(config)
     _check_methods(config)
     _check_teachers(config)
@@ -326,3 +331,85 @@ def check_config(config: dict) -> None:
     for name, block in config["evaluations"].items():
         _check_evaluation(config, name, block)
     _check_studies(config)
+    for line in adapter_warnings(config):
+        print(f"warning: {line}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- imported sets: the releasing code's constants
+
+
+def _check_release_normalization(data_block: dict, normalization: object, where: str) -> None:
+    """``published`` / ``{published: <code>}`` / ``{mean, std}`` resolve to constants for the
+    dataset's source: a bare ``published`` where the releasing codes disagree (CIFAR-100) names the
+    choices."""
+    source = data_block["source"]
+    if isinstance(normalization, dict) and "mean" in normalization and source == "image_folder":
+        channels = data_block.get("channels") or SOURCE_CHANNELS["image_folder"]
+        if len(normalization["mean"]) != channels:
+            _fail("distillation.methods.import.normalization.mean",
+                  f"{len(normalization['mean'])} values but the image_folder data has {channels} channel(s) {where}")
+    try:
+        release_stats(source, normalization)
+    except ValueError as err:
+        _fail("distillation.methods.import.normalization", f"{err} {where}")
+
+
+# --------------------------------------------------------------------------- feature shapes: who needs an adapter
+
+
+def _teacher_arch(config: dict, ref: dict) -> str | None:
+    if ref["source"] == "distillation":
+        return experts_config(config)["arch"]
+    return config["teachers"].get(ref["name"], {}).get("arch")
+
+
+def adapter_pairs(config: dict) -> list[dict]:
+    """Every (dataset, evaluation, student, teacher) whose ELF feature terms the study trains, with
+    both feature shapes (torch-free arithmetic, ``models.shapes``; None where only a build can tell)
+    and whether the evaluation names its ``adapter`` explicitly."""
+    from elf_pipeline.models.shapes import feature_shape  # torch-free
+
+    pairs, seen = [], set()
+    for job in [*student_jobs(config), *study_jobs(config)]:
+        dataset, evaluation, arch = job["dataset"], job["evaluation"], job["arch"]
+        block = config["evaluations"][evaluation]
+        if block.get("loss_mode", "task") == "task" or (dataset, evaluation, arch) in seen:
+            continue
+        seen.add((dataset, evaluation, arch))
+        ref = teacher_ref(teacher_value(config, evaluation, arch))
+        teacher_arch = _teacher_arch(config, ref) if ref else None
+        if teacher_arch is None:
+            continue
+        data = config["datasets"][dataset]
+        channels = data.get("channels") or SOURCE_CHANNELS.get(data["source"], 3)
+        size = data["image_size"]
+        student_layer = block.get("student_layer") or default_split(arch)
+        teacher_layer = block.get("teacher_layer") or default_split(teacher_arch)
+        pairs.append({"dataset": dataset, "image_size": size, "evaluation": evaluation, "student": arch,
+                      "student_layer": student_layer, "student_shape": feature_shape(arch, channels, size, student_layer),
+                      "teacher": teacher_name(config, evaluation, arch), "teacher_arch": teacher_arch,
+                      "teacher_layer": teacher_layer,
+                      "teacher_shape": feature_shape(teacher_arch, channels, size, teacher_layer),
+                      "explicit_adapter": "adapter" in block})
+    return pairs
+
+
+def adapter_warnings(config: dict) -> list[str]:
+    """One line per (evaluation, dataset, teacher) naming the students whose split output and teacher
+    feature differ in shape, under an evaluation that does not name its ``adapter``: they train
+    through a learned adapter (1x1 conv + resize), which the official code never uses."""
+    from elf_pipeline.models.shapes import describe
+
+    groups: dict[tuple, list[str]] = {}
+    for pair in adapter_pairs(config):
+        student, teacher = pair["student_shape"], pair["teacher_shape"]
+        if student is None or teacher is None or student == teacher or pair["explicit_adapter"]:
+            continue
+        key = (pair["evaluation"], pair["dataset"], pair["image_size"], pair["teacher"], pair["teacher_arch"],
+               pair["teacher_layer"], describe(teacher))
+        groups.setdefault(key, []).append(f"{pair['student']} ({pair['student_layer']}: {describe(student)})")
+    return [f"evaluations.{evaluation}: on {dataset} at {size} px, teacher {teacher} ({arch} {layer}: {shape}) does not "
+            f"match {', '.join(students)}: {'it trains' if len(students) == 1 else 'they train'} through a feature "
+            f"adapter (a teacher with a matching feature avoids it; adapter: pair or coupled in the evaluation makes it "
+            f"deliberate)"
+            for (evaluation, dataset, size, teacher, arch, layer, shape), students in groups.items()]

@@ -10,8 +10,10 @@ Accepted files (paths relative to the working directory):
 - ``.npz`` (no pickled objects) and ``.h5``/``.hdf5`` with arrays named as above.
 
 ``normalization`` declares the pixel space of the file: ``dataset`` (normalised with this
-``data.h5``'s mean/std), ``published`` (normalised with the reference code's constants recorded in
-``data.h5``, what MTT/DATM/DM releases use), ``unit`` ([0, 1] pixels) or ``uint8`` (0..255).  The
+``data.h5``'s mean/std), ``{published: <code>}`` (normalised with the constants of the code that
+wrote it, ``datasets.catalog.RELEASE_STATS``: ``dc`` for DC/DSA/DM, ``mtt``, ``elf``), bare
+``published`` (only where those codes agree, e.g. CIFAR-10; CIFAR-100's disagree), ``{mean, std}``
+(the constants themselves), ``unit`` ([0, 1] pixels) or ``uint8`` (0..255).  The
 images are converted to the dataset's normalised space and validated (NCHW shape matching the
 dataset's channels and image size, finite values, labels in range, exactly ``ipc`` per class).
 
@@ -27,6 +29,7 @@ MTT does) to test students on whitened test images.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -38,6 +41,7 @@ import torch
 
 from elf_pipeline.artifacts.data import DatasetInfo, read_info
 from elf_pipeline.artifacts.synset import SyntheticSet, check_soft_labels
+from elf_pipeline.datasets.catalog import RELEASE_STATS, release_stats
 from elf_pipeline.io import ArtifactError, open_h5, sha256_file
 from elf_pipeline.vocab import IMPORT_NORMALIZATIONS
 from elf_pipeline.zca import DEFAULT_EPS
@@ -161,14 +165,48 @@ def _to_dataset_space(images: np.ndarray, normalization: str, info: DatasetInfo,
         if low < -0.5 or high > 1.5:
             raise ImportedSetError(f"{path}: values span [{low:.3g}, {high:.3g}], far outside [0, 1] for normalization: unit "
                                    "(already normalised? declare dataset or published)")
-    elif normalization == "published":
-        if info.published_mean is None or info.published_std is None:
-            raise ImportedSetError(f"{path}: normalization: published, but the prepared dataset ({info.source}) records no "
-                                   "published statistics; declare dataset, unit or uint8")
-        images = images * info.published_std.reshape(1, -1, 1, 1) + info.published_mean.reshape(1, -1, 1, 1)
+    elif normalization not in ("dataset", "unit", "uint8"):
+        mean, std = _release_constants(normalization, info, path)
+        if len(mean) != images.shape[1]:
+            raise ImportedSetError(f"{path}: normalization {_label(normalization)} has {len(mean)} mean/std values but "
+                                   f"the images have {images.shape[1]} channels")
+        images = images * np.asarray(std).reshape(1, -1, 1, 1) + np.asarray(mean).reshape(1, -1, 1, 1)
     if normalization != "dataset":
         images = (images - info.mean.reshape(1, -1, 1, 1)) / np.maximum(info.std, 1e-8).reshape(1, -1, 1, 1)
     return images
+
+
+def _valid_normalization(value: object) -> bool:
+    if isinstance(value, dict):
+        return set(value) == {"published"} or set(value) == {"mean", "std"}
+    return value in NORMALIZATIONS
+
+
+def _label(normalization: object) -> str:
+    """The normalisation as one string (recorded as ``imported_normalization``): ``published:mtt``,
+    ``mean=[...],std=[...]`` or the plain name."""
+    if isinstance(normalization, dict) and "published" in normalization:
+        return f"published:{normalization['published']}"
+    if isinstance(normalization, dict):
+        return f"mean={json.dumps(list(normalization['mean']))},std={json.dumps(list(normalization['std']))}"
+    return str(normalization)
+
+
+def _release_constants(normalization: object, info: DatasetInfo, path: Path) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of the releasing code's space: from the catalog for the dataset's source, or the
+    block's own mean/std; a bare ``published`` on a source the catalog does not cover falls back to
+    the statistics recorded in ``data.h5``."""
+    if normalization == "published" and info.source not in RELEASE_STATS:
+        if info.published_mean is None or info.published_std is None:
+            raise ImportedSetError(f"{path}: normalization: published, but the prepared dataset ({info.source}) records no "
+                                   "published statistics; declare dataset, unit or uint8, or give mean and std")
+        return tuple(map(float, info.published_mean)), tuple(map(float, info.published_std))
+    try:
+        stats = release_stats(info.source, normalization)
+    except ValueError as err:
+        raise ImportedSetError(f"{path}: normalization {_label(normalization)}: {err}") from None
+    assert stats is not None
+    return stats
 
 
 def _learned_lr(path: Path) -> float:
@@ -189,8 +227,9 @@ def import_synset(data: str | os.PathLike, ipc: int, path: str | os.PathLike | N
     """Read, validate and convert an externally distilled set to the space of ``data.h5``."""
     if path is None:
         raise ImportedSetError("method import: no path configured (distillation.methods.import.path, per IPC via by_ipc)")
-    if normalization not in NORMALIZATIONS:
-        raise ImportedSetError(f"method import: normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}")
+    if not _valid_normalization(normalization):
+        raise ImportedSetError(f"method import: normalization must be one of {', '.join(NORMALIZATIONS)}, "
+                               f"{{published: <code>}} or {{mean: [...], std: [...]}}, got {normalization!r}")
     if zca is not None and normalization != "dataset":
         raise ImportedSetError(f"method import: a set in ZCA space (zca) holds whitened values; declare normalization: "
                                f"dataset, got {normalization!r}")
@@ -235,7 +274,7 @@ def import_synset(data: str | os.PathLike, ipc: int, path: str | os.PathLike | N
     if zca is None:
         images = _to_dataset_space(images, normalization, info, path)
     order = np.argsort(classes, kind="stable")  # class-major, like the other methods
-    extra = {"imported_from": str(path), "imported_sha256": sha256_file(path), "imported_normalization": normalization}
+    extra = {"imported_from": str(path), "imported_sha256": sha256_file(path), "imported_normalization": _label(normalization)}
     if zca is not None:
         extra["zca_eps"] = float(zca.get("eps", DEFAULT_EPS))
     if lr_path:

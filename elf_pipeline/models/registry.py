@@ -27,6 +27,12 @@ FIXED: dict[str, tuple[str, str, dict[str, Any]]] = {
     "resnet18-bn": ("resnet", "resnet18", {"norm": "batch"}),
     "resnet18-imagenet": ("resnet", "resnet18", {"norm": "instance", "stem": "imagenet"}),
     "resnet18-bn-imagenet": ("resnet", "resnet18", {"norm": "batch", "stem": "imagenet"}),
+    # The official Tiny ImageNet (64 px) students: ImageNet stem split after stage 3 (256x4x4) ...
+    "resnet18-imagenet-l4": ("resnet", "resnet18", {"norm": "instance", "stem": "imagenet", "official_split": "layer3_1"}),
+    "resnet18-bn-imagenet-l4": ("resnet", "resnet18", {"norm": "batch", "stem": "imagenet", "official_split": "layer3_1"}),
+    # ... and VGG11 with the MLP classifier split after its 6th conv and that conv's pool (512x4x4)
+    "vgg11-imagenet-l6": ("vgg", "vgg11", {"norm": "instance", "head": "mlp", "official_split": "conv6"}),
+    "vgg11-bn-imagenet-l6": ("vgg", "vgg11", {"norm": "batch", "head": "mlp", "official_split": "conv6"}),
     "vgg11": ("vgg", "vgg11", {"norm": "instance"}),
     "vgg11-bn": ("vgg", "vgg11", {"norm": "batch"}),
     "alexnet": ("alexnet", "alexnet", {"norm": "none"}),
@@ -109,6 +115,19 @@ def _family_layers(module: str, kwargs: dict[str, Any]) -> list[str]:
     if module == "mlp":
         return ["fc1", "fc2"]
     raise KeyError(module)
+
+
+# the official split of each family (a FIXED entry's ``official_split`` overrides it)
+FAMILY_SPLIT = {"resnet": "layer4_0", "vgg": "conv5", "alexnet": "conv5", "lenet": "conv2", "mlp": "fc2"}
+
+
+def default_split(name: str) -> str | None:
+    """The layer an architecture is split at unless ``student_layer``/``teacher_layer`` says
+    otherwise, without building it (None for ``tv-`` models, whose split depends on the build)."""
+    module, _, kwargs = resolve(name)
+    if module == "convnet":
+        return f"block{kwargs.get('depth', 3)}"
+    return kwargs.get("official_split", FAMILY_SPLIT.get(module))
 
 
 def layer_names(name: str) -> list[str] | None:

@@ -1,7 +1,10 @@
-"""ResNet18 with the CIFAR stem (3x3 conv, no max-pool), as in the DD reference code.
+"""ResNet18 with the CIFAR stem (3x3 conv, no max-pool), as in the DD reference code, or the
+ImageNet stem (7x7 stride-2 conv and a 3x3 stride-2 max-pool).
 
-Every BasicBlock is its own stage (``layer{s}_{b}``) so any block can be a split point; the
-official ELF split is after the first block of stage 4 (``layer4_0``, 512x4x4 at 32 px).
+Every BasicBlock is its own stage (``layer{s}_{b}``) so any block can be a split point. The
+official ELF split of the CIFAR model is after the first block of stage 4 (``layer4_0``, 512x4x4
+at 32 px); that of the ImageNet-stem model on 64 px Tiny ImageNet is after stage 3 (``layer3_1``,
+256x4x4), the rear being stage 4 and the classifier (the registry's ``resnet18-imagenet-l4``).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ class BasicBlock(nn.Module):
 
 
 def resnet18(channels: int, num_classes: int, image_size: int, norm: str = "instance",
-             stem: str = "cifar", split: str | None = None) -> StagedNet:
+             stem: str = "cifar", split: str | None = None, official_split: str = "layer4_0") -> StagedNet:
     if stem == "cifar":
         stem_module = nn.Sequential(nn.Conv2d(channels, 64, 3, stride=1, padding=1, bias=False), make_norm(norm, 64), ReLU())
     elif stem == "imagenet":
@@ -47,4 +50,4 @@ def resnet18(channels: int, num_classes: int, image_size: int, norm: str = "inst
             stages.append((f"layer{stage}_{block}", BasicBlock(in_planes, planes, stride, norm)))
             in_planes = planes
     stages.append(("head", nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, num_classes))))
-    return StagedNet(stages, split or "layer4_0")
+    return StagedNet(stages, split or official_split)
