@@ -13,16 +13,17 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import copy_workflow
+from conftest import assert_accuracy_of, copy_workflow
 
 from elf_pipeline import config as elf_config
+from elf_pipeline.artifacts.data import load_split
 from elf_pipeline.artifacts.experts import read_epochs, read_expert_info
 from elf_pipeline.distill.common import class_indices, initial_synset
 from elf_pipeline.distill.experts import flat_parameters, train_expert
 from elf_pipeline.distill.mtt import distill_mtt
 from elf_pipeline.io import read_provenance
 from elf_pipeline.models import build
-from elf_pipeline.training import build_seeded
+from elf_pipeline.training import build_seeded, evaluate
 from elf_pipeline.zca import fit_zca
 
 REPO = Path(__file__).resolve().parents[1]
@@ -169,3 +170,13 @@ def test_expert_streams_a_training_split_larger_than_its_memory_limit(digits_h5,
         assert a["params"].shape[0] == 3 and (a["params"][2] != a["params"][0]).any()
         assert (a["params"][:] == b["params"][:]).all()
     assert again["test_acc"] == streamed["test_acc"]
+    # the streamed test pass scores the expert's final weights as an in-memory pass does
+    stored = train_expert(digits_h5, tmp_path / "c.h5", "convnet-w8", 0,
+                          {**config, "max_in_memory_gb": 1e-9, "dtype": "float32"}, device="cpu")
+    assert stored["test_acc"] == streamed["test_acc"]  # the stored precision does not change training
+    images, labels, info = load_split(digits_h5, "test")
+    model = build_seeded(lambda: build("convnet-w8", info.channels, info.num_classes, info.image_size), 0)
+    with h5py.File(tmp_path / "c.h5") as h5:
+        torch.nn.utils.vector_to_parameters(torch.from_numpy(h5["params"][-1]).float(), model.parameters())
+    assert_accuracy_of(streamed["test_acc"], model, images, labels)
+    assert streamed["test_acc"] == pytest.approx(evaluate(model, images, labels), abs=2 / len(labels))
