@@ -27,6 +27,7 @@ NUM_CLASSES = 10
 TRAIN_LIMIT = 50  # 5 images per class
 SYN_IPC = 2
 TEACHER_ARCH = "convnet-w8"
+TRAINED_TEACHER = {"epochs": 30, "batch_size": 25, "dsa": False}
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -86,6 +87,17 @@ def teacher(shared_dir, digits_h5) -> tuple[Path, dict]:
 @pytest.fixture(scope="session")
 def teacher_pt(teacher) -> Path:
     return teacher[0]
+
+
+@pytest.fixture(scope="session")
+def trained_teacher(shared_dir, digits_h5) -> tuple[Path, dict]:
+    """A teacher trained well above chance, for tests of what a teacher passes on (the one-epoch
+    ``teacher`` is near chance).  Measured: test accuracy 0.72 after 30 epochs (seeds 0-3: 0.70 to 0.75)."""
+    from elf_pipeline.teacher import train_teacher
+
+    model, history = shared_dir / "trained_teacher.pt", shared_dir / "trained_teacher.json"
+    record = train_teacher(digits_h5, model, history, TEACHER_ARCH, TRAINED_TEACHER, seed=0, device="cpu")
+    return model, record
 
 
 @pytest.fixture(scope="session")

@@ -42,6 +42,7 @@ def _student(spy, digits_h5) -> torch.Tensor:
     return _probabilities(models[0], digits_h5)
 
 
+@pytest.mark.float_path
 def test_one_hot_soft_labels_train_like_hard_labels(digits_h5, synset_h5, tmp_path, student_spy):
     images, labels = read_synset(synset_h5)
     soft = _write(tmp_path / "soft.h5", digits_h5, images, F.one_hot(labels, 10).float())

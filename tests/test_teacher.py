@@ -2,7 +2,7 @@ import json
 
 import pytest
 import torch
-from conftest import NUM_CLASSES, TEACHER_ARCH, TRAIN_LIMIT, assert_accuracy_of
+from conftest import NUM_CLASSES, TEACHER_ARCH, TRAIN_LIMIT, TRAINED_TEACHER, assert_accuracy_of
 
 from elf_pipeline.artifacts.checkpoint import load_checkpoint, load_model
 from elf_pipeline.artifacts.data import load_split
@@ -31,22 +31,20 @@ def test_teacher_history_and_checkpoint(teacher, digits_h5):
     assert payload["test_acc"] == history["test_acc"]
 
 
-def test_a_teacher_learns(digits_h5, tmp_path):
+def test_a_teacher_learns(trained_teacher, digits_h5, tmp_path):
     """Training moves a teacher from chance to well above it; with lr 0 it stays at its initial
     weights and near chance (10 classes).  Measured, 30 epochs on the 50 training images: test
     accuracy 0.72 (seeds 0-3: 0.70 to 0.75), the lr-0 teacher 0.11."""
-    config = {"epochs": 30, "batch_size": 25, "dsa": False}
-    trained = train_teacher(digits_h5, tmp_path / "t.pt", tmp_path / "t.json", TEACHER_ARCH, config, seed=0,
-                            device="cpu")
-    frozen = train_teacher(digits_h5, tmp_path / "f.pt", tmp_path / "f.json", TEACHER_ARCH, {**config, "lr": 0.0},
-                           seed=0, device="cpu")
+    path, trained = trained_teacher
+    frozen = train_teacher(digits_h5, tmp_path / "f.pt", tmp_path / "f.json", TEACHER_ARCH,
+                           {**TRAINED_TEACHER, "lr": 0.0}, seed=0, device="cpu")
     losses = [e["train_loss"] for e in trained["epochs"]]
     assert losses[-1] < 0.85 * losses[0]
     assert trained["test_acc"] > 0.4 and frozen["test_acc"] < 0.2
     assert trained["test_acc"] > frozen["test_acc"] + 0.25
     initial = build_seeded(lambda: build(TEACHER_ARCH, 1, NUM_CLASSES, 16), 0).state_dict()
     frozen_weights = load_checkpoint(tmp_path / "f.pt")["state_dict"]
-    trained_weights = load_checkpoint(tmp_path / "t.pt")["state_dict"]
+    trained_weights = load_checkpoint(path)["state_dict"]
     assert all(torch.equal(frozen_weights[k], v) for k, v in initial.items() if v.is_floating_point())
     assert any(not torch.equal(trained_weights[k], v) for k, v in initial.items() if v.is_floating_point())
 
