@@ -272,3 +272,44 @@ def test_bad_file_through_the_cli_leaves_the_finished_set_intact(kind, imported_
     assert message in err[0]
     assert sha256_file(synset) == before
     assert sorted(p.name for p in synset.parent.iterdir()) == ["synset.h5"]  # no partial file left behind
+
+
+# --------------------------------------------------------------------------- the releasing code's constants
+
+# The non-ZCA CIFAR-100 normalisation of each releasing code, as their utils.py (get_dataset) has it:
+# MTT and ELF reuse CIFAR-10's constants, DC/DSA/DM use CIFAR-100's own.
+MTT_CIFAR100 = ([0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010])
+DC_CIFAR100 = ([0.5071, 0.4866, 0.4409], [0.2673, 0.2564, 0.2762])
+
+
+def _cifar100_info(path: Path, size: int = 4) -> Path:
+    """A data.h5 holding just the attributes an import reads: a CIFAR-100 source, its own mean/std."""
+    with h5py.File(path, "w") as h5:
+        h5.attrs.update({"mean": np.float32([0.45, 0.44, 0.43]), "std": np.float32([0.25, 0.26, 0.27]),
+                         "classes": np.array([f"c{i}" for i in range(100)], dtype=h5py.string_dtype()),
+                         "image_size": size, "source": "cifar100"})
+    return path
+
+
+def test_a_cifar100_release_decodes_with_the_constants_of_the_code_that_wrote_it(tmp_path):
+    data = _cifar100_info(tmp_path / "data.h5")
+    info = read_info(data)
+    pixels = torch.rand(100, 3, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    labels = torch.arange(100)
+    want = ((pixels.numpy() - info.mean.reshape(1, -1, 1, 1)) / info.std.reshape(1, -1, 1, 1))
+    mean, std = (torch.tensor(v, dtype=torch.float64).reshape(1, -1, 1, 1) for v in MTT_CIFAR100)
+    torch.save({"images": ((pixels - mean) / std).float(), "labels": labels}, tmp_path / "mtt.pt")
+    for normalization in ({"published": "mtt"}, {"published": "elf"}, {"mean": MTT_CIFAR100[0], "std": MTT_CIFAR100[1]}):
+        synset = import_synset(data, 1, path=tmp_path / "mtt.pt", normalization=normalization)
+        np.testing.assert_allclose(synset.images.numpy(), want, rtol=1e-4, atol=1e-4, err_msg=str(normalization))
+    assert synset.extra_attrs["imported_normalization"].startswith("mean=[0.4914")
+    as_dc = import_synset(data, 1, path=tmp_path / "mtt.pt", normalization={"published": "dc"})
+    assert as_dc.extra_attrs["imported_normalization"] == "published:dc"
+    assert np.abs(as_dc.images.numpy() - want).max() > 0.1  # the other code's constants decode it wrongly
+    with pytest.raises(ImportedSetError) as error:
+        import_synset(data, 1, path=tmp_path / "mtt.pt", normalization="published")
+    message = str(error.value)
+    assert "{published: dc}" in message and "{published: mtt}" in message and "\n" not in message
+    assert f"{DC_CIFAR100[0][0]:g}" in message and f"{MTT_CIFAR100[0][0]:g}" in message
+    with pytest.raises(ImportedSetError, match="has 1 mean/std values but the images have 3 channels|1 mean/std values"):
+        import_synset(data, 1, path=tmp_path / "mtt.pt", normalization={"mean": [0.5], "std": [0.2]})

@@ -221,3 +221,61 @@ def test_too_small_image_size_is_a_clear_value_error(name, size):
 def test_image_size_an_architecture_cannot_handle_fails_at_build():
     with pytest.raises(ValueError, match="architecture 'resnet18-imagenet' cannot run on 32x32 images"):
         build("resnet18-imagenet", 1, 10, 32)
+
+
+# --------------------------------------------------------------------------- the official Tiny ImageNet students
+
+# Lirui-Zhao/ELF networks.py at 64 px: ResNet18ImageNet_L4 returns layer3's output (256x4x4) as its
+# feature, VGG11ImageNet_L6 the output of its 6th conv and that conv's max-pool (512x4x4), and
+# ConvNetD4_L4 its 4th block (128x4x4); each equals its pool teacher's depth-4 ConvNet feature.
+TINY_STUDENTS = {"convnet-d4": "convnet-d4", "convnet-d4-bn": "convnet-d4",
+                 "resnet18-imagenet-l4": "convnet-w256-d4", "resnet18-bn-imagenet-l4": "convnet-w256-d4",
+                 "vgg11-imagenet-l6": "convnet-w512-d4", "vgg11-bn-imagenet-l6": "convnet-w512-d4"}
+
+
+@pytest.mark.parametrize("name, teacher", TINY_STUDENTS.items())
+def test_tiny_imagenet_students_split_where_their_teacher_feature_has_the_same_shape(name, teacher):
+    student, reference = _built(name, size=64), _built(teacher, size=64)
+    x = _x(size=64)
+    with torch.no_grad():
+        assert student.front(x).shape == reference.front(x).shape
+        assert torch.allclose(student.rear(student.front(x)), student(x), atol=1e-5)
+
+
+def test_the_imagenet_students_are_the_imagenet_stem_and_mlp_variants():
+    resnet, cifar_resnet = _built("resnet18-imagenet-l4", size=64), _built("resnet18", size=64)
+    assert resnet.split == "layer3_1" and cifar_resnet.split == "layer4_0"
+    assert resnet.layer_names == cifar_resnet.layer_names  # same stages, another split
+    assert resnet.stages["stem"][0].kernel_size == (7, 7) and isinstance(resnet.stages["stem"][-1], nn.MaxPool2d)
+    assert _params(resnet) == _params(_built("resnet18-imagenet", size=64))  # only the split differs
+    vgg = _built("vgg11-imagenet-l6", size=64)
+    linears = [m for m in vgg.stages[HEAD].modules() if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(512 * 2 * 2, 4096), (4096, 4096), (4096, 10)]
+    assert sum(isinstance(m, nn.Dropout) for m in vgg.stages[HEAD].modules()) == 2
+    assert isinstance(_built("vgg11-bn-imagenet-l6", size=64).stages["conv1"][1], nn.BatchNorm2d)
+    # dropout is active in training: two training-mode passes differ, eval-mode passes do not
+    torch.manual_seed(0)
+    vgg_train = build("vgg11-imagenet-l6", 3, 10, 64).train()
+    x = _x(size=64)
+    assert not torch.allclose(vgg_train(x), vgg_train(x))
+
+
+def _runs_on(name: str, channels: int, size: int) -> bool:
+    """Instance-norm ImageNet stems reach 1x1 maps below 40 px; VGG11 needs more than 28 px."""
+    too_small_stem = "imagenet" in name and "-bn" not in name and size < 40
+    return not too_small_stem and not (name.startswith("vgg11") and size < 32)
+
+
+@pytest.mark.parametrize("name, channels, size", [
+    (name, channels, size) for name in [*ALL_NAMES, "convnet-d4", "convnet-w256-d4", "convnet-nopool-d2"]
+    for channels, size in [(3, 32), (3, 64), (1, 28), (3, 40)] if _runs_on(name, channels, size)])
+def test_torch_free_shapes_and_splits_equal_the_built_models(name, channels, size):
+    from elf_pipeline.models.registry import default_split
+    from elf_pipeline.models.shapes import feature_shape, layer_shapes
+
+    model = build(name, channels, 10, size).eval()
+    with torch.no_grad():
+        built = {layer: tuple(value.shape[1:]) for layer, value in model.layers(torch.zeros(1, channels, size, size)).items()}
+    assert layer_shapes(name, channels, size) == built
+    assert default_split(name) == model.split
+    assert feature_shape(name, channels, size) == built[model.split]
