@@ -83,13 +83,40 @@ def test_students_of_a_whitened_set_are_judged_in_its_space(sets, digits_h5, tmp
     test_images, test_labels, info = load_split(digits_h5, "test")
     fit = fit_students(ARCH, Evaluation(), TrainConfig.from_dict(TRAIN), images, labels, test_images, test_labels, [0],
                        info.num_classes, vectorize=False)
-    assert fit.seeds[0].test_acc < zca["test_acc"].iloc[0] - 0.05
+    # Measured (seed 0): 0.418 tested whitened, 0.326 tested on raw pixels; over seeds 0-3 the gap is
+    # 0.07 to 0.13 (the same on the default, AVX2 and SSE4.1 kernel paths).
+    assert fit.seeds[0].test_acc < zca["test_acc"].iloc[0] - 0.03
 
 
-def test_online_teacher_of_a_whitened_set_sees_pixel_images(sets, digits_h5, teacher_pt, tmp_path):
+def _distance_to_rows(batch: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """For each image of ``batch``, the largest pixel difference to the nearest image of ``rows``."""
+    return (batch.flatten(1)[:, None, :] - rows.flatten(1)[None, :, :]).abs().amax(dim=2).amin(dim=1)
+
+
+def test_online_teacher_of_a_whitened_set_sees_pixel_images(sets, digits_h5, teacher_pt, tmp_path, monkeypatch):
+    """The teacher was trained on pixel images: during training on a whitened set the online teacher
+    must be fed the synthetic images mapped back through the inverse whitening, never the whitened ones."""
+    import elf_pipeline.students as students
+
     plain, white, _ = sets
+    seen: list[torch.Tensor] = []
+    original = students.load_model
+
+    def recording(*args, **kwargs):
+        network, meta = original(*args, **kwargs)
+        first = next(iter(network.stages.values()))
+        first.register_forward_pre_hook(lambda _module, inputs: seen.append(inputs[0].detach().clone()))
+        return network, meta
+
+    monkeypatch.setattr(students, "load_model", recording)
     evaluation = {"loss_mode": "front_rear_task", "feature_loss": "ce", "teacher_targets": "online"}
     train = {**TRAIN, "epochs": 2}
     kwargs = {"device": "cpu", "teacher_model": teacher_pt}
     rows = train_students(digits_h5, white, None, ARCH, evaluation, train, [0], tmp_path / "o.parquet", {}, **kwargs)
     assert np.isfinite(rows["test_acc"]).all() and bool(rows["zca"].iloc[0])
+    pixels, whitened = read_synset(plain)[0], read_synset(white)[0]
+    assert len(seen) >= 1 + train["epochs"]  # the shape probe, then every training batch
+    batches = torch.cat(seen)
+    to_pixels, to_whitened = _distance_to_rows(batches, pixels), _distance_to_rows(batches, whitened)
+    # measured: within 1.2e-6 of a pixel image (the inverse's rounding), 1.56 from the nearest whitened one
+    assert to_pixels.max() < 1e-3 < 0.1 < to_whitened.min()
