@@ -18,7 +18,9 @@ SIZES = (28, 32, 64)
 # VGG11 pools five times: at 28 px the fourth pool leaves 1x1 and the fifth nothing. The ImageNet
 # stem divides by 32: below 64 px ResNet18's last stage is 1x1, and instance norm over one value
 # is refused (batch norm, which normalises over the batch, still runs).
-TOO_SMALL = {("vgg11", 28), ("vgg11-bn", 28), ("resnet18-imagenet", 28), ("resnet18-imagenet", 32)}
+TOO_SMALL = {("vgg11", 28), ("vgg11-bn", 28), ("resnet18-imagenet", 28), ("resnet18-imagenet", 32),
+             ("vgg11-imagenet-l6", 28), ("vgg11-bn-imagenet-l6", 28), ("resnet18-imagenet-l4", 28),
+             ("resnet18-imagenet-l4", 32)}
 
 
 def _x(size: int, channels: int, n: int = 2) -> torch.Tensor:
