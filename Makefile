@@ -70,7 +70,9 @@ lint: setup
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/snakemake --lint
 
-# Benchmark: ConvNet and ResNet18 at IPC 10 on Fashion-MNIST, 5 seeds; table on stdout, JSON in results/bench/.
+# Benchmark: ConvNet and ResNet18 at IPC 10 on Fashion-MNIST, 5 seeds: the official-style loop, the fp32 pipeline
+# and, where the CPU computes bfloat16 natively (AMX, AVX512-BF16), the bf16 pipeline; table on stdout, JSON in
+# results/bench/. BENCH_ARGS="--precisions fp32 bf16" forces the bf16 rows on any CPU (emulated: slow).
 # BENCH_CONTEND=N repeats it beside N one-thread training jobs (shared cores); BENCH_THREADS=1 measures
 # with one torch thread, as the workflow's jobs run.
 BENCH_EPOCHS ?= 2
@@ -81,9 +83,9 @@ bench: setup
 	$(BIN)/python -m elf_pipeline $(if $(BENCH_THREADS),--threads $(BENCH_THREADS)) bench --device cpu --epochs $(BENCH_EPOCHS) --contend $(BENCH_CONTEND) --out results/bench/bench-cpu.json $(BENCH_ARGS)
 
 # The same on one GPU with the GPU options (vectorised seeds replayed as CUDA graphs, bfloat16 autocast), full test set, < 8 minutes.
-# torch.compile is opt-in (BENCH_GPU_OPTIONS="--vectorize true --amp --compile"): its compile time counts against the pipeline.
+# torch.compile is opt-in (BENCH_GPU_OPTIONS="--vectorize true --precisions bf16 --compile true"): its compile time counts against the pipeline.
 BENCH_GPU_EPOCHS ?= 300
-BENCH_GPU_OPTIONS ?= --vectorize true --amp
+BENCH_GPU_OPTIONS ?= --vectorize true --precisions bf16 --compile false
 bench-gpu: setup
 	$(BIN)/python -m elf_pipeline bench --device cuda --epochs $(BENCH_GPU_EPOCHS) --test-limit 0 $(BENCH_GPU_OPTIONS) --out results/bench/bench-gpu.json $(BENCH_ARGS)
 

@@ -50,7 +50,8 @@ from elf_pipeline.errors import DataSourceError, InputError
 from elf_pipeline.io import write_json
 from elf_pipeline.models import build
 from elf_pipeline.official_loop import SeedOutcome, official_loop, synchronize
-from elf_pipeline.training import TrainConfig, build_seeded, resolve_device
+from elf_pipeline.precision import Numerics, cpu_protocol, native_bf16
+from elf_pipeline.training import Timer, TrainConfig, build_seeded, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,8 @@ class BenchSettings:
     dsa: bool = True
     device: str = "auto"
     vectorize: str = "auto"
-    amp: bool = False
-    compile: bool = False
+    precisions: list[str] = field(default_factory=lambda: ["fp32", "auto"])  # one pipeline row each (after resolving)
+    compile: str = "auto"
     cuda_graphs: str = "auto"
     seed: int = 0  # picks the synthetic images and initialises the teacher
     contend: int = 0  # > 0: run everything again beside this many one-thread training jobs
@@ -207,7 +208,8 @@ def _comparison(official: dict, pipeline: dict) -> dict:
     seeds = len(official["test_acc"])
     standard_error = math.sqrt((official["test_acc_std"] ** 2 + pipeline["test_acc_std"] ** 2) / seeds)
     difference = pipeline["test_acc_mean"] - official["test_acc_mean"]
-    return {"arch": official["arch"], "speedup": official["total_seconds"] / pipeline["total_seconds"],
+    return {"arch": official["arch"], "baseline": official["variant"], "variant": pipeline["variant"],
+            "speedup": official["total_seconds"] / pipeline["total_seconds"],
             "speedup_train": official["train_seconds"] / pipeline["train_seconds"],
             "speedup_test": official["test_seconds"] / pipeline["test_seconds"],
             "speedup_cpu_time": official["cpu_seconds"] / pipeline["cpu_seconds"],
@@ -216,7 +218,9 @@ def _comparison(official: dict, pipeline: dict) -> dict:
 
 
 def _machine(device: torch.device) -> dict:
-    info = {"device": device.type, "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+    info = {"device": device.type, **{k: v for k, v in cpu_protocol("fp32").items() if k.startswith("cpu_")},
+            "native_bf16": native_bf16(device), "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch_version": torch.__version__,
             "python_version": platform.python_version()}
     if device.type == "cuda":
@@ -256,23 +260,42 @@ def _compare(settings: BenchSettings, work: Workload, device: torch.device,
         official_row["cpu_seconds"] = time.process_time() - cpu_start
         official_row["device_peak_memory_mb"] = (torch.cuda.max_memory_allocated(device) / 2**20
                                                  if device.type == "cuda" else None)
-        cpu_start = time.process_time()
-        fit = fit_students(arch, work.spec, work.config, work.images, work.labels, work.test_images.to(device),
-                           work.test_labels.to(device), settings.seeds, work.num_classes, target=work.target,
-                           vectorize=settings.vectorize, amp=settings.amp, compile=settings.compile, desc="bench",
-                           cuda_graphs=settings.cuda_graphs)
-        synchronize(device)
-        pipeline_cpu = time.process_time() - cpu_start
-        pipeline = [SeedOutcome(r.seed, r.test_acc, r.train_seconds, r.test_seconds) for r in fit.seeds]
-        pipeline_row = _row(arch, "pipeline", fit.trainer, pipeline, settings.epochs, len(work.labels),
-                            len(work.test_labels), flops)
-        pipeline_row.update({"cpu_seconds": pipeline_cpu, "trainer_reason": fit.reason, "compiled": fit.compiled,
-                             "cuda_graph": fit.cuda_graph, "amp": settings.amp,
-                             "device_peak_memory_mb": fit.device_peak_memory_mb})
-        notes += [f"{arch}: {note}" for note in fit.notes]
-        rows += [official_row, pipeline_row]
-        comparisons.append(_comparison(official_row, pipeline_row))
+        rows.append(official_row)
+        pipelines = []
+        for numerics in pipeline_numerics(settings, device):
+            cpu_start = time.process_time()
+            with Timer() as timer:
+                fit = fit_students(arch, work.spec, work.config, work.images, work.labels, work.test_images.to(device),
+                                   work.test_labels.to(device), settings.seeds, work.num_classes, target=work.target,
+                                   vectorize=settings.vectorize, precision=numerics.precision, compile=numerics.compile,
+                                   desc="bench", cuda_graphs=settings.cuda_graphs)
+                synchronize(device)
+            pipeline_cpu = time.process_time() - cpu_start
+            pipeline = [SeedOutcome(r.seed, r.test_acc, r.train_seconds, r.test_seconds) for r in fit.seeds]
+            row = _row(arch, f"pipeline_{numerics.precision}", fit.trainer, pipeline, settings.epochs, len(work.labels),
+                       len(work.test_labels), flops)
+            # wall time of the whole fit (compile warm-up included) beside the training loop's own
+            row.update({"cpu_seconds": pipeline_cpu, "fit_seconds": timer.seconds, "trainer_reason": fit.reason,
+                        "compiled": fit.compiled, "cuda_graph": fit.cuda_graph, "precision": numerics.precision,
+                        "device_peak_memory_mb": fit.device_peak_memory_mb})
+            notes += [f"{arch} {numerics.precision}: {note}" for note in fit.notes]
+            rows.append(row)
+            comparisons.append(_comparison(official_row, row))
+            pipelines.append(row)
+        if len(pipelines) == 2:  # bf16 against the fp32 pipeline
+            comparisons.append(_comparison(pipelines[0], pipelines[1]))
     return rows, comparisons, notes
+
+
+def pipeline_numerics(settings: BenchSettings, device: torch.device) -> list[Numerics]:
+    """The pipeline variants to run: each of ``settings.precisions`` resolved on ``device``, once each
+    (``auto`` on a CPU without native bfloat16 is fp32 again)."""
+    variants: list[Numerics] = []
+    for setting in settings.precisions:
+        numerics = Numerics.resolve(setting, settings.compile, device)
+        if all(numerics.precision != other.precision for other in variants):
+            variants.append(numerics)
+    return variants
 
 
 def _contended(settings: BenchSettings, work: Workload, device: torch.device,
@@ -310,17 +333,27 @@ def run_bench(settings: BenchSettings, data: str | os.PathLike | None, out: str 
     test_images, test_labels, _ = load_split(data_path, "test", limit=settings.test_limit)
     target = teacher_features(settings.teacher_arch, images, info.num_classes, settings.seed) if spec.uses_teacher else None
     workload = Workload(spec, config, images, labels, target, test_images, test_labels, info.num_classes)
-    peak_dtype = torch.bfloat16 if settings.amp else torch.float32
-    peaks = {"before": measure_peak(device, peak_dtype)}
+    variants = pipeline_numerics(settings, device)
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    measured = sorted({"fp32", *(v.precision for v in variants)})
+    before = {name: measure_peak(device, dtypes[name]) for name in measured}
     flops_by_arch: dict[str, dict[str, float]] = {}
     rows, comparisons, notes = _compare(settings, workload, device, flops_by_arch)
-    peaks["after"] = measure_peak(device, peak_dtype)
+    after = {name: measure_peak(device, dtypes[name]) for name in measured}
     loadavg_after = loadavg()
     contended = _contended(settings, workload, device, flops_by_arch) if settings.contend else None
-    peak = max(peaks["before"]["peak"], peaks["after"]["peak"])
-    for row in rows + (contended["rows"] if contended else []):  # against the best idle peak of this process
+    peaks = {name: {"before": before[name], "after": after[name],
+                    "peak": max(before[name]["peak"], after[name]["peak"]), "dtype": str(dtypes[name]).removeprefix("torch.")}
+             for name in measured}
+    for row in rows + (contended["rows"] if contended else []):  # against the best idle peak of its own dtype
+        peak = peaks[row.get("precision", "fp32")]["peak"]
         row["train_peak_fraction"] = row["train_gflops"] / peak
         row["test_peak_fraction"] = row["test_gflops"] / peak
+    if not native_bf16(device) and any(v.precision == "bf16" for v in variants):
+        notes.append(f"bfloat16 is emulated on this {device.type} (no AMX or AVX512-BF16): its rows measure emulation")
+    if not any(v.precision == "bf16" for v in variants):
+        notes.append("no bf16 row: this device has no native bfloat16 (auto resolved to fp32); --precisions fp32 bf16 "
+                     "forces the emulated one")
     if warning:
         notes.insert(0, warning)
     if settings.test_limit is not None and settings.test_limit < 10000:
@@ -334,7 +367,7 @@ def run_bench(settings: BenchSettings, data: str | os.PathLike | None, out: str 
                      "ipc": settings.ipc, "num_synthetic": len(labels), "num_test": len(test_labels)},
         "machine": {**_machine(device), "loadavg_before": loadavg_before, "loadavg_after": loadavg_after,
                     "busy_before": warning is not None},
-        "peak_gflops": {**peaks, "peak": peak, "dtype": str(peak_dtype).removeprefix("torch.")},
+        "peak_gflops": peaks,
         "flops": flops_by_arch, "rows": rows, "comparisons": comparisons, "notes": notes, "contended": contended,
     }
     write_json(out, result)
@@ -356,7 +389,8 @@ def _rows_table(rows: list[dict]) -> str:
 
 
 def _comparison_lines(comparisons: list[dict], condition: str) -> list[str]:
-    return [f"{c['arch']} ({condition}): pipeline / official = {c['speedup']:.2f}x (train {c['speedup_train']:.2f}x, "
+    return [f"{c['arch']} ({condition}): {c['variant']} / {c['baseline']} = {c['speedup']:.2f}x "
+            f"(train {c['speedup_train']:.2f}x, "
             f"test {c['speedup_test']:.2f}x; process CPU time {c['speedup_cpu_time']:.2f}x); "
             f"accuracy difference {100 * c['acc_difference']:+.1f} points "
             f"(± {100 * c['acc_standard_error']:.1f} s.e.; {'within' if c['acc_within_noise'] else 'OUTSIDE'} noise)"
@@ -365,11 +399,13 @@ def _comparison_lines(comparisons: list[dict], condition: str) -> list[str]:
 
 def format_table(result: dict) -> str:
     """The benchmark as Markdown tables (idle, and contended when run) plus one line per architecture."""
-    peak = result["peak_gflops"]
+    peaks = result["peak_gflops"]
     machine = result["machine"]
     contended = result.get("contended")
+    peak_text = ", ".join(f"{peak['peak']:.1f} GFLOP/s {peak['dtype']}" for peak in peaks.values())
     lines = ["idle:" if contended else "", _rows_table(result["rows"]), "",
-             f"peak {peak['peak']:.1f} GFLOP/s ({peak['dtype']}; conv, channels-last conv, matmul, best before/after); "
+             f"peak {peak_text} (conv, channels-last conv, matmul, best before/after; each row against its own dtype's); "
+             f"CPU {machine['cpu_model']} ({machine['cpu_flags']}; ATen {machine['cpu_capability']}), "
              f"device {machine['device']}{' ' + machine['gpu'] if 'gpu' in machine else ''}, "
              f"{machine['torch_threads']} torch threads, load average before {machine['loadavg_before']}, "
              f"after {machine['loadavg_after']}"]

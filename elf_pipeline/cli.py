@@ -18,6 +18,7 @@ import threading
 from elf_pipeline.allocator import keep_freed_memory
 from elf_pipeline.errors import InputError, UserError
 from elf_pipeline.gpu import pin_free_device
+from elf_pipeline.precision import COMPILE_SETTINGS, PRECISIONS
 from elf_pipeline.stage_settings import STAGES, parse_stage_settings
 
 
@@ -41,14 +42,16 @@ def cmd_distill(args: argparse.Namespace) -> None:
     from elf_pipeline.distill import run_distill
 
     s = args.settings
-    run_distill(args.data, args.out, s["method"], s["ipc"], s["hyperparameters"], s["seed"], args.device, experts=args.experts)
+    run_distill(args.data, args.out, s["method"], s["ipc"], s["hyperparameters"], s["seed"], args.device, experts=args.experts,
+                precision=args.precision)
 
 
 def cmd_train_experts(args: argparse.Namespace) -> None:
     from elf_pipeline.distill.experts import train_expert
 
     block = {k: v for k, v in args.settings.items() if k not in ("arch", "index")}
-    print(json.dumps(train_expert(args.data, args.out, args.settings["arch"], args.settings["index"], block, args.device)))
+    print(json.dumps(train_expert(args.data, args.out, args.settings["arch"], args.settings["index"], block, args.device,
+                                  args.precision, args.compile)))
 
 
 def cmd_train_teacher(args: argparse.Namespace) -> None:
@@ -56,14 +59,16 @@ def cmd_train_teacher(args: argparse.Namespace) -> None:
 
     s = args.settings
     history = train_teacher(args.data, args.out_model, args.out_history, s["arch"], s["train"], s["checkpoint_epoch"],
-                            s["train_limit"], s["seed"], args.device, s["eval_every"], max_in_memory_gb=s["max_in_memory_gb"])
+                            s["train_limit"], s["seed"], args.device, s["eval_every"], max_in_memory_gb=s["max_in_memory_gb"],
+                            precision=args.precision, compile=args.compile)
     print(f"teacher {s['arch']}: test accuracy {history['test_acc']:.4f} at epoch {history['checkpoint_epoch']}")
 
 
 def cmd_extract_features(args: argparse.Namespace) -> None:
     from elf_pipeline.features import extract_features
 
-    shapes = extract_features(args.synset, args.teacher, args.out, args.device, args.settings["batch_size"], data=args.data)
+    shapes = extract_features(args.synset, args.teacher, args.out, args.device, args.settings["batch_size"], data=args.data,
+                              precision=args.precision)
     print(json.dumps({name: list(shape) for name, shape in shapes.items()}))
 
 
@@ -72,7 +77,8 @@ def cmd_train_student(args: argparse.Namespace) -> None:
 
     s = args.settings
     frame = train_students(args.data, args.synset, args.features, s["arch"], s["evaluation"], s["train"], s["seeds"],
-                           args.out, s["identity"], args.device, teacher_model=args.teacher_model)
+                           args.out, s["identity"], args.device, teacher_model=args.teacher_model, precision=args.precision,
+                           compile=args.compile)
     print(frame[["arch", "evaluation", "seed", "test_acc", "train_seconds"]].to_string(index=False))
 
 
@@ -89,7 +95,7 @@ def cmd_train_full(args: argparse.Namespace) -> None:
 
     s = args.settings
     frame = train_full(args.data, s["arch"], s["train"], s["seeds"], args.out, s["identity"], s["train_limit"],
-                       s["subset_seed"], args.device)
+                       s["subset_seed"], args.device, args.precision, args.compile)
     print(frame[["arch", "seed", "test_acc", "train_images", "train_seconds"]].to_string(index=False))
 
 
@@ -114,7 +120,7 @@ def cmd_plot_teacher(args: argparse.Namespace) -> None:
 def cmd_teacher_from_expert(args: argparse.Namespace) -> None:
     from elf_pipeline.expert_teacher import teacher_from_expert
 
-    meta = teacher_from_expert(args.expert, args.data, args.out, args.settings["epoch"], args.device)
+    meta = teacher_from_expert(args.expert, args.data, args.out, args.settings["epoch"], args.device, args.precision)
     print(f"distillation model {meta['arch']} (epoch {meta['epoch']}): test accuracy {meta['test_acc']:.4f}")
 
 
@@ -142,12 +148,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
     settings = BenchSettings(archs=args.archs, seeds=args.seeds, ipc=args.ipc, epochs=args.epochs,
                              test_limit=args.test_limit or None, eval_batch_size=args.eval_batch_size,
                              teacher_arch=args.teacher_arch, loss_mode=args.loss_mode, dsa=not args.no_dsa,
-                             device=args.device, vectorize=args.vectorize, amp=args.amp, compile=args.compile,
+                             device=args.device, vectorize=args.vectorize, precisions=args.precisions, compile=args.compile,
                              cuda_graphs=args.cuda_graphs, contend=args.contend)
     command = (f"elf-pipeline bench --device {args.device} --archs {' '.join(args.archs)} "
                f"--seeds {' '.join(map(str, args.seeds))} --ipc {args.ipc} --epochs {args.epochs} "
-               f"--test-limit {args.test_limit} --vectorize {args.vectorize} --cuda-graphs {args.cuda_graphs}"
-               + " --amp" * args.amp + " --compile" * args.compile + " --no-dsa" * args.no_dsa
+               f"--test-limit {args.test_limit} --vectorize {args.vectorize} --cuda-graphs {args.cuda_graphs} "
+               f"--precisions {' '.join(args.precisions)} --compile {args.compile}" + " --no-dsa" * args.no_dsa
                + (f" --contend {args.contend}" if args.contend else ""))
     result = run_bench(settings, args.data, args.out, args.work, args.root, command=command)
     print(format_table(result))
@@ -163,6 +169,11 @@ def _pair(text: str) -> tuple[str, str]:
 
 REQUIRED = {"required": True}
 DEVICE = (("--device",), {"default": "auto"})
+PRECISION = (("--precision",), {"default": "auto", "choices": PRECISIONS,
+                                "help": "networks in float32, bfloat16 autocast, or auto (bf16 where the device computes "
+                                        "it natively: CUDA, AMX or AVX512-BF16 CPUs)"})
+COMPILE = (("--compile",), {"default": "auto", "choices": COMPILE_SETTINGS,
+                            "help": "torch.compile the training step (auto: under bf16 on a CPU)"})
 OUT = (("--out",), REQUIRED)
 DATA = (("--data",), REQUIRED)
 DISTILL_ARCH = (("--distill-arch",), {"type": _pair, "nargs": "*", "default": [], "metavar": "METHOD=ARCH",
@@ -173,17 +184,18 @@ DISTILL_ARCH = (("--distill-arch",), {"type": _pair, "nargs": "*", "default": []
 ARGUMENTS: dict[str, tuple[str, list[tuple[tuple[str, ...], dict]]]] = {
     "prepare-data": ("raw dataset -> data.h5", [OUT]),
     "distill": ("data.h5 -> synset.h5", [
-        DATA, (("--experts",), {"nargs": "+", "default": None, "help": "expert trajectory files (method mtt)"}), DEVICE, OUT]),
-    "train-experts": ("data.h5 -> one expert trajectory (parameters per epoch) for MTT", [DATA, DEVICE, OUT]),
+        DATA, (("--experts",), {"nargs": "+", "default": None, "help": "expert trajectory files (method mtt)"}), DEVICE,
+        PRECISION, OUT]),
+    "train-experts": ("data.h5 -> one expert trajectory (parameters per epoch) for MTT", [DATA, DEVICE, PRECISION, COMPILE, OUT]),
     "train-teacher": ("data.h5 -> teacher model.pt + history.json", [
-        DATA, DEVICE, (("--out-model",), REQUIRED), (("--out-history",), REQUIRED)]),
+        DATA, DEVICE, PRECISION, COMPILE, (("--out-model",), REQUIRED), (("--out-history",), REQUIRED)]),
     "extract-features": ("synset.h5 + teacher -> features.h5 (every layer)", [
         (("--synset",), REQUIRED), (("--teacher",), REQUIRED),
-        (("--data",), {"default": None, "help": "data.h5 (needed for a ZCA-whitened synthetic set)"}), DEVICE, OUT]),
+        (("--data",), {"default": None, "help": "data.h5 (needed for a ZCA-whitened synthetic set)"}), DEVICE, PRECISION, OUT]),
     "train-student": ("train and test one architecture under one evaluation", [
         DATA, (("--synset",), REQUIRED), (("--features",), {"default": None}),
         (("--teacher-model",), {"default": None, "help": "teacher checkpoint (evaluations with teacher_targets: online)"}),
-        DEVICE, OUT]),
+        DEVICE, PRECISION, COMPILE, OUT]),
     "report": ("student Parquet files -> runs.parquet + summary.md (+ reference.parquet, summary.html)", [
         (("--runs",), REQUIRED), (("--summary",), REQUIRED),
         (("inputs",), {"nargs": "+", "help": "student result files"}),
@@ -194,7 +206,8 @@ ARGUMENTS: dict[str, tuple[str, list[tuple[tuple[str, ...], dict]]]] = {
         (("--benchmarks",), {"nargs": "*", "default": [], "help": "Snakemake benchmark TSVs (missing ones are skipped)"}),
         (("--extra",), {"nargs": "*", "default": [], "help": "optional Parquet tables appended to the summary"}),
         DISTILL_ARCH]),
-    "train-full": ("train an architecture on the real training set (the full-data reference)", [DATA, DEVICE, OUT]),
+    "train-full": ("train an architecture on the real training set (the full-data reference)", [
+        DATA, DEVICE, PRECISION, COMPILE, OUT]),
     "plot-results": ("runs.parquet -> accuracy bars and gap-closed figures of one dataset", [
         (("--runs",), REQUIRED), (("--reference",), {"default": None, "help": "reference.parquet (full-real-data rows)"}),
         (("--dataset",), REQUIRED), DISTILL_ARCH, (("--out-accuracy",), REQUIRED), (("--out-gap",), REQUIRED)]),
@@ -205,7 +218,7 @@ ARGUMENTS: dict[str, tuple[str, list[tuple[tuple[str, ...], dict]]]] = {
         (("--history",), REQUIRED), (("--title",), {"default": None}), OUT]),
     "teacher-from-expert": ("an MTT expert (the distillation model) -> teacher model.pt", [
         (("--expert",), REQUIRED), (("--data",), {"required": True, "help": "data.h5 (test accuracy of the teacher)"}),
-        DEVICE, OUT]),
+        DEVICE, PRECISION, OUT]),
     "study": ("student results of the empirical study -> table (Parquet, Markdown) + plot", [
         (("kind",), {"choices": ["similarity", "norm", "ablation"]}),
         (("inputs",), {"nargs": "+", "help": "student result files of the study's synthetic set"}),
@@ -228,8 +241,9 @@ ARGUMENTS: dict[str, tuple[str, list[tuple[tuple[str, ...], dict]]]] = {
         (("--teacher-arch",), {"default": "convnet-w512"}), (("--loss-mode",), {"default": "front_rear_task"}),
         (("--no-dsa",), {"action": "store_true"}), DEVICE,
         (("--vectorize",), {"default": "auto", "choices": ["auto", "true", "false"]}),
-        (("--amp",), {"action": "store_true", "help": "bfloat16 autocast in the vectorised trainer"}),
-        (("--compile",), {"action": "store_true", "help": "torch.compile the vectorised training step"}),
+        (("--precisions",), {"nargs": "+", "default": ["fp32", "auto"], "choices": PRECISIONS,
+                             "help": "one pipeline row per precision, after resolving (auto: bf16 where native)"}),
+        COMPILE,
         (("--cuda-graphs",), {"default": "auto", "choices": ["auto", "true", "false"],
                               "help": "replay the vectorised training step as a CUDA graph "
                                       "(auto: on CUDA when batches have one size)"}),

@@ -162,7 +162,7 @@ class ElfLoss(nn.Module):
     def forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         use_front, use_rear, use_task = self.evaluation.terms
         student_features = model.front(x)  # one front pass serves both the task and the front term
-        logits = model.rear(student_features) if use_task or self.kd is not None else None
+        logits = model.rear(student_features).float() if use_task or self.kd is not None else None  # float32 losses
         loss = F.cross_entropy(logits, y) if use_task else torch.zeros((), device=x.device)
         if self.kd is not None:
             loss = loss + self.evaluation.lambda_kd * kd_divergence(logits, self.kd.logits(x), self.evaluation.kd_temperature)
@@ -177,7 +177,7 @@ class ElfLoss(nn.Module):
                     target = teacher
                 loss = loss + self.evaluation.lambda_front * feature_loss(self.evaluation.feature_loss, student, target)
             if use_rear:
-                loss = loss + self.evaluation.lambda_rear * F.cross_entropy(model.rear(rear_input), y)
+                loss = loss + self.evaluation.lambda_rear * F.cross_entropy(model.rear(rear_input).float(), y)
         return loss
 
 
@@ -233,10 +233,17 @@ class StudentFit:
     notes: list[str] = field(default_factory=list)  # e.g. a torch.compile failure that fell back to eager
 
 
+def prefers_channels_last(model: nn.Module, device: torch.device) -> bool:
+    """Channels-last weights (oneDNN's and cuDNN's preferred layout), except on a CPU for a model with
+    group or instance norm (``GroupNorm``), whose channels-last CPU kernels are several times slower
+    than the contiguous ones, most of all under bfloat16 (docs/performance.md)."""
+    return device.type != "cpu" or not any(isinstance(module, nn.GroupNorm) for module in model.modules())
+
+
 def fit_students(arch: str, spec: Evaluation, config: TrainConfig, images: torch.Tensor, labels: torch.Tensor,
                  test_images: torch.Tensor, test_labels: torch.Tensor, seeds: list[int], num_classes: int,
                  target: torch.Tensor | None = None, online: OnlineTeacher | None = None, vectorize: str | bool = "auto",
-                 channels_last: bool = True, amp: bool = False, compile: bool = False, desc: str = "",
+                 channels_last: bool | None = None, precision: str = "fp32", compile: bool = False, desc: str = "",
                  cuda_graphs: str | bool = "auto", val: tuple[torch.Tensor, torch.Tensor] | None = None,
                  kd: OnlineTeacher | None = None) -> StudentFit:
     """Train ``arch`` once per seed on in-memory tensors (all on one device) and test each student.
@@ -245,10 +252,11 @@ def fit_students(arch: str, spec: Evaluation, config: TrainConfig, images: torch
     shuffles and augmentations from ``seeded_generator(s)``, whichever trainer runs:
     ``vectorize`` (``auto``/``true``/``false``, see ``vectorized.choose_trainer``) picks the
     vectorised multi-seed trainer or the per-seed loop.  The loop keeps convolution weights in
-    channels-last memory format (``channels_last``; faster with oneDNN and cuDNN, same numbers up
-    to float rounding).  ``amp`` (bfloat16 autocast), ``compile`` (``torch.compile``) and
-    ``cuda_graphs`` (``vectorized.GraphedStep``) apply to the vectorised trainer.  ``val`` (images,
-    labels) is the validation split: each student is also tested on it (``val_acc``).
+    channels-last memory format (``channels_last``; default ``prefers_channels_last``; same numbers
+    up to float rounding).  ``precision`` (``fp32``/``bf16``: autocast for training and testing) and
+    ``compile`` (``torch.compile`` of the training step) apply to both trainers, ``cuda_graphs``
+    (``vectorized.GraphedStep``) to the vectorised one.  ``val`` (images, labels) is the validation
+    split: each student is also tested on it (``val_acc``).
     """
     device = images.device
     channels, image_size = images.shape[1], images.shape[-1]
@@ -269,11 +277,13 @@ def fit_students(arch: str, spec: Evaluation, config: TrainConfig, images: torch
         models, objectives = [b[0] for b in built], [b[1] for b in built]
         with Timer() as train_timer:
             run = train_vectorized(models, objectives, images, labels, config, [seeded_generator(s) for s in seeds],
-                                   desc=f"{arch} {desc} seeds {seeds[0]}..{seeds[-1]}", amp=amp, compile=compile,
-                                   cuda_graphs=cuda_graphs)
+                                   desc=f"{arch} {desc} seeds {seeds[0]}..{seeds[-1]}", amp=precision == "bf16",
+                                   compile=compile, cuda_graphs=cuda_graphs)
         with Timer() as test_timer:
-            accuracies = evaluate_vectorized(models, test_images, test_labels, config.eval_batch_size, amp=amp)
-        val_accuracies = (evaluate_vectorized(models, *val, config.eval_batch_size, amp=amp) if val is not None
+            accuracies = evaluate_vectorized(models, test_images, test_labels, config.eval_batch_size,
+                                             amp=precision == "bf16")
+        val_accuracies = (evaluate_vectorized(models, *val, config.eval_batch_size, amp=precision == "bf16")
+                          if val is not None
                           else [None] * len(models))
         fit.compiled, fit.notes, fit.cuda_graph = run.compiled, run.notes, run.graphed
         for seed, (model, objective, shape), history, accuracy, val_acc in zip(seeds, built, run.histories, accuracies,
@@ -284,14 +294,16 @@ def fit_students(arch: str, spec: Evaluation, config: TrainConfig, images: torch
         for position, seed in enumerate(seeds):
             model, objective, shape = first if position == 0 else build_seed(seed)
             first = None  # let each seed's model go once it is tested
-            if channels_last:
+            if prefers_channels_last(model, device) if channels_last is None else channels_last:
                 model = model.to(memory_format=torch.channels_last)
             with Timer() as train_timer:
                 history = train(model, images, labels, config, seeded_generator(seed), loss_fn=objective,
-                                extra_parameters=objective.parameters(), desc=f"{arch} {desc} seed {seed}")
+                                extra_parameters=objective.parameters(), desc=f"{arch} {desc} seed {seed}",
+                                precision=precision, compile=compile, notes=fit.notes)
             with Timer() as test_timer:
-                accuracy = evaluate(model, test_images, test_labels, config.eval_batch_size)
-            val_acc = evaluate(model, *val, config.eval_batch_size) if val is not None else None
+                accuracy = evaluate(model, test_images, test_labels, config.eval_batch_size, precision)
+            val_acc = evaluate(model, *val, config.eval_batch_size, precision) if val is not None else None
+            fit.compiled = compile and not fit.notes
             fit.seeds.append(SeedResult(seed, accuracy, train_timer.seconds, test_timer.seconds, history, model.split,
                                         shape, objective.adapted, val_acc))
             del model, objective

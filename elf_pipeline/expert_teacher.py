@@ -24,13 +24,14 @@ from elf_pipeline.artifacts.experts import parameter_layout, read_epochs, read_e
 from elf_pipeline.errors import InputError
 from elf_pipeline.io import ArtifactError, sha256_file
 from elf_pipeline.models import build
+from elf_pipeline.precision import Numerics
 from elf_pipeline.training import evaluate, resolve_device
 
 log = logging.getLogger(__name__)
 
 
 def teacher_from_expert(expert: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike,
-                        epoch: int | None = None, device: str = "auto") -> dict:
+                        epoch: int | None = None, device: str = "auto", precision: str = "auto") -> dict:
     """Write expert ``expert`` after ``epoch`` as a teacher checkpoint; returns its metadata."""
     info = read_expert_info(expert)
     if info.zca_eps:
@@ -51,8 +52,9 @@ def teacher_from_expert(expert: str | os.PathLike, data: str | os.PathLike, out:
     with torch.no_grad():
         vector_to_parameters(read_epochs(expert, [epoch])[0], model.parameters())
     torch_device = resolve_device(device)
-    accuracy = evaluate(model.to(torch_device), test_images, test_labels)
+    numerics = Numerics.resolve(precision, False, torch_device)
+    accuracy = evaluate(model.to(torch_device), test_images, test_labels, precision=numerics.precision)
     save_checkpoint(out, model, info.arch, info.channels, info.num_classes, info.image_size, epoch=epoch,
-                    test_acc=accuracy, source="distillation", expert_sha256=sha256_file(expert))
+                    test_acc=accuracy, source="distillation", expert_sha256=sha256_file(expert), **numerics.protocol())
     log.info("distillation model %s (expert %s, epoch %d): test accuracy %.4f", info.arch, expert, epoch, accuracy)
     return {"arch": info.arch, "epoch": epoch, "test_acc": accuracy}

@@ -15,6 +15,7 @@ from elf_pipeline.artifacts.checkpoint import load_model
 from elf_pipeline.artifacts.features import write_features
 from elf_pipeline.artifacts.synset import read_synset, synset_zca_eps
 from elf_pipeline.io import ArtifactError
+from elf_pipeline.precision import Numerics, autocast
 from elf_pipeline.training import resolve_device, retry_on_oom
 from elf_pipeline.zca import fit_zca_to_data
 
@@ -22,12 +23,14 @@ from elf_pipeline.zca import fit_zca_to_data
 @torch.inference_mode()
 def extract_features(synset: str | os.PathLike, teacher: str | os.PathLike, out: str | os.PathLike,
                      device: str = "auto", batch_size: int = 256,
-                     data: str | os.PathLike | None = None) -> dict[str, tuple[int, ...]]:
+                     data: str | os.PathLike | None = None, precision: str = "auto") -> dict[str, tuple[int, ...]]:
     """Write ``teacher``'s output at every layer for every image of ``synset`` to ``out``.
 
     A ZCA-whitened synthetic set (``zca_eps`` attr) is mapped back to the pixel space the teacher
-    was trained in, with the inverse of the transform refitted on ``data``'s training split."""
+    was trained in, with the inverse of the transform refitted on ``data``'s training split.
+    The teacher runs at ``precision``; the features are stored in float32 either way."""
     torch_device = resolve_device(device)
+    numerics = Numerics.resolve(precision, False, torch_device)
     images, labels = read_synset(synset)
     zca_eps = synset_zca_eps(synset)
     if zca_eps:
@@ -45,12 +48,14 @@ def extract_features(synset: str | os.PathLike, teacher: str | os.PathLike, out:
     def run(size: int) -> dict[str, list[np.ndarray]]:
         chunks: dict[str, list[np.ndarray]] = {name: [] for name in model.layer_names}
         for start in range(0, len(images), size):
-            for name, value in model.layers(images[start:start + size].to(torch_device)).items():
+            with autocast(torch_device, numerics.precision):
+                outputs = model.layers(images[start:start + size].to(torch_device))
+            for name, value in outputs.items():
                 chunks[name].append(value.float().cpu().numpy())
         return chunks
 
     chunks = retry_on_oom(run, batch_size, f"feature extraction from {teacher}")
     layers = {name: np.concatenate(parts) for name, parts in chunks.items()}
     write_features(out, layers, model.split, meta, synset, teacher, zca_eps,
-                   {"batch_size": batch_size, "unwhitened": bool(zca_eps)})
+                   {"batch_size": batch_size, "unwhitened": bool(zca_eps), **numerics.protocol()})
     return {name: tuple(array.shape[1:]) for name, array in layers.items()}

@@ -21,6 +21,7 @@ from elf_pipeline.artifacts.data import has_split, load_split
 from elf_pipeline.errors import InputError
 from elf_pipeline.io import atomic_path, config_hash, sha256_file
 from elf_pipeline.models import build
+from elf_pipeline.precision import Numerics
 from elf_pipeline.training import Timer, TrainConfig, build_seeded, evaluate, resolve_device, seeded_generator, train
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,8 @@ def peak_memory_mb() -> float:
 
 
 def train_full(data: str | os.PathLike, arch: str, train_config: dict, seeds: list[int], out: str | os.PathLike,
-               identity: dict, train_limit: int | None = None, subset_seed: int = 0, device: str = "auto") -> pd.DataFrame:
+               identity: dict, train_limit: int | None = None, subset_seed: int = 0, device: str = "auto",
+               precision: str = "auto", compile: str = "auto") -> pd.DataFrame:
     """Train ``arch`` on the real training split once per seed; write one Parquet row per model.
 
     Every seed trains on the same images (the subset, when ``train_limit`` is set, is drawn with
@@ -54,6 +56,7 @@ def train_full(data: str | os.PathLike, arch: str, train_config: dict, seeds: li
     if train_limit is not None and train_limit < 1:
         raise InputError(f"train_limit must be >= 1, got {train_limit}")
     torch_device = resolve_device(device)
+    numerics = Numerics.resolve(precision, compile, torch_device)
     config = TrainConfig.from_dict(train_config)
     images, labels, info = load_split(data, "train")  # stays on the host; batches move to the device
     total = len(labels)
@@ -64,7 +67,8 @@ def train_full(data: str | os.PathLike, arch: str, train_config: dict, seeds: li
     val = load_split(data, "val")[:2] if has_split(data, "val") else None
     protocol = {**{f"train_{k}": v for k, v in config.to_dict().items() if k != "dsa"},
                 "dsa_strategy": config.dsa.strategy if config.dsa else "none"}
-    provenance = {"device": torch_device.type, "torch_version": torch.__version__, "package_version": __version__,
+    provenance = {"device": torch_device.type, **numerics.protocol(), "torch_version": torch.__version__,
+                  "package_version": __version__,
                   "python_version": platform.python_version(), "data_sha256": sha256_file(data),
                   "config_hash": config_hash({"train": train_config, "seeds": list(seeds), "train_limit": train_limit,
                                               "subset_seed": subset_seed})}
@@ -75,9 +79,10 @@ def train_full(data: str | os.PathLike, arch: str, train_config: dict, seeds: li
             torch.cuda.reset_peak_memory_stats(torch_device)
         with Timer() as timer:
             train(model, images, labels, config, seeded_generator(seed), desc=f"full-data {arch} seed {seed}",
-                  on_epoch=lambda epoch, loss, seed=seed: log.info("%s seed %d epoch %d loss %.4f", arch, seed, epoch, loss))
-        accuracy = evaluate(model, test_images, test_labels, config.eval_batch_size)
-        val_acc = evaluate(model, *val, config.eval_batch_size) if val is not None else None
+                  on_epoch=lambda epoch, loss, seed=seed: log.info("%s seed %d epoch %d loss %.4f", arch, seed, epoch, loss),
+                  precision=numerics.precision, compile=numerics.compile)
+        accuracy = evaluate(model, test_images, test_labels, config.eval_batch_size, numerics.precision)
+        val_acc = evaluate(model, *val, config.eval_batch_size, numerics.precision) if val is not None else None
         log.info("full-data %s seed %d: test accuracy %.4f on %d training images (%.1fs)", arch, seed, accuracy,
                  len(labels), timer.seconds)
         rows.append({**identity, "arch": arch, "seed": seed, "test_acc": accuracy, "val_acc": val_acc,

@@ -24,6 +24,7 @@ from elf_pipeline.artifacts.synset import read_synset, synset_learned_lr, synset
 from elf_pipeline.elf import Evaluation, OnlineTeacher, fit_students
 from elf_pipeline.errors import InputError
 from elf_pipeline.io import atomic_path, config_hash, sha256_file
+from elf_pipeline.precision import Numerics
 from elf_pipeline.training import TrainConfig, resolve_device
 from elf_pipeline.vectorized import vectorize_setting
 from elf_pipeline.zca import ZCA, fit_zca_to_data
@@ -62,12 +63,14 @@ def student_val_split(data: str | os.PathLike, whitening: ZCA | None) -> tuple[t
 
 def train_students(data: str | os.PathLike, synset: str | os.PathLike, features: str | os.PathLike | None,
                    arch: str, evaluation: dict, train_config: dict, seeds: list[int], out: str | os.PathLike,
-                   identity: dict, device: str = "auto", teacher_model: str | os.PathLike | None = None) -> pd.DataFrame:
+                   identity: dict, device: str = "auto", teacher_model: str | os.PathLike | None = None,
+                   precision: str = "auto", compile: str = "auto") -> pd.DataFrame:
     """Train ``arch`` once per seed and write one Parquet row per run to ``out``.
 
     ``teacher_model``: the teacher checkpoint, needed (instead of ``features``) for
-    ``teacher_targets: online``."""
+    ``teacher_targets: online``. ``precision`` and ``compile``: ``elf_pipeline.precision``."""
     torch_device = resolve_device(device)
+    numerics = Numerics.resolve(precision, compile, torch_device)
     spec = Evaluation(**evaluation)
     train_config, lr_source = _resolve_lr(train_config, synset)
     config = TrainConfig.from_dict(protocol_train_config(train_config))
@@ -99,7 +102,8 @@ def train_students(data: str | os.PathLike, synset: str | os.PathLike, features:
     protocol["teacher_layer"] = teacher.layer if teacher and spec.uses_teacher else None
     fit = fit_students(arch, spec, config, images, labels, test_images, test_labels, seeds, info.num_classes,
                        target=target, online=online, vectorize=vectorize, desc=str(identity.get("evaluation")),
-                       cuda_graphs=train_config.get("cuda_graphs", "auto"), val=val, kd=kd)
+                       cuda_graphs=train_config.get("cuda_graphs", "auto"), val=val, kd=kd,
+                       precision=numerics.precision, compile=numerics.compile)
     rows = []
     for result in fit.seeds:
         seed, accuracy = result.seed, result.test_acc
@@ -117,7 +121,8 @@ def train_students(data: str | os.PathLike, synset: str | os.PathLike, features:
                      else None,
                      "adapter": result.adapted, "teacher_arch": teacher.teacher_arch if teacher else None,
                      "teacher_test_acc": teacher.teacher_test_acc if teacher else None, **protocol,
-                     "device": torch_device.type, "torch_version": torch.__version__, "package_version": __version__,
+                     "device": torch_device.type, **numerics.protocol(), "compiled": fit.compiled,
+                     "notes": "; ".join(fit.notes) or None, "torch_version": torch.__version__, "package_version": __version__,
                      "python_version": platform.python_version(), "synset_sha256": sha256_file(synset),
                      "features_sha256": teacher.sha256 if spec.uses_teacher and online is None else None,
                      "teacher_sha256": checkpoint_sha,

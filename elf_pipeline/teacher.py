@@ -11,6 +11,7 @@ from elf_pipeline.artifacts.data import read_info
 from elf_pipeline.errors import InputError
 from elf_pipeline.io import config_hash, sha256_file, write_json
 from elf_pipeline.models import build
+from elf_pipeline.precision import Numerics
 from elf_pipeline.resume import ResumeFile, resume_path
 from elf_pipeline.schema import default
 from elf_pipeline.training import (
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 def train_teacher(data: str | os.PathLike, out_model: str | os.PathLike, out_history: str | os.PathLike, arch: str,
                   train_config: dict, checkpoint_epoch: int | None = None, train_limit: int | None = None,
                   seed: int = 0, device: str = "auto", eval_every: int = 1, resume_every: float = 60.0,
-                  max_in_memory_gb: float | None = None) -> dict:
+                  max_in_memory_gb: float | None = None, precision: str = "auto", compile: str = "auto") -> dict:
     """Train ``arch`` on real data; save the weights after ``checkpoint_epoch`` (default: last).
 
     A training split larger than ``max_in_memory_gb`` (as uint8) is streamed from ``data.h5`` in
@@ -41,6 +42,7 @@ def train_teacher(data: str | os.PathLike, out_model: str | os.PathLike, out_his
     if max_in_memory_gb is None:
         max_in_memory_gb = default("teachers", "*", "max_in_memory_gb")
     torch_device = resolve_device(device)
+    numerics = Numerics.resolve(precision, compile, torch_device)
     config = TrainConfig.from_dict(train_config)
     last_epoch = config.total_epochs
     checkpoint_epoch = checkpoint_epoch or last_epoch
@@ -50,8 +52,8 @@ def train_teacher(data: str | os.PathLike, out_model: str | os.PathLike, out_his
     generator = seeded_generator(seed)
     real = real_training_data(data, config.batch_size, generator, train_limit, max_in_memory_gb)
     images, labels, stream, train_images = real.images, real.labels, real.stream, real.count
-    accuracy_of = real_test_accuracy(data, config.eval_batch_size, max_in_memory_gb)
-    val_accuracy_of = real_val_accuracy(data, config.eval_batch_size, max_in_memory_gb)
+    accuracy_of = real_test_accuracy(data, config.eval_batch_size, max_in_memory_gb, precision=numerics.precision)
+    val_accuracy_of = real_val_accuracy(data, config.eval_batch_size, max_in_memory_gb, numerics.precision)
 
     def test_accuracy() -> float:
         return accuracy_of(model)
@@ -72,19 +74,23 @@ def train_teacher(data: str | os.PathLike, out_model: str | os.PathLike, out_his
 
     fingerprint = config_hash({"arch": arch, "train": config.to_dict(), "checkpoint_epoch": checkpoint_epoch,
                                "train_limit": train_limit, "seed": seed, "eval_every": eval_every, "data": sha256_file(data),
-                               "streamed": stream is not None})
+                               "streamed": stream is not None, "precision": numerics.precision,
+                               "compile": numerics.compile})
     resume = ResumeFile(resume_path(out_model), resume_every, fingerprint)
+    notes: list[str] = []
     with Timer() as timer:
         train(model, images, labels, config, generator, on_epoch=on_epoch, desc=f"teacher {arch}",
-              resume=resume, extra_state=progress_state, stream=stream)
+              resume=resume, extra_state=progress_state, stream=stream, precision=numerics.precision,
+              compile=numerics.compile, notes=notes)
     epochs, saved = progress_state["epochs"], progress_state["saved"]
     model.load_state_dict(saved["state"])
     save_checkpoint(out_model, model, arch, info.channels, info.num_classes, info.image_size,
-                    epoch=checkpoint_epoch, test_acc=saved["test_acc"])
+                    epoch=checkpoint_epoch, test_acc=saved["test_acc"], **numerics.protocol())
     history = {"arch": arch, "checkpoint_epoch": checkpoint_epoch, "test_acc": saved["test_acc"],
                "val_acc": saved.get("val_acc"),
                "train_images": train_images, "train_seconds": timer.seconds, "seed": seed,
-               "config": config.to_dict(), "epochs": epochs}
+               "config": config.to_dict(), **numerics.protocol(), "compiled": numerics.compile and not notes,
+               "notes": notes, "epochs": epochs}
     write_json(out_history, history)
     resume.clear()
     return history

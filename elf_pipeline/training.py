@@ -17,6 +17,7 @@ from torch import nn
 
 from elf_pipeline.augment import DSAConfig, dsa, dsa_config
 from elf_pipeline.errors import InputError, TrainingDiverged
+from elf_pipeline.precision import autocast
 from elf_pipeline.resume import ResumeFile
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.T
 
 
 def task_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(model(x), y)
+    return F.cross_entropy(model(x).float(), y)  # float32 loss under any precision
 
 
 def progress(iterable: Iterable, total: int, desc: str):
@@ -163,11 +164,44 @@ def _memory_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int,
         yield images[index.to(images.device)], labels[index.to(labels.device)], index
 
 
+class CompiledLoss:
+    """A loss function run eagerly or through ``torch.compile`` (with inductor's on-disk cache, a
+    graph compiled by one job is reused by the next seed or job of the same shapes). A compiler
+    failure, in the forward or the backward pass, is noted and the step reruns eagerly."""
+
+    def __init__(self, loss_fn: LossFn, compile: bool, notes: list[str]):
+        self.eager, self.notes = loss_fn, notes
+        self.loss_fn = torch.compile(loss_fn) if compile else loss_fn
+
+    @property
+    def compiled(self) -> bool:
+        return self.loss_fn is not self.eager
+
+    def forward_backward(self, optimizer: torch.optim.Optimizer, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                         index: torch.Tensor | None, precision: str) -> torch.Tensor:
+        """The batch's float32 loss, its gradients accumulated (the caller zeroed them)."""
+        try:
+            with autocast(x.device, precision):
+                loss = self.loss_fn(model, x, y, index)
+            loss.backward()
+        except Exception as err:  # noqa: BLE001 - any compiler failure: run eagerly instead
+            if not self.compiled:
+                raise
+            note = f"torch.compile failed ({type(err).__name__}: {str(err).strip().splitlines()[0][:200]}); ran eagerly"
+            log.warning(note)
+            self.notes.append(note)
+            self.loss_fn = self.eager
+            optimizer.zero_grad(set_to_none=True)
+            return self.forward_backward(optimizer, model, x, y, index, precision)
+        return loss
+
+
 def train(model: nn.Module, images: torch.Tensor | None, labels: torch.Tensor | None, config: TrainConfig,
           generator: torch.Generator, loss_fn: LossFn = task_loss, extra_parameters: Iterable[nn.Parameter] = (),
           on_epoch: Callable[[int, float], None] | None = None, desc: str = "train",
           resume: ResumeFile | None = None, extra_state: dict | None = None,
-          stream: BatchStream | None = None) -> list[float]:
+          stream: BatchStream | None = None, precision: str = "fp32", compile: bool = False,
+          notes: list[str] | None = None) -> list[float]:
     """Mini-batch SGD with a step decay and per-batch DSA; returns the mean loss of each epoch.
 
     ``images``/``labels`` may live on the host while the model is on a device: each batch is
@@ -182,6 +216,11 @@ def train(model: nn.Module, images: torch.Tensor | None, labels: torch.Tensor | 
     With ``stream`` (for data larger than memory, e.g. ``artifacts.data.iter_batches``), ``stream(generator)``
     yields one shuffled epoch of ``(x, y)`` batches and ``images``/``labels`` are unused; the loss
     function then gets ``index=None``.
+
+    ``precision`` (``fp32`` or ``bf16``, ``precision.resolve_precision``): the loss function runs
+    under that autocast; the loss it returns, the gradients and the optimiser state are float32.
+    ``compile`` runs the loss function (forward and backward) through ``torch.compile``; where
+    compiling fails it runs eagerly from then on, and the reason is appended to ``notes``.
     """
     device = next(model.parameters()).device
     parameters = [p for p in model.parameters() if p.requires_grad] + list(extra_parameters)
@@ -198,6 +237,7 @@ def train(model: nn.Module, images: torch.Tensor | None, labels: torch.Tensor | 
         if extra_state is not None:
             extra_state.update(state["extra"])
     model.train()
+    step = CompiledLoss(loss_fn, compile, notes if notes is not None else [])
     for epoch in train_epochs(optimizer, config, desc, start_epoch):
         if stream is None:
             batches = _memory_batches(images, labels, config.batch_size, generator)
@@ -209,9 +249,8 @@ def train(model: nn.Module, images: torch.Tensor | None, labels: torch.Tensor | 
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if config.dsa is not None:
                 x = dsa(x, config.dsa, generator)
-            loss = loss_fn(model, x, y, index)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = step.forward_backward(optimizer, model, x, y, index, precision)
             optimizer.step()
             total += loss.detach() * len(y)
             seen += len(y)
@@ -243,7 +282,7 @@ def retry_on_oom(run: Callable[[int], T], batch_size: int, what: str) -> T:
 
 
 @torch.inference_mode()
-def evaluate_stream(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
+def evaluate_stream(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], precision: str = "fp32") -> float:
     """Top-1 accuracy over streamed ``(x, y)`` batches (data larger than memory)."""
     device = next(model.parameters()).device
     was_training = model.training
@@ -252,15 +291,19 @@ def evaluate_stream(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torc
     seen = 0
     for x, y in batches:
         y = y.to(device, non_blocking=True)
-        correct += (model(x.to(device, non_blocking=True)).argmax(dim=1) == y).sum()
+        with autocast(device, precision):
+            logits = model(x.to(device, non_blocking=True))
+        correct += (logits.argmax(dim=1) == y).sum()
         seen += len(y)
     model.train(was_training)
     return float(correct) / max(seen, 1)
 
 
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1024) -> float:
-    """Top-1 accuracy in eval mode (batch norm uses running statistics); halves the batch on OOM."""
-    return retry_on_oom(lambda size: _evaluate(model, images, labels, size), batch_size, "evaluation")
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1024,
+             precision: str = "fp32") -> float:
+    """Top-1 accuracy in eval mode (batch norm uses running statistics) at ``precision``; halves the
+    batch on OOM."""
+    return retry_on_oom(lambda size: _evaluate(model, images, labels, size, precision), batch_size, "evaluation")
 
 
 # On a CPU with one thread (the workflow's jobs), inference is fastest when one chunk's widest
@@ -314,7 +357,7 @@ def input_memory_format(model: nn.Module) -> torch.memory_format:
 
 
 @torch.inference_mode()
-def _evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
+def _evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int, precision: str) -> float:
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -324,7 +367,9 @@ def _evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batc
     for start in range(0, len(labels), chunk):
         x = images[start:start + chunk].to(device, non_blocking=True).contiguous(memory_format=layout)
         y = labels[start:start + chunk].to(device, non_blocking=True)
-        correct += (model(x).argmax(dim=1) == y).sum()
+        with autocast(device, precision):
+            logits = model(x)
+        correct += (logits.argmax(dim=1) == y).sum()
     model.train(was_training)
     return float(correct) / len(labels)
 
@@ -362,23 +407,24 @@ def real_training_data(data: str, batch_size: int, generator: torch.Generator, t
 
 
 def real_test_accuracy(data: str, batch_size: int, max_in_memory_gb: float = 4.0,
-                       split: str = "test") -> Callable[[nn.Module], float]:
+                       split: str = "test", precision: str = "fp32") -> Callable[[nn.Module], float]:
     """A function giving a model's accuracy on a split (test by default; loaded once, or streamed if large)."""
     from elf_pipeline.artifacts.data import iter_batches, load_split, split_nbytes
 
     if split_nbytes(data, split) <= max_in_memory_gb * (1 << 30):
         images, labels, _ = load_split(data, split)
-        return lambda model: evaluate(model, images, labels, batch_size)
-    return lambda model: evaluate_stream(model, iter_batches(data, split, batch_size))
+        return lambda model: evaluate(model, images, labels, batch_size, precision)
+    return lambda model: evaluate_stream(model, iter_batches(data, split, batch_size), precision)
 
 
-def real_val_accuracy(data: str, batch_size: int, max_in_memory_gb: float = 4.0) -> Callable[[nn.Module], float | None]:
+def real_val_accuracy(data: str, batch_size: int, max_in_memory_gb: float = 4.0,
+                      precision: str = "fp32") -> Callable[[nn.Module], float | None]:
     """Accuracy on the validation split, or a function giving None where ``data.h5`` has none."""
     from elf_pipeline.artifacts.data import has_split
 
     if not has_split(data, "val"):
         return lambda model: None
-    return real_test_accuracy(data, batch_size, max_in_memory_gb, split="val")
+    return real_test_accuracy(data, batch_size, max_in_memory_gb, split="val", precision=precision)
 
 
 class Timer:

@@ -29,6 +29,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from elf_pipeline.augment import dsa
 from elf_pipeline.errors import InputError
+from elf_pipeline.precision import autocast
 from elf_pipeline.training import (
     TrainConfig,
     batch_slices,
@@ -113,8 +114,7 @@ class VectorizedRun:
 
 
 def _autocast(device: torch.device, enabled: bool, cache: bool = True):
-    # CUDA graphs need the cast-weight cache off: a cached cast would be baked into the graph
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled, cache_enabled=cache)
+    return autocast(device, "bf16" if enabled else "fp32", cache)
 
 
 def _forward_backward(step, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,

@@ -25,6 +25,7 @@ from elf_pipeline.augment import DSAConfig, apply, sample_params
 from elf_pipeline.distill.common import class_indices, initial_synset, restore_images, save_images_state
 from elf_pipeline.errors import InputError
 from elf_pipeline.models import build
+from elf_pipeline.precision import autocast
 from elf_pipeline.training import TrainConfig, build_seeded, progress, train
 
 if TYPE_CHECKING:
@@ -83,8 +84,9 @@ def class_match_loss(net: nn.Module, real: torch.Tensor, syn: torch.Tensor, labe
         real, syn = apply(real, params), apply(syn, params)
     weights = [p for p in net.parameters() if p.requires_grad]
     target = torch.full((len(real),), label, dtype=torch.long, device=real.device)
-    real_grads = torch.autograd.grad(F.cross_entropy(net(real), target), weights)
-    syn_grads = torch.autograd.grad(F.cross_entropy(net(syn), target[:1].expand(len(syn))), weights, create_graph=True)
+    real_grads = torch.autograd.grad(F.cross_entropy(net(real).float(), target), weights)
+    syn_grads = torch.autograd.grad(F.cross_entropy(net(syn).float(), target[:1].expand(len(syn))), weights,
+                                    create_graph=True)
     return gradient_distance([g.detach() for g in real_grads], syn_grads, distance)
 
 
@@ -107,9 +109,10 @@ def distill_dc(images: torch.Tensor, labels: torch.Tensor, num_classes: int, ipc
                device: torch.device, iterations: int = 1000, lr_img: float = 0.1, momentum: float = 0.5,
                lr_net: float = 0.01, batch_real: int = 256, batch_train: int = 256, outer_loop: int | None = None,
                inner_loop: int | None = None, distance: str = "layerwise", init: str = "real", model: str = "convnet",
-               dsa: DSAConfig | None = None, log_every: int = 100, resume: ResumeFile | None = None) -> SyntheticSet:
+               dsa: DSAConfig | None = None, log_every: int = 100, resume: ResumeFile | None = None,
+               precision: str = "fp32") -> SyntheticSet:
     """DC, or DSA when ``dsa`` is given.  ``outer_loop``/``inner_loop`` default to the published
-    values for ``ipc``."""
+    values for ``ipc``; the networks run at ``precision``, the gradients they match are float32."""
     if distance not in DISTANCES:
         raise InputError(f"unknown gradient distance {distance!r} (allowed: {', '.join(DISTANCES)})")
     if outer_loop is None or inner_loop is None:
@@ -138,12 +141,14 @@ def distill_dc(images: torch.Tensor, labels: torch.Tensor, num_classes: int, ipc
             for label, index in enumerate(by_class):
                 pick = index[torch.randperm(len(index), generator=generator)[:batch_real]]
                 real = images[pick].to(device, non_blocking=True)
-                loss = class_match_loss(net, real, syn[label * ipc:(label + 1) * ipc], label, distance, dsa, generator)
+                with autocast(syn.device, precision):
+                    loss = class_match_loss(net, real, syn[label * ipc:(label + 1) * ipc], label, distance, dsa,
+                                            generator)
                 loss.backward(inputs=[syn])  # frees this class's graph; the network gets no gradient
                 total += loss.detach()
             optimizer.step()
             if round_index < outer_loop - 1 and inner_loop > 0:
-                train(net, syn.detach(), syn_labels, inner, generator, desc=f"{name} inner")
+                train(net, syn.detach(), syn_labels, inner, generator, desc=f"{name} inner", precision=precision)
         losses.append(float(total) / (num_classes * outer_loop))
         if log_every and (iteration + 1) % log_every == 0:
             log.info("%s iteration %d/%d loss %.4f", name, iteration + 1, iterations, losses[-1])

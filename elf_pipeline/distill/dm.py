@@ -17,6 +17,7 @@ from elf_pipeline.augment import DSAConfig, apply, sample_params
 from elf_pipeline.distill.common import class_indices, restore_images, sample_real, save_images_state
 from elf_pipeline.errors import InputError
 from elf_pipeline.models import build
+from elf_pipeline.precision import autocast
 from elf_pipeline.resume import ResumeFile
 from elf_pipeline.training import progress
 
@@ -32,15 +33,16 @@ def dm_loss(embed, real_batches: list[torch.Tensor], syn_batches: list[torch.Ten
             params = sample_params(dsa, 1, real.shape[2], real.shape[3], generator, shared=True)
             real, syn = apply(real, params), apply(syn, params)
         with torch.no_grad():
-            real_mean = embed(real).flatten(1).mean(dim=0)
-        loss = loss + ((real_mean - embed(syn).flatten(1).mean(dim=0)) ** 2).sum()
+            real_mean = embed(real).float().flatten(1).mean(dim=0)
+        loss = loss + ((real_mean - embed(syn).float().flatten(1).mean(dim=0)) ** 2).sum()
     return loss
 
 
 def distill_dm(images: torch.Tensor, labels: torch.Tensor, num_classes: int, ipc: int, seed: int,
                device: torch.device, iterations: int = 20000, lr_img: float = 1.0, momentum: float = 0.5,
                batch_real: int = 256, init: str = "real", model: str = "convnet",
-               dsa: DSAConfig | None = None, log_every: int = 100, resume: ResumeFile | None = None) -> SyntheticSet:
+               dsa: DSAConfig | None = None, log_every: int = 100, resume: ResumeFile | None = None,
+               precision: str = "fp32") -> SyntheticSet:
     generator = torch.Generator().manual_seed(seed)
     by_class = class_indices(labels, num_classes)
     synset = sample_real(images, by_class, ipc, generator)
@@ -65,7 +67,8 @@ def distill_dm(images: torch.Tensor, labels: torch.Tensor, num_classes: int, ipc
             pick = index[torch.randperm(len(index), generator=generator)[:batch_real]]
             real_batches.append(images[pick].to(device, non_blocking=True))
         syn_batches = list(syn.view(num_classes, ipc, *syn.shape[1:]).unbind(0))
-        loss = dm_loss(net.front, real_batches, syn_batches, dsa, generator)
+        with autocast(syn.device, precision):
+            loss = dm_loss(net.front, real_batches, syn_batches, dsa, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -24,6 +24,7 @@ from elf_pipeline.augment import dsa_config
 from elf_pipeline.errors import InputError
 from elf_pipeline.io import sha256_file
 from elf_pipeline.models import build
+from elf_pipeline.precision import Numerics
 from elf_pipeline.schema import defaults
 from elf_pipeline.training import (
     Timer,
@@ -71,11 +72,12 @@ def flat_parameters(model: nn.Module) -> torch.Tensor:
 
 
 def train_expert(data: str | os.PathLike, out: str | os.PathLike, arch: str, index: int, config: dict,
-                 device: str = "auto") -> dict:
+                 device: str = "auto", precision: str = "auto", compile: str = "auto") -> dict:
     """Train expert ``index`` of ``arch`` on the real training set and write its trajectory."""
     settings = ExpertConfig(**config)
     seed = settings.seed + index
     torch_device = resolve_device(device)
+    numerics = Numerics.resolve(precision, compile, torch_device)
     info = read_info(data)
     zca_eps = 0.0
     generator = seeded_generator(seed)
@@ -92,11 +94,11 @@ def train_expert(data: str | os.PathLike, out: str | os.PathLike, arch: str, ind
         train_count = len(labels)
 
         def test_accuracy(model: nn.Module) -> float:
-            return evaluate(model, test_images, test_labels)
+            return evaluate(model, test_images, test_labels, precision=numerics.precision)
     else:  # loaded, or streamed from disk when larger than max_in_memory_gb
         real = real_training_data(data, settings.batch_size, generator, settings.train_limit, settings.max_in_memory_gb)
         images, labels, stream, train_count = real.images, real.labels, real.stream, real.count
-        test_accuracy = real_test_accuracy(data, 1024, settings.max_in_memory_gb)
+        test_accuracy = real_test_accuracy(data, 1024, settings.max_in_memory_gb, precision=numerics.precision)
     model = build_seeded(lambda: build(arch, info.channels, info.num_classes, info.image_size), seed).to(torch_device)
     train_config = TrainConfig(epochs=settings.epochs, lr=settings.lr, momentum=settings.momentum,
                                weight_decay=settings.weight_decay, batch_size=settings.batch_size, lr_decay_at=0.0,
@@ -111,13 +113,13 @@ def train_expert(data: str | os.PathLike, out: str | os.PathLike, arch: str, ind
 
         with Timer() as timer:
             losses = train(model, images, labels, train_config, generator, on_epoch=snapshot, desc=f"expert {index}",
-                           stream=stream)
+                           stream=stream, precision=numerics.precision, compile=numerics.compile)
         test_acc = test_accuracy(model)
         attrs = {"arch": arch, "index": index, "seed": seed, "epochs": settings.epochs,
                  "num_params": initial.numel(), "layout": json.dumps(parameter_layout(model)),
                  "channels": info.channels, "num_classes": info.num_classes, "image_size": info.image_size,
                  "zca_eps": zca_eps, "lr": settings.lr, "test_acc": test_acc, "train_images": train_count,
-                 "train_seconds": timer.seconds}
+                 "train_seconds": timer.seconds, **numerics.protocol()}
         storage = writer.finish(losses, attrs, {"arch": arch, "index": index, **asdict(settings)},
                                 {"data": sha256_file(data)})
     size = Path(out).stat().st_size

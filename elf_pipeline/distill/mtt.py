@@ -31,6 +31,7 @@ from elf_pipeline.augment import dsa as augment
 from elf_pipeline.distill.common import class_indices, initial_synset
 from elf_pipeline.errors import InputError
 from elf_pipeline.models import build
+from elf_pipeline.precision import autocast
 from elf_pipeline.training import progress
 from elf_pipeline.zca import fit_zca
 
@@ -76,7 +77,7 @@ def trajectory_loss(student: FlatStudent, syn_images: torch.Tensor, syn_labels: 
         x = syn_images[index]
         if dsa is not None:
             x = augment(x, dsa, generator)
-        loss = F.cross_entropy(student(params, x), syn_labels[index])
+        loss = F.cross_entropy(student(params, x).float(), syn_labels[index])
         (grad,) = torch.autograd.grad(loss, params, create_graph=True)
         params = params - syn_lr * grad
     return ((params - target) ** 2).sum() / ((start - target) ** 2).sum()
@@ -107,7 +108,7 @@ def distill_mtt(images: torch.Tensor, labels: torch.Tensor, num_classes: int, ip
                 syn_steps: int = 20, expert_epochs: int = 2, max_start_epoch: int = 20, lr_img: float = 1000.0,
                 lr_lr: float = 1e-5, lr_teacher: float = 0.01, momentum: float = 0.5, batch_syn: int | None = None,
                 init: str = "real", model: str | None = None, dsa: DSAConfig | None = None, log_every: int = 100,
-                resume: ResumeFile | None = None) -> SyntheticSet:
+                resume: ResumeFile | None = None, precision: str = "fp32") -> SyntheticSet:
     if syn_steps < 1 or expert_epochs < 1 or max_start_epoch < 1:
         raise InputError("mtt syn_steps, expert_epochs and max_start_epoch must all be >= 1")
     channels, image_size = images.shape[1], images.shape[2]
@@ -145,7 +146,8 @@ def distill_mtt(images: torch.Tensor, labels: torch.Tensor, num_classes: int, ip
         expert = infos[int(torch.randint(len(infos), (1,), generator=generator))]
         start_epoch = int(torch.randint(max_start_epoch, (1,), generator=generator))
         start, target = read_epochs(expert.path, [start_epoch, start_epoch + expert_epochs]).to(device).unbind(0)
-        loss = trajectory_loss(student, syn, syn_labels, syn_lr, start, target, syn_steps, batch_syn, dsa, generator)
+        with autocast(syn.device, precision):
+            loss = trajectory_loss(student, syn, syn_labels, syn_lr, start, target, syn_steps, batch_syn, dsa, generator)
         optimizer_img.zero_grad(set_to_none=True)
         optimizer_lr.zero_grad(set_to_none=True)
         loss.backward()

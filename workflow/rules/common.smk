@@ -29,6 +29,10 @@ RESULTS = config.get("results_dir", "results")
 LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmarks"
 DEVICE = config.get("device", "auto")
+# How every job that runs a network runs it (the device, the precision; training jobs also whether their
+# step is compiled): one params entry, so changing any of them reruns those jobs.
+RUN_ARGS = f"--device {DEVICE} --precision {config.get('precision', 'auto')}"
+TRAIN_RUN_ARGS = f"{RUN_ARGS} --compile {str(config.get('compile', 'auto')).lower()}"
 THREADS = config.get("threads", 1)
 # GPU jobs request one GPU (scheduler resource `gpu`) unless the study is pinned to the CPU.
 GPU_PER_JOB = 0 if DEVICE == "cpu" else 1

@@ -19,7 +19,7 @@ rule distill:
     params:
         settings=lambda w: as_json(elf_config.distill_settings(config, w.dataset, w.method, int(w.ipc))),
         experts=lambda w, input: f"--experts {input.experts}" if input.experts else "",
-        device=DEVICE,
+        device=RUN_ARGS,
     shell:
         f"{PYTHON} distill --data {{input.data:q}} --settings {{params.settings:q}} {{params.experts}} "
-        "--device {params.device} --out {output:q} > {log:q} 2>&1"
+        "{params.device} --out {output:q} > {log:q} 2>&1"

@@ -21,7 +21,7 @@ rule distillation_teacher:
     threads: 1
     params:
         settings=lambda w: as_json({"epoch": expert_of(w.teacher)[1]}),
-        device=DEVICE,
+        device=RUN_ARGS,
     shell:
         f"{PYTHON} teacher-from-expert --expert {{input.expert:q}} --data {{input.data:q}} --settings {{params.settings:q}} "
-        "--device {params.device} --out {output:q} > {log:q} 2>&1"
+        "{params.device} --out {output:q} > {log:q} 2>&1"

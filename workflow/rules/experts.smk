@@ -21,7 +21,7 @@ rule train_experts:
     params:
         # without num_experts: adding experts must not change the existing experts' params
         settings=lambda w: as_json(elf_config.expert_settings(config, int(w.index))),
-        device=DEVICE,
+        device=TRAIN_RUN_ARGS,
     shell:
-        f"{PYTHON} train-experts --data {{input.data:q}} --settings {{params.settings:q}} --device {{params.device}} "
+        f"{PYTHON} train-experts --data {{input.data:q}} --settings {{params.settings:q}} {{params.device}} "
         "--out {output:q} > {log:q} 2>&1"

@@ -16,7 +16,7 @@ rule extract_features:
     resources:
         gpu=GPU_PER_JOB,
     params:
-        device=DEVICE,
+        device=RUN_ARGS,
     shell:
         f"{PYTHON} extract-features --synset {{input.synset:q}} --teacher {{input.teacher:q}} --data {{input.data:q}} "
-        "--device {params.device} --out {output:q} > {log:q} 2>&1"
+        "{params.device} --out {output:q} > {log:q} 2>&1"

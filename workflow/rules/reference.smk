@@ -17,7 +17,7 @@ rule train_full:
         gpu=GPU_PER_JOB,
     params:
         settings=lambda w: as_json(elf_config.full_settings(config, w.dataset, w.arch)),
-        device=DEVICE,
+        device=TRAIN_RUN_ARGS,
     shell:
-        f"{PYTHON} train-full --data {{input.data:q}} --settings {{params.settings:q}} --device {{params.device}} "
+        f"{PYTHON} train-full --data {{input.data:q}} --settings {{params.settings:q}} {{params.device}} "
         "--out {output:q} > {log:q} 2>&1"

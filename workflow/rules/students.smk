@@ -19,7 +19,7 @@ rule train_student:
     params:
         settings=lambda w: as_json(elf_config.student_settings(config, w.evaluation, w.arch, student_identity(w))),
         features=student_teacher_args,
-        device=DEVICE,
+        device=TRAIN_RUN_ARGS,
     shell:
         f"{PYTHON} train-student --data {{input.data:q}} --synset {{input.synset:q}} {{params.features}} "
-        "--settings {params.settings:q} --device {params.device} --out {output:q} > {log:q} 2>&1"
+        "--settings {params.settings:q} {params.device} --out {output:q} > {log:q} 2>&1"

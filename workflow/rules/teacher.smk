@@ -18,7 +18,7 @@ rule train_teacher:
         gpu=GPU_PER_JOB,
     params:
         settings=lambda w: as_json(elf_config.teacher_settings(config, w.teacher)),
-        device=DEVICE,
+        device=TRAIN_RUN_ARGS,
     shell:
-        f"{PYTHON} train-teacher --data {{input.data:q}} --settings {{params.settings:q}} --device {{params.device}} "
+        f"{PYTHON} train-teacher --data {{input.data:q}} --settings {{params.settings:q}} {{params.device}} "
         "--out-model {output.model:q} --out-history {output.history:q} > {log:q} 2>&1"
