@@ -43,27 +43,38 @@ dry-run: setup
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) -n
 
 # tests/test_slurm.py starts a private SLURM cluster; as root with apt-get this installs Debian's
-# packages when missing, elsewhere it does nothing and that test module is skipped with the reason.
+# packages when missing (a failed install fails `make test`, and so does a test that finds SLURM
+# missing there); elsewhere it cannot install, does nothing, and that test module is skipped with the reason.
 slurm-deps:
 	@bash tests/slurm/install_slurm.sh
 
 # tests/test_report_browser.py opens the HTML report in headless Chromium; as root with apt-get this
-# installs Debian's chromium when missing, elsewhere it does nothing and that test is skipped.
+# installs Debian's chromium when missing (the test fails there without it), elsewhere it does nothing
+# and that test is skipped. tests/conftest.py (can_install_test_dependencies) makes the same decision.
 browser-deps:
 	@if ! command -v chromium >/dev/null; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			echo "installing Chromium for tests/test_report_browser.py (apt-get install chromium)"; \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 		else \
-			echo "note: chromium missing; as root: apt-get install chromium (tests/test_report_browser.py is skipped until then)"; \
+			echo "note: chromium missing and not installable here (not root or no apt-get); tests/test_report_browser.py is skipped"; \
 		fi; \
 	fi
 
 # Two pytest workers (TEST_WORKERS=0: one process); each test module runs on one worker, so its
-# module-scoped fixtures (a SLURM cluster, a finished study) are built once.
+# module-scoped fixtures (a SLURM cluster, a finished study) are built once. Then the numerically
+# sensitive tests (marker float_path) run again on other CPU kernel paths: ATen's default (no SIMD
+# dispatch) with oneDNN limited to SSE4.1, and AVX2, so that a result that holds on one CPU's float
+# path only fails on any machine.
 TEST_WORKERS ?= 2
+FLOAT_PATHS ?= default:SSE41 avx2:AVX2
 test: setup slurm-deps browser-deps
 	$(BIN)/python -m pytest -q -rs $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
+	@for path in $(FLOAT_PATHS); do \
+		echo "float_path tests with ATEN_CPU_CAPABILITY=$${path%%:*} ONEDNN_MAX_CPU_ISA=$${path##*:}"; \
+		ATEN_CPU_CAPABILITY=$${path%%:*} ONEDNN_MAX_CPU_ISA=$${path##*:} $(BIN)/python -m pytest -q -rs -m float_path \
+			$(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) || exit 1; \
+	done
 
 lint: setup
 	$(BIN)/ruff check elf_pipeline tests

@@ -1,6 +1,7 @@
 """The official feature CE against its softmax-normalised variant on a real batch: how strongly
 each pulls the student's front compared with the task loss."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -25,6 +26,7 @@ def _ratio(name, model, images, labels, teacher_features) -> float:
     return _front_gradient_norm(model, front) / _front_gradient_norm(model, task)
 
 
+@pytest.mark.float_path
 def test_official_ce_pulls_the_front_far_harder_than_its_softmax_variant(train_split, trained_teacher):
     images, labels, info = train_split  # 50 real digits images
     teacher, _ = load_model(trained_teacher[0], "cpu")

@@ -83,6 +83,7 @@ def _kl_and_agreement(student, teacher, images, temperature) -> tuple[float, flo
     return float(kl), float((s.argmax(1) == t.argmax(1)).float().mean())
 
 
+@pytest.mark.float_path
 def test_kd_moves_the_students_predictions_towards_the_teachers(digits_h5, synset_h5, trained_teacher, tmp_path,
                                                                  student_spy):
     """The same student trained with and without the KD term: with it, its predictions on the test

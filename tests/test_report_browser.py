@@ -10,7 +10,8 @@ entry is clicked (``app.setView({content: "img", ...})``). The test takes screen
   the first and be absent in the second, and the two must differ where the figure lies.
 
 Chromium is Debian's ``chromium`` (``make browser-deps`` installs it as root); without it the test
-is skipped with that reason.
+fails where it could have been installed (root with apt-get) and is skipped, with the reason, elsewhere
+(``conftest.can_install_test_dependencies``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import missing_dependency
 from PIL import Image
 
 ACCURACY = "results/report/figures/digits/accuracy.png"
@@ -40,9 +42,16 @@ def blank_png() -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(CHROMIUM is None, reason="needs chromium on PATH (make browser-deps installs it as "
-                                 "root: apt-get install chromium)")]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session", autouse=True)
+def chromium() -> str:
+    """Chromium, or a failure where `make test` installs it (root with apt-get; conftest decides).
+    Session-scoped so that it is settled before the (session-scoped) smoke study is built."""
+    if CHROMIUM is None:
+        missing_dependency("needs chromium on PATH (make browser-deps installs it as root: apt-get install chromium)")
+    return CHROMIUM
 
 
 @pytest.fixture(scope="module")

@@ -70,6 +70,7 @@ def test_student_test_split_is_in_the_synthetic_sets_space(sets, digits_h5):
     assert used is None and torch.equal(images, raw)
 
 
+@pytest.mark.float_path
 def test_students_of_a_whitened_set_are_judged_in_its_space(sets, digits_h5, tmp_path):
     """The student stage's accuracy on a whitened set is the consistent one: the same training
     tested on raw pixels, the inconsistency this guards against, scores lower."""

@@ -16,7 +16,7 @@ done
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
-    echo "note: SLURM commands missing (${missing[*]}); as root: apt-get install ${PACKAGES[*]} (tests/test_slurm.py is skipped until then)"
+    echo "note: SLURM commands missing (${missing[*]}) and not installable here (not root or no apt-get: apt-get install ${PACKAGES[*]}); tests/test_slurm.py is skipped"
     exit 0
 fi
 echo "installing SLURM for tests/test_slurm.py (apt-get install ${PACKAGES[*]})"
