@@ -35,7 +35,8 @@ def bench_result(digits_h5, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     status = main(["bench", "--data", str(digits_h5), "--work", str(out.parent), "--archs", "convnet-w8",
                    "--seeds", "0", "1", "--ipc", "2", "--epochs", "1", "--test-limit", "64", "--eval-batch-size", "32",
-                   "--teacher-arch", "convnet-w16", "--device", "cpu", "--vectorize", "true", "--amp", "--out", str(out)])
+                   "--teacher-arch", "convnet-w16", "--device", "cpu", "--vectorize", "true", "--precisions", "fp32", "bf16",
+                   "--compile", "false", "--out", str(out)])
     assert status == 0
     return json.loads(out.read_text())
 
@@ -43,8 +44,10 @@ def bench_result(digits_h5, tmp_path_factory):
 def test_bench_writes_json_with_the_required_fields(bench_result):
     result = bench_result
     rows = result["rows"]
-    assert [(r["arch"], r["variant"]) for r in rows] == [("convnet-w8", "official_loop"), ("convnet-w8", "pipeline")]
-    assert rows[0]["trainer"] == "loop" and rows[1]["trainer"] == "vectorized" and rows[1]["amp"] is True
+    assert [(r["arch"], r["variant"]) for r in rows] == [("convnet-w8", "official_loop"), ("convnet-w8", "pipeline_fp32"),
+                                                         ("convnet-w8", "pipeline_bf16")]
+    assert rows[0]["trainer"] == "loop" and rows[1]["trainer"] == rows[2]["trainer"] == "vectorized"
+    assert (rows[1]["precision"], rows[2]["precision"]) == ("fp32", "bf16") and not rows[2]["compiled"]
     for row in rows:
         for name in ROW_FIELDS:
             assert name in row, name
@@ -54,24 +57,31 @@ def test_bench_writes_json_with_the_required_fields(bench_result):
         assert row["train_images_per_s"] > 0 and row["test_gflops"] > 0 and 0 < row["test_peak_fraction"]
         assert all(0 <= acc <= 1 for acc in row["test_acc"]) and len(row["test_acc"]) == 2
         assert row["peak_rss_mb"] > 10 and row["device_peak_memory_mb"] is None
-    [comparison] = result["comparisons"]
+    comparison, bf16_vs_official, bf16_vs_fp32 = result["comparisons"]
+    assert (bf16_vs_official["baseline"], bf16_vs_official["variant"]) == ("official_loop", "pipeline_bf16")
+    assert (bf16_vs_fp32["baseline"], bf16_vs_fp32["variant"]) == ("pipeline_fp32", "pipeline_bf16")
+    assert bf16_vs_fp32["speedup"] == pytest.approx(rows[1]["total_seconds"] / rows[2]["total_seconds"])
     assert comparison["arch"] == "convnet-w8"
     assert comparison["speedup"] == pytest.approx(rows[0]["total_seconds"] / rows[1]["total_seconds"])
     difference = rows[1]["test_acc_mean"] - rows[0]["test_acc_mean"]
     assert comparison["acc_difference"] == pytest.approx(difference)
     assert comparison["acc_within_noise"] == (abs(difference) <= 2 * comparison["acc_standard_error"] + 1e-12)
-    peak = result["peak_gflops"]
-    assert peak["dtype"] == "bfloat16" and peak["peak"] >= max(peak["before"]["peak"], peak["after"]["peak"]) > 0
+    peaks = result["peak_gflops"]
+    assert {name: peak["dtype"] for name, peak in peaks.items()} == {"bf16": "bfloat16", "fp32": "float32"}
+    for peak in peaks.values():
+        assert peak["peak"] >= max(peak["before"]["peak"], peak["after"]["peak"]) > 0
+    assert rows[2]["train_peak_fraction"] == pytest.approx(rows[2]["train_gflops"] / peaks["bf16"]["peak"])
     assert result["flops"]["convnet-w8"]["train_per_image"] > result["flops"]["convnet-w8"]["test_per_image"] > 0
     protocol = result["protocol"]
     assert protocol["train"]["epochs"] == 1 and protocol["evaluation"]["loss_mode"] == "front_rear_task"
     assert protocol["num_synthetic"] == 20 and protocol["num_test"] == 64 and protocol["teacher_arch"] == "convnet-w16"
     machine = result["machine"]
-    assert machine["device"] == "cpu" and machine["torch_threads"] >= 1
+    assert machine["device"] == "cpu" and machine["torch_threads"] >= 1 and machine["cpu_model"]
+    assert machine["cpu_capability"] and isinstance(machine["native_bf16"], bool) and "cpu_flags" in machine
     assert len(machine["loadavg_before"]) == 3 and len(machine["loadavg_after"]) == 3
     assert result["command"].startswith("elf-pipeline bench --device cpu --archs convnet-w8")
     table = format_table(result)
-    assert "| convnet-w8 | pipeline" in table and "pipeline / official" in table and "load average" in table
+    assert "| convnet-w8 | pipeline_bf16" in table and "pipeline_bf16 / pipeline_fp32" in table and "load average" in table
 
 
 def test_make_targets_parse_into_the_bench_command():
@@ -82,12 +92,14 @@ def test_make_targets_parse_into_the_bench_command():
         return build_parser().parse_args(words[words.index("elf_pipeline") + 1:])
 
     gpu = command("bench-gpu")
-    assert gpu.device == "cuda" and gpu.vectorize == "true" and gpu.amp and not gpu.compile and gpu.test_limit == 0
-    assert command("bench-gpu", "BENCH_GPU_OPTIONS=--vectorize true --amp --compile").compile
+    assert gpu.device == "cuda" and gpu.vectorize == "true" and gpu.precisions == ["bf16"] and gpu.compile == "false"
+    assert gpu.test_limit == 0
+    assert command("bench-gpu", "BENCH_GPU_OPTIONS=--vectorize true --precisions bf16 --compile true").compile == "true"
     assert gpu.archs == ["convnet", "resnet18"] and gpu.seeds == [0, 1, 2, 3, 4] and gpu.ipc == 10
     assert gpu.out.startswith("results/bench/")
     cpu = command("bench", "BENCH_EPOCHS=7")
-    assert cpu.device == "cpu" and cpu.epochs == 7 and not cpu.amp and not cpu.compile and cpu.vectorize == "auto"
+    assert cpu.device == "cpu" and cpu.epochs == 7 and cpu.precisions == ["fp32", "auto"] and cpu.compile == "auto"
+    assert cpu.vectorize == "auto"
     assert cpu.contend == 0 and cpu.threads is None
     contended = command("bench", "BENCH_CONTEND=2", "BENCH_THREADS=1")
     assert contended.contend == 2 and contended.threads == 1 and contended.stage == "bench"

@@ -109,7 +109,7 @@ def test_amp_runs_the_vectorized_step_in_bfloat16_on_cpu():
     images, labels, test_images, test_labels, target = _data()
     config = TrainConfig.from_dict({"epochs": 2, "batch_size": 16, "dsa": True, "eval_batch_size": 16})
     amp = fit_students("convnet-w8", ELF, config, images, labels, test_images, test_labels, [0, 1], CLASSES,
-                       target=target, vectorize="true", amp=True)
+                       target=target, vectorize="true", precision="bf16")
     assert amp.trainer == "vectorized"
     for a, b in zip(fit.seeds, amp.seeds, strict=True):
         assert b.history[0] == pytest.approx(a.history[0], rel=0.05)  # bfloat16: close, not equal
