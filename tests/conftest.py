@@ -246,8 +246,7 @@ def assert_accuracy_of(accuracy: float, model: torch.nn.Module, images: torch.Te
 
 class StudentSpy:
     """Records the students that the student stage tests (a deep copy of each model, in eval mode,
-    when ``elf.evaluate`` is called on it with the test images), without changing what runs.  Needs
-    the per-seed trainer (train block ``vectorize_seeds: false``)."""
+    when ``elf.evaluate`` or ``elf.evaluate_vectorized`` tests it), without changing what runs."""
 
     def __init__(self, monkeypatch) -> None:
         import copy
@@ -263,6 +262,14 @@ class StudentSpy:
             return accuracy
 
         monkeypatch.setattr(elf, "evaluate", recording)
+        vectorized = elf.evaluate_vectorized
+
+        def recording_all(models, images, labels, *args, **kwargs):
+            accuracies = vectorized(models, images, labels, *args, **kwargs)
+            self.models.extend(copy.deepcopy(model).eval() for model in models)
+            return accuracies
+
+        monkeypatch.setattr(elf, "evaluate_vectorized", recording_all)
 
     def take(self) -> list[torch.nn.Module]:
         """The students recorded since the last call (test and validation passes both record)."""

@@ -7,6 +7,7 @@ import torch
 from conftest import TEACHER_ARCH
 
 from elf_pipeline.artifacts.checkpoint import load_model
+from elf_pipeline.artifacts.data import load_split
 from elf_pipeline.artifacts.features import load_features
 from elf_pipeline.artifacts.synset import read_synset
 from elf_pipeline.augment import DSAConfig, dsa
@@ -80,10 +81,18 @@ def _train(digits_h5, synset_h5, out, evaluation, dsa_block, features=None, teac
                           {"evaluation": "elf"}, device="cpu", teacher_model=teacher_model)
 
 
-def test_students_with_online_targets_record_the_protocol(digits_h5, synset_h5, features_h5, teacher_pt, tmp_path):
+def _probabilities(models, digits_h5) -> torch.Tensor:
+    images, _, _ = load_split(digits_h5, "test")
+    with torch.no_grad():
+        return torch.stack([torch.softmax(model.eval()(images), dim=1) for model in models])
+
+
+def test_students_with_online_targets_record_the_protocol(digits_h5, synset_h5, features_h5, teacher_pt, tmp_path,
+                                                          student_spy):
     online = _train(digits_h5, synset_h5, tmp_path / "online.parquet", {**ELF, "teacher_targets": "online"}, False,
                     teacher_model=teacher_pt)
     cached = _train(digits_h5, synset_h5, tmp_path / "cached.parquet", ELF, False, features=features_h5)
+    online_student, cached_student = _probabilities(student_spy.take(), digits_h5)
     row, reference = online.iloc[0], cached.iloc[0]
     assert row["teacher_targets"] == "online" and reference["teacher_targets"] == "cached"
     assert row["teacher_arch"] == TEACHER_ARCH and row["teacher_layer"] == "block3"
@@ -91,11 +100,14 @@ def test_students_with_online_targets_record_the_protocol(digits_h5, synset_h5, 
     assert pd.isna(row["features_sha256"]) and row["teacher_sha256"] == sha256_file(teacher_pt)
     assert row["teacher_test_acc"] == pytest.approx(reference["teacher_test_acc"])
     # without augmentation the targets agree, so the two runs train alike
-    assert row["test_acc"] == pytest.approx(reference["test_acc"], abs=0.02)
+    # (measured: identical test probabilities)
+    assert torch.allclose(online_student, cached_student, atol=1e-3)
     assert pd.read_parquet(tmp_path / "online.parquet")["teacher_targets"].tolist() == ["online"]
 
 
-def test_online_targets_under_augmentation_and_vectorised_seeds(digits_h5, synset_h5, teacher_pt, tmp_path):
+@pytest.mark.float_path
+def test_online_targets_under_augmentation_and_vectorised_seeds(digits_h5, synset_h5, teacher_pt, tmp_path,
+                                                               student_spy):
     loop = _train(digits_h5, synset_h5, tmp_path / "loop.parquet", {**ELF, "teacher_targets": "online"}, True,
                   teacher_model=teacher_pt, seeds=(0, 1), vectorize_seeds=False)
     vectorised = _train(digits_h5, synset_h5, tmp_path / "vmap.parquet", {**ELF, "teacher_targets": "online"}, True,
@@ -103,7 +115,9 @@ def test_online_targets_under_augmentation_and_vectorised_seeds(digits_h5, synse
     assert set(vectorised["trainer"]) == {"vectorized"} and set(loop["trainer"]) == {"loop"}
     # the test split has 359 images: every accuracy is a count of correct images over it
     assert all(abs(acc * 359 - round(acc * 359)) < 1e-6 for acc in vectorised["test_acc"])
-    assert vectorised["test_acc"].tolist() == pytest.approx(loop["test_acc"].tolist(), abs=0.03)
+    loop_students, vectorised_students = _probabilities(student_spy.take(), digits_h5).split(2)
+    # the same students from either trainer, up to float rounding (measured: probabilities within 5e-8)
+    assert torch.allclose(vectorised_students, loop_students, atol=1e-3)
 
 
 def test_online_without_a_checkpoint_or_with_a_bad_setting_fails_clearly(digits_h5, synset_h5, tmp_path):
