@@ -40,6 +40,7 @@ import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from elf_pipeline.artifacts.data import load_split, normalize, read_info
@@ -50,7 +51,7 @@ from elf_pipeline.errors import DataSourceError, InputError
 from elf_pipeline.io import write_json
 from elf_pipeline.models import build
 from elf_pipeline.official_loop import SeedOutcome, official_loop, synchronize
-from elf_pipeline.precision import Numerics, cpu_protocol, native_bf16
+from elf_pipeline.precision import Numerics, autocast, cpu_protocol, native_bf16
 from elf_pipeline.training import Timer, TrainConfig, build_seeded, resolve_device
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class BenchSettings:
     cuda_graphs: str = "auto"
     seed: int = 0  # picks the synthetic images and initialises the teacher
     contend: int = 0  # > 0: run everything again beside this many one-thread training jobs
+    norms: bool = False  # also time the instance-norm options (measure_norms)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -163,6 +165,64 @@ def measure_peak(device: torch.device, dtype: torch.dtype = torch.float32, repea
     }
     result["peak"] = max(result.values())
     return result
+
+
+class FusedInstanceNorm(nn.Module):
+    """Instance norm with affine parameters as one ``var_mean`` reduction per map: the same maths as
+    ``GroupNorm(C, C)`` (biased variance, eps inside the root), a candidate kernel path for the
+    benchmark of the small ops."""
+
+    def __init__(self, channels: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        var, mean = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=0)
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+NORM_OPTIONS = {
+    "GroupNorm(C, C)": lambda c: nn.GroupNorm(c, c),
+    "InstanceNorm2d(affine)": lambda c: nn.InstanceNorm2d(c, affine=True),
+    "var_mean formulation": FusedInstanceNorm,
+}
+
+
+def measure_norms(device: torch.device, precisions: list[str], batch: int = 100, channels: int = 128, size: int = 32,
+                  repeats: int = 3) -> list[dict]:
+    """Milliseconds of one ConvNet block's small ops (instance norm, ReLU, 2x2 average pooling; forward
+    and backward) at its first block's shape, for every norm option, memory format and precision,
+    eager and through ``torch.compile``. The options compute the same maths (``max_abs_difference``
+    against GroupNorm)."""
+    rows = []
+    x0 = torch.randn(batch, channels, size, size, device=device)
+    for name, make in NORM_OPTIONS.items():
+        for layout in (torch.contiguous_format, torch.channels_last):
+            for numerics in precisions:
+                for compiled in (False, True):
+                    norm = make(channels).to(device)
+                    block = nn.Sequential(norm, nn.ReLU(), nn.AvgPool2d(2))
+                    run = torch.compile(block) if compiled else block
+                    x = x0.contiguous(memory_format=layout).requires_grad_(True)
+
+                    def step(run=run, x=x, numerics=numerics):
+                        with autocast(device, numerics):
+                            out = run(x)
+                        out.float().sum().backward()
+                        return out
+
+                    with torch.enable_grad():
+                        seconds = _best_seconds(step, device, repeats)
+                        with torch.no_grad():
+                            reference = nn.GroupNorm(channels, channels).to(device)
+                            reference.load_state_dict(norm.state_dict())
+                            difference = float((norm(x0) - reference(x0)).abs().max())
+                    rows.append({"norm": name, "layout": "channels_last" if layout == torch.channels_last else "contiguous",
+                                 "precision": numerics, "compiled": compiled, "ms": 1e3 * seconds,
+                                 "max_abs_difference": difference})
+    return rows
 
 
 def count_flops(arch: str, spec: Evaluation, target: torch.Tensor | None, images: torch.Tensor, labels: torch.Tensor,
@@ -369,6 +429,7 @@ def run_bench(settings: BenchSettings, data: str | os.PathLike | None, out: str 
                     "busy_before": warning is not None},
         "peak_gflops": peaks,
         "flops": flops_by_arch, "rows": rows, "comparisons": comparisons, "notes": notes, "contended": contended,
+        "norms": measure_norms(device, [v.precision for v in variants]) if settings.norms else None,
     }
     write_json(out, result)
     return result
@@ -415,5 +476,13 @@ def format_table(result: dict) -> str:
                       f"{contended['loadavg_start']}, at end {contended['loadavg_end']}):",
                   _rows_table(contended["rows"]), ""]
         lines += _comparison_lines(contended["comparisons"], "contended")
+    if result.get("norms"):
+        from tabulate import tabulate
+
+        lines += ["", "instance norm + ReLU + average pooling, forward and backward (one ConvNet block's small ops):",
+                  tabulate([[r["norm"], r["layout"], r["precision"], "compiled" if r["compiled"] else "eager",
+                             f"{r['ms']:.1f}", f"{r['max_abs_difference']:.1e}"] for r in result["norms"]],
+                           headers=["norm", "layout", "precision", "mode", "ms", "max |diff| vs GroupNorm"],
+                           tablefmt="github", disable_numparse=True)]
     lines += [f"note: {note}" for note in result["notes"] if note.startswith("machine busy")]
     return "\n".join(lines).lstrip("\n")

@@ -149,12 +149,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
                              test_limit=args.test_limit or None, eval_batch_size=args.eval_batch_size,
                              teacher_arch=args.teacher_arch, loss_mode=args.loss_mode, dsa=not args.no_dsa,
                              device=args.device, vectorize=args.vectorize, precisions=args.precisions, compile=args.compile,
-                             cuda_graphs=args.cuda_graphs, contend=args.contend)
+                             cuda_graphs=args.cuda_graphs, contend=args.contend, norms=args.norms)
     command = (f"elf-pipeline bench --device {args.device} --archs {' '.join(args.archs)} "
                f"--seeds {' '.join(map(str, args.seeds))} --ipc {args.ipc} --epochs {args.epochs} "
                f"--test-limit {args.test_limit} --vectorize {args.vectorize} --cuda-graphs {args.cuda_graphs} "
                f"--precisions {' '.join(args.precisions)} --compile {args.compile}" + " --no-dsa" * args.no_dsa
-               + (f" --contend {args.contend}" if args.contend else ""))
+               + (f" --contend {args.contend}" if args.contend else "") + " --norms" * args.norms)
     result = run_bench(settings, args.data, args.out, args.work, args.root, command=command)
     print(format_table(result))
     print(f"written to {args.out}")
@@ -250,6 +250,9 @@ ARGUMENTS: dict[str, tuple[str, list[tuple[tuple[str, ...], dict]]]] = {
         (("--contend",), {"type": int, "default": 0, "metavar": "JOBS",
                           "help": "after the idle run, run it again beside JOBS one-thread training jobs "
                                   "(e.g. the core count): speed on shared cores"}),
+        (("--norms",), {"action": "store_true",
+                        "help": "also time the instance-norm options (GroupNorm, InstanceNorm2d, a var_mean "
+                                "formulation; contiguous and channels-last; eager and compiled)"}),
         (("--out",), {"default": "results/bench/bench.json"})]),
 }
 
