@@ -36,7 +36,8 @@ def dm_run(train_split):
 def test_dm_loss_decreases_on_average(dm_run):
     losses = np.array(dm_run.history["loss"])
     assert len(losses) == 20 and np.isfinite(losses).all()
-    assert losses[-7:].mean() < losses[:7].mean()
+    # measured: the last seven average 0.63 of the first seven (distillation seeds 0-2: 0.57 to 0.63)
+    assert losses[-7:].mean() < 0.85 * losses[:7].mean()
 
 
 def test_dm_shapes_and_class_major_labels(dm_run):
