@@ -61,9 +61,11 @@ def test_smoke_outputs(study: Path) -> None:
                    "train_epochs", "train_lr", "loss_mode", "feature_loss", "adapter", "teacher_test_acc", "config_hash"):
         assert column in runs.columns, column
     # every row is a real test: a count of correct images over the 359 of the digits test split, and
-    # the students learned something (10 classes: chance is 10 %)
+    # the students learned something (10 classes: chance is 10 %).  Measured: mean test accuracy 0.60
+    # for convnet and 0.33 for resnet18, the lowest single run 0.198 (a resnet18 ELF student).
     assert all(abs(acc * 359 - round(acc * 359)) < 1e-6 for acc in runs["test_acc"])
-    assert runs.groupby("arch")["test_acc"].mean().min() > 0.12
+    assert runs.groupby("arch")["test_acc"].mean().min() > 0.2
+    assert runs["test_acc"].min() > 0.13
     assert set(runs["evaluation"]) == set(smoke["evaluations"])
     # resnet18's split output (512 ch) differs from the ConvNet teacher's (128 ch): adapters in use
     elf = runs[runs["evaluation"] == "elf"]
