@@ -404,7 +404,7 @@ def test_method_settings_match_the_functions_keyword_parameters(method):
 
     function = distill_dc if method == "dsa" else FUNCTIONS[method]
     parameters = inspect.signature(function).parameters
-    supplied = {"images", "labels", "num_classes", "ipc", "seed", "device", "resume", "experts", "data"}
+    supplied = {"images", "labels", "num_classes", "ipc", "seed", "device", "resume", "experts", "data", "precision"}
     assert method_keys(method) == set(parameters) - supplied
     for field in dataclasses.fields(SETTINGS[method]):
         assert field.default == parameters[field.name].default, (method, field.name)
