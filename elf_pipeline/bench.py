@@ -191,18 +191,22 @@ NORM_OPTIONS = {
 
 
 def measure_norms(device: torch.device, precisions: list[str], batch: int = 100, channels: int = 128, size: int = 32,
-                  repeats: int = 3) -> list[dict]:
+                  repeats: int = 3, modes: tuple[bool, ...] = (False, True)) -> list[dict]:
     """Milliseconds of one ConvNet block's small ops (instance norm, ReLU, 2x2 average pooling; forward
     and backward) at its first block's shape, for every norm option, memory format and precision,
-    eager and through ``torch.compile``. The options compute the same maths (``max_abs_difference``
-    against GroupNorm)."""
+    eager and through ``torch.compile`` (``modes``: compiled or not). The options compute the same maths
+    (``max_abs_difference`` against GroupNorm, in float32)."""
     rows = []
-    x0 = torch.randn(batch, channels, size, size, device=device)
+    generator = torch.Generator().manual_seed(0)
+    x0 = torch.randn(batch, channels, size, size, generator=generator).to(device)
     for name, make in NORM_OPTIONS.items():
         for layout in (torch.contiguous_format, torch.channels_last):
             for numerics in precisions:
-                for compiled in (False, True):
+                for compiled in modes:
                     norm = make(channels).to(device)
+                    with torch.no_grad():  # affine parameters away from (1, 0), so a wrong affine shows
+                        norm.weight.uniform_(0.5, 1.5, generator=generator)
+                        norm.bias.uniform_(-0.5, 0.5, generator=generator)
                     block = nn.Sequential(norm, nn.ReLU(), nn.AvgPool2d(2))
                     run = torch.compile(block) if compiled else block
                     x = x0.contiguous(memory_format=layout).requires_grad_(True)

@@ -12,6 +12,7 @@ from elf_pipeline.artifacts.data import load_split, read_info
 from elf_pipeline.bench import (
     count_flops,
     format_table,
+    measure_norms,
     measure_peak,
     random_real_synset,
     resolve_data,
@@ -166,3 +167,11 @@ def test_missing_fashion_mnist_files_fail_in_one_line_naming_the_folder(tmp_path
     with pytest.raises(DataSourceError, match=r"preparing fashion_mnist into .*: .*/absent: dataset folder not found"):
         resolve_data(None, tmp_path / "work", str(tmp_path / "absent"))
     assert not (tmp_path / "work" / "fashion_mnist" / "data.h5").exists()
+
+
+def test_the_norm_options_compute_group_norms_maths_and_are_timed():
+    rows = measure_norms(torch.device("cpu"), ["fp32", "bf16"], batch=4, channels=8, size=8, repeats=1, modes=(False,))
+    assert {(r["norm"], r["layout"], r["precision"]) for r in rows} == {
+        (norm, layout, precision) for norm in ("GroupNorm(C, C)", "InstanceNorm2d(affine)", "var_mean formulation")
+        for layout in ("contiguous", "channels_last") for precision in ("fp32", "bf16")}
+    assert all(r["ms"] > 0 and r["max_abs_difference"] < 1e-4 for r in rows)
