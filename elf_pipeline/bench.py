@@ -205,8 +205,8 @@ def measure_norms(device: torch.device, precisions: list[str], batch: int = 100,
                 for compiled in modes:
                     norm = make(channels).to(device)
                     with torch.no_grad():  # affine parameters away from (1, 0), so a wrong affine shows
-                        norm.weight.uniform_(0.5, 1.5, generator=generator)
-                        norm.bias.uniform_(-0.5, 0.5, generator=generator)
+                        norm.weight.copy_(torch.empty(channels).uniform_(0.5, 1.5, generator=generator))
+                        norm.bias.copy_(torch.empty(channels).uniform_(-0.5, 0.5, generator=generator))
                     block = nn.Sequential(norm, nn.ReLU(), nn.AvgPool2d(2))
                     run = torch.compile(block) if compiled else block
                     x = x0.contiguous(memory_format=layout).requires_grad_(True)
