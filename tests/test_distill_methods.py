@@ -83,9 +83,11 @@ def _slope_ratio(loss, point: list[torch.Tensor], grads: list[torch.Tensor], ste
 def test_image_gradient_is_the_matching_losss_slope(tiny, dsa) -> None:
     """What a DC/DSA image update relies on: the autograd gradient of the matching loss (through the
     network's parameter gradients) is its derivative, so a small step along it lowers the loss as the
-    gradient predicts.  Checked in float64, with steps small next to the loss's curvature: a fixed
-    step such as 1e-3 x gradient lies where the curvature has a say (for DSA the slope over a step of
-    length 1e-2 is 0.78 of the gradient's), so whether it lowers the loss is up to the kernels' rounding."""
+    gradient predicts.  The network runs in float64 (its cross-entropies in float32: class_match_loss
+    casts the logits), over steps small next to where the loss stops being smooth, yet large enough for
+    its change to dwarf float32 rounding.  A fixed step of 1e-3 x gradient (length 4.3e-3 here) lies
+    beyond a kink of the DSA loss: over a step of length 2e-3 along the gradient the loss already rises,
+    so whether that step lowers it is up to the kernels' rounding."""
     images, labels = tiny
     images = images.double()
     ipc, net = 2, _net().double()
@@ -99,10 +101,11 @@ def test_image_gradient_is_the_matching_losss_slope(tiny, dsa) -> None:
 
     (grad,) = torch.autograd.grad(loss(syn), syn)
     assert grad.abs().sum() > 0
-    # Measured (float64; |syn| is about 55): the ratio is 1 - 1e-5 over a step of 1e-4, 1 - 1e-7 over 1e-5.
-    for step in (1e-4, 1e-5):
+    # Measured (|syn| is about 55): the ratio is 1 within 2e-3 for steps from 1e-4 to 1e-3, for DC and
+    # DSA, on the default and SSE4.1 kernel paths; DSA's is -0.25 over 2e-3 (DC's still 0.9998 at 5e-3).
+    for step in (2e-4, 5e-4):
         ratio, change = _slope_ratio(loss, [syn], [grad], step)
-        assert change < 0 and ratio == pytest.approx(1, abs=1e-2), (step, ratio)
+        assert change < 0 and ratio == pytest.approx(1, abs=2e-2), (step, ratio)
 
 
 @pytest.mark.parametrize("method", [distill_dc, distill_dsa], ids=["dc", "dsa"])
@@ -160,8 +163,10 @@ def test_trajectory_loss_vanishes_on_the_expert_trajectory(tiny) -> None:
 def test_image_and_lr_gradients_are_the_trajectory_losss_slope(tiny) -> None:
     """What MTT's updates rely on: the gradients of the trajectory loss in the images and in the
     learned lr (through the unrolled, augmented student steps) are its derivatives, each a descent
-    direction.  In float64 and over small steps: the unrolled student crosses ReLU kinks, so the loss
-    is smooth only piecewise (over a step of 1e-3 along the image gradient it even rises)."""
+    direction.  Over small steps: the unrolled student crosses ReLU kinks, so the loss is smooth only
+    piecewise (a step of 1e-3 along the image gradient even raises it).  The network runs in float64;
+    the cross-entropy of each unrolled step is taken in float32 (trajectory_loss casts the logits), so
+    the steps are large enough for the loss's change to dwarf float32 rounding (about 1e-6 here)."""
     images, labels = tiny
     images = images.double()
     student = FlatStudent(_net().double())
@@ -177,12 +182,14 @@ def test_image_and_lr_gradients_are_the_trajectory_losss_slope(tiny) -> None:
 
     image_grad, lr_grad = torch.autograd.grad(loss(syn, lr), [syn, lr])
     assert image_grad.abs().sum() > 0 and lr_grad != 0
-    # Measured (float64): both ratios are 1 within 1e-5 over steps of 1e-5 and 1e-6.
-    for step in (1e-5, 1e-6):
+    # Measured: the image ratio is 1 within 2e-3 for steps from 5e-5 to 5e-4 (a kink lies between 5e-4
+    # and 1e-3); the lr ratio within 4e-4 for steps from 2e-6 to 2e-5 (a kink before 5e-5: 0.60 there).
+    for step in (5e-5, 1e-4):
         ratio, change = _slope_ratio(lambda x: loss(x, lr.detach()), [syn], [image_grad], step)
-        assert change < 0 and ratio == pytest.approx(1, abs=1e-2), ("images", step, ratio)
+        assert change < 0 and ratio == pytest.approx(1, abs=2e-2), ("images", step, ratio)
+    for step in (2e-6, 5e-6):
         ratio, change = _slope_ratio(lambda r: loss(syn.detach(), r), [lr], [lr_grad], step)
-        assert change < 0 and ratio == pytest.approx(1, abs=1e-2), ("lr", step, ratio)
+        assert change < 0 and ratio == pytest.approx(1, abs=2e-2), ("lr", step, ratio)
 
 
 @pytest.fixture(scope="module")

@@ -296,11 +296,11 @@ def test_evaluate_survives_out_of_memory_with_the_same_accuracy(monkeypatch):
     assert_accuracy_of(training.evaluate(model, images, labels, batch_size=40), model, images, labels)
     original, tried = training._evaluate, []
 
-    def limited(model, images, labels, batch_size):
+    def limited(model, images, labels, batch_size, *args):
         tried.append(batch_size)
         if batch_size > 10:
             raise torch.OutOfMemoryError("simulated")
-        return original(model, images, labels, batch_size)
+        return original(model, images, labels, batch_size, *args)
 
     monkeypatch.setattr(training, "_evaluate", limited)
     # four chunks of 10 instead of one of 40: other kernels, the same predictions up to near-ties
