@@ -161,7 +161,7 @@ def test_run_distill_dm_is_byte_identical_for_the_same_seed(digits_h5, tmp_path)
     assert arrays[0][0] == arrays[1][0]
     assert np.array_equal(arrays[0][1], arrays[1][1]) and len(arrays[0][1]) == DM_FAST["iterations"]
     assert arrays[0][0] != arrays[2][0]
-    assert arrays[0][2]["config"] == {"method": "dm", "ipc": 1, "seed": 0, **DM_FAST}
+    assert arrays[0][2]["config"] == {"method": "dm", "ipc": 1, "seed": 0, "precision": "fp32", **DM_FAST}
     assert arrays[2][2]["config"]["seed"] == 1
 
 
