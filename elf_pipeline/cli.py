@@ -78,8 +78,16 @@ def cmd_train_student(args: argparse.Namespace) -> None:
     s = args.settings
     frame = train_students(args.data, args.synset, args.features, s["arch"], s["evaluation"], s["train"], s["seeds"],
                            args.out, s["identity"], args.device, teacher_model=args.teacher_model, precision=args.precision,
-                           compile=args.compile)
+                           compile=args.compile, choice=args.choice, select_keys=s["select_keys"])
     print(frame[["arch", "evaluation", "seed", "test_acc", "train_seconds"]].to_string(index=False))
+
+
+def cmd_select_student(args: argparse.Namespace) -> None:
+    from elf_pipeline.select import select_student
+
+    s = args.settings
+    choice = select_student(args.inputs, args.out, s["candidates"], s["seeds"], s["evaluation"], s["identity"])
+    print(json.dumps({"chosen": choice["chosen"], "val_acc": [c["val_acc"] for c in choice["candidates"]]}))
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -87,7 +95,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     write_report(args.inputs, args.runs, args.summary, reference=args.full, reference_out=args.reference_out,
                  html_out=args.html, benchmarks=args.benchmarks, extra=args.extra, distill_archs=dict(args.distill_arch),
-                 ddranking_out=args.ddranking_out)
+                 ddranking_out=args.ddranking_out, selections=args.selections)
 
 
 def cmd_train_full(args: argparse.Namespace) -> None:
@@ -195,7 +203,11 @@ ARGUMENTS: dict[str, tuple[str, list[tuple[tuple[str, ...], dict]]]] = {
     "train-student": ("train and test one architecture under one evaluation", [
         DATA, (("--synset",), REQUIRED), (("--features",), {"default": None}),
         (("--teacher-model",), {"default": None, "help": "teacher checkpoint (evaluations with teacher_targets: online)"}),
+        (("--choice",), {"default": None, "help": "choice.json of select-student (settings select_keys take its values)"}),
         DEVICE, PRECISION, COMPILE, OUT]),
+    "select-student": ("candidate results -> choice.json: the values with the best validation accuracy", [
+        (("inputs",), {"nargs": "+", "help": "one result file per candidate, in the order of the settings' candidates"}),
+        OUT]),
     "report": ("student Parquet files -> runs.parquet + summary.md (+ reference.parquet, summary.html)", [
         (("--runs",), REQUIRED), (("--summary",), REQUIRED),
         (("inputs",), {"nargs": "+", "help": "student result files"}),
@@ -205,6 +217,7 @@ ARGUMENTS: dict[str, tuple[str, list[tuple[tuple[str, ...], dict]]]] = {
         (("--ddranking-out",), {"default": None, "help": "write DD-Ranking's HLR / IOR / LRS per set here (Parquet)"}),
         (("--benchmarks",), {"nargs": "*", "default": [], "help": "Snakemake benchmark TSVs (missing ones are skipped)"}),
         (("--extra",), {"nargs": "*", "default": [], "help": "optional Parquet tables appended to the summary"}),
+        (("--selections",), {"nargs": "*", "default": [], "help": "choice.json files of students.select (Selection table)"}),
         DISTILL_ARCH]),
     "train-full": ("train an architecture on the real training set (the full-data reference)", [
         DATA, DEVICE, PRECISION, COMPILE, OUT]),

@@ -84,6 +84,77 @@ def student_train_config(config: dict, evaluation: str | None, arch: str | None 
     return merged(merged(config["students"]["train"], by_arch), own)
 
 
+# Training keys ``students.select`` may choose, in the order candidates enumerate them (the grid's
+# first key varies slowest); its other keys say how candidates are trained.
+SELECT_KEYS = ("lr", "momentum", "weight_decay", "epochs")
+
+
+def select_config(config: dict) -> dict | None:
+    """``students.select``: the candidate values per training key and the ``seeds`` candidates train
+    with (default [0]); None where the study selects nothing."""
+    block = config["students"].get("select")
+    if not block or not any(block.get(key) for key in SELECT_KEYS):
+        return None
+    return {"seeds": [0], **block}
+
+
+def select_keys(config: dict) -> list[str]:
+    block = select_config(config) or {}
+    return [key for key in SELECT_KEYS if block.get(key)]
+
+
+def select_candidates(config: dict) -> list[dict]:
+    """Every candidate of ``students.select``, in config order (the grid over its keys, the first
+    key varying slowest): ties between candidates go to the first of this list."""
+    block = select_config(config)
+    if block is None:
+        return []
+    candidates = [{}]
+    for key in select_keys(config):
+        candidates = [{**candidate, key: value} for candidate in candidates for value in block[key]]
+    return candidates
+
+
+def candidate_name(values: dict) -> str:
+    """A candidate's name in result paths, e.g. ``lr0.005`` or ``lr0.01-epochs50``."""
+    return "-".join(f"{key}{value}" for key, value in values.items())
+
+
+def select_evaluation(config: dict) -> str:
+    """The evaluation candidates train under: ``students.select.evaluation``, else ``baseline``, else
+    the first evaluation without a teacher (ELF is never tuned apart from its baseline)."""
+    block = select_config(config) or {}
+    if block.get("evaluation"):
+        return block["evaluation"]
+    if "baseline" in config["evaluations"]:
+        return "baseline"
+    plain = [name for name in config["evaluations"] if not uses_teacher(config, name)]
+    return plain[0] if plain else next(iter(config["evaluations"]))
+
+
+def selected_arch(config: dict, arch: str) -> bool:
+    """Whether ``arch``'s students train at a selected value: a study with ``students.select`` whose
+    ``students.train_by_arch.<arch>`` sets none of the selected keys (an explicit override wins)."""
+    keys = select_keys(config)
+    return bool(keys) and not set(keys) & set(train_by_arch(config).get(arch) or {})
+
+
+def select_jobs(config: dict) -> list[dict[str, Any]]:
+    """Every (dataset, method, ipc, arch) whose students train at a selected value."""
+    cells = {(job["dataset"], job["method"], job["ipc"], job["arch"]): None for job in student_jobs(config)
+             if selected_arch(config, job["arch"])}
+    return [dict(zip(("dataset", "method", "ipc", "arch"), cell, strict=True)) for cell in cells]
+
+
+def applied_select_keys(config: dict, evaluation: str, arch: str) -> list[str]:
+    """The selected keys a student of ``evaluation`` takes from its choice: all of them, except
+    those the evaluation's own ``train`` block sets (it wins, as it does over train_by_arch)."""
+    if not selected_arch(config, arch):
+        return []
+    own = config["evaluations"][evaluation].get("train") or {}
+    return [key for key in select_keys(config) if key not in own]
+
+
 def uses_teacher(config: dict, evaluation: str) -> bool:
     """The evaluation has a teacher: ELF's terms (a loss mode other than task), logit distillation
     (``lambda_kd`` > 0) or relabelling (``relabel: teacher``)."""
@@ -304,10 +375,33 @@ def teacher_settings(config: dict, teacher: str) -> dict:
 
 
 def student_settings(config: dict, evaluation: str, arch: str, identity: dict) -> dict:
+    """train-student: the resolved block; with ``students.select``, also the keys the job takes from
+    its choice file (which then decides their values, not the config)."""
+    block = {"arch": arch, "evaluation": evaluation_config(config, evaluation, arch),
+             "train": student_train_config(config, evaluation, arch), "seeds": list(config["students"]["seeds"]),
+             "identity": identity}
+    if keys := applied_select_keys(config, evaluation, arch):
+        block["train"] = {key: value for key, value in block["train"].items() if key not in keys}
+        block["select_keys"] = keys
+    return parse_stage_settings("train-student", block)
+
+
+def candidate_settings(config: dict, arch: str, candidate: str, identity: dict) -> dict:
+    """train-student for one candidate of ``students.select``: the selection evaluation's resolved
+    block with the candidate's values on top, trained with the select seeds."""
+    values = {candidate_name(c): c for c in select_candidates(config)}[candidate]
+    evaluation = select_evaluation(config)
     return parse_stage_settings("train-student", {
         "arch": arch, "evaluation": evaluation_config(config, evaluation, arch),
-        "train": student_train_config(config, evaluation, arch), "seeds": list(config["students"]["seeds"]),
-        "identity": identity})
+        "train": merged(student_train_config(config, evaluation, arch), values),
+        "seeds": list(select_config(config)["seeds"]), "identity": {**identity, "candidate": candidate}})
+
+
+def selection_settings(config: dict, identity: dict) -> dict:
+    """select-student: the candidates (in config order) and the cell they are chosen for."""
+    return parse_stage_settings("select-student", {
+        "candidates": select_candidates(config), "seeds": list(select_config(config)["seeds"]),
+        "evaluation": select_evaluation(config), "identity": identity})
 
 
 def full_settings(config: dict, dataset: str, arch: str) -> dict:

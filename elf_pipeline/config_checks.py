@@ -20,6 +20,10 @@ from elf_pipeline.config import (
     is_teacher_pool,
     method_config,
     reference_config,
+    select_candidates,
+    select_config,
+    select_evaluation,
+    select_keys,
     student_archs,
     student_jobs,
     student_train_config,
@@ -281,6 +285,45 @@ def _check_students(config: dict) -> None:
             _fail(f"students.train_by_arch.{arch}", f"not a student architecture of this study ({', '.join(archs)})")
         _check_schedule(f"students.train_by_arch.{arch}", student_train_config(config, None, arch))
     _check_student_evaluations(config)
+    _check_select(config)
+
+
+def _check_select(config: dict) -> None:
+    """``students.select`` chooses on validation accuracy: every dataset needs a validation split (the
+    test set is never a fallback); candidates train under a plain evaluation (the baseline)."""
+    block = config["students"].get("select")
+    if block and select_config(config) is None:
+        _fail("students.select", "names no candidates (give a list of lr, momentum, weight_decay or epochs)")
+    if select_config(config) is None:
+        return
+    for name, data in config["datasets"].items():
+        if not data.get("val_size"):
+            _fail("students.select", f"chooses on validation accuracy, but datasets.{name} has no validation split "
+                                     "(set datasets.<name>.val_size; choices are never made on the test set)")
+    evaluation = select_evaluation(config)
+    if evaluation not in config["evaluations"]:
+        _fail("students.select.evaluation", f"unknown evaluation {evaluation!r} (configured: {', '.join(config['evaluations'])})")
+    if uses_teacher(config, evaluation):
+        _fail("students.select.evaluation", f"{evaluation!r} uses a teacher: candidates train the baseline, a plain "
+                                            "evaluation (loss_mode task), so ELF is never tuned apart from it")
+    own = config["evaluations"][evaluation].get("train") or {}
+    for key in select_keys(config):
+        if key in own:
+            _fail(f"students.select.{key}", f"evaluations.{evaluation}.train sets {key} itself, so the baseline "
+                                            "could not train at the chosen value")
+    for arch in student_archs(config):
+        for candidate in select_candidates(config):
+            train = {**student_train_config(config, evaluation, arch), **candidate}
+            _check_schedule("students.select", train, f"for {arch} at candidate {candidate}")
+
+
+def select_notes(config: dict) -> list[str]:
+    """One line per architecture whose explicit ``students.train_by_arch`` override of a selected key
+    leaves it unselected (the override wins)."""
+    keys = set(select_keys(config))
+    return [f"students.train_by_arch.{arch} sets {', '.join(sorted(keys & set(block or {})))}: {arch} trains at "
+            "that explicit value and is not selected (students.select)"
+            for arch, block in train_by_arch(config).items() if keys & set(block or {})]
 
 
 def _check_reference(config: dict) -> None:
@@ -333,6 +376,8 @@ def check_config(config: dict) -> None:
     _check_studies(config)
     for line in adapter_warnings(config):
         print(f"warning: {line}", file=sys.stderr)
+    for line in select_notes(config):
+        print(f"note: {line}", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- imported sets: the releasing code's constants

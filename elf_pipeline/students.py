@@ -18,6 +18,7 @@ import torch
 
 from elf_pipeline import __version__
 from elf_pipeline.artifacts.checkpoint import load_model
+from elf_pipeline.artifacts.choice import apply_choice, read_choice, selection_columns
 from elf_pipeline.artifacts.data import DatasetInfo, has_split, load_split
 from elf_pipeline.artifacts.features import TeacherFeatures, load_features
 from elf_pipeline.artifacts.synset import read_synset, synset_learned_lr, synset_protocol, synset_zca_eps
@@ -64,12 +65,21 @@ def student_val_split(data: str | os.PathLike, whitening: ZCA | None) -> tuple[t
 def train_students(data: str | os.PathLike, synset: str | os.PathLike, features: str | os.PathLike | None,
                    arch: str, evaluation: dict, train_config: dict, seeds: list[int], out: str | os.PathLike,
                    identity: dict, device: str = "auto", teacher_model: str | os.PathLike | None = None,
-                   precision: str = "auto", compile: str = "auto") -> pd.DataFrame:
+                   precision: str = "auto", compile: str = "auto", choice: str | os.PathLike | None = None,
+                   select_keys: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
     """Train ``arch`` once per seed and write one Parquet row per run to ``out``.
 
     ``teacher_model``: the teacher checkpoint, needed (instead of ``features``) for
-    ``teacher_targets: online``. ``precision`` and ``compile``: ``elf_pipeline.precision``."""
+    ``teacher_targets: online``. ``precision`` and ``compile``: ``elf_pipeline.precision``.
+    ``choice``: the ``choice.json`` of ``students.select``, whose chosen values of ``select_keys``
+    replace those of ``train_config`` (rows then record ``selected``)."""
     torch_device = resolve_device(device)
+    selection = None
+    if select_keys:
+        if choice is None:
+            raise InputError(f"settings select {', '.join(select_keys)} from a choice file, but none was given (--choice)")
+        selection = read_choice(choice)
+        train_config = apply_choice(train_config, selection, list(select_keys))
     numerics = Numerics.resolve(precision, compile, torch_device)
     spec = Evaluation(**evaluation)
     train_config, lr_source = _resolve_lr(train_config, synset)
@@ -111,7 +121,7 @@ def train_students(data: str | os.PathLike, synset: str | os.PathLike, features:
                  result.train_seconds)
         rows.append({**identity, "arch": arch, "seed": seed, "test_acc": accuracy, "val_acc": result.val_acc,
                      "test_images": len(test_labels), "val_images": len(val[1]) if val is not None else 0,
-                     "lr_source": lr_source, "train_seconds": result.train_seconds,
+                     "lr_source": lr_source, **selection_columns(selection), "train_seconds": result.train_seconds,
                      "test_seconds": result.test_seconds, "trainer": fit.trainer, "cuda_graph": fit.cuda_graph,
                      "peak_memory_mb": fit.peak_memory_mb,
                      "device_peak_memory_mb": fit.device_peak_memory_mb,

@@ -35,10 +35,10 @@ def test_summary_tables_render_expected_markdown():
     tables = summary_tables(_runs())
     assert [title for title, _ in tables] == ["digits · random · IPC 1", "digits · random · IPC 10"]
     expected_ipc1 = "\n".join([
-        "| arch     | baseline   | elf          | Δ elf   |",
-        "|----------|------------|--------------|---------|",
-        "| convnet  | 55.0 ± 7.1 | 75.0 ± 7.1   | +20.0   |",
-        "| resnet18 | 30.0 ± 0.0 | 45.0 ± 7.1 ᵃ | +15.0   |",
+        "| arch     | baseline   | elf          | Δ elf                        |",
+        "|----------|------------|--------------|------------------------------|",
+        "| convnet  | 55.0 ± 7.1 | 75.0 ± 7.1   | +20.0 ± 0.0 [+20.0, +20.0]   |",
+        "| resnet18 | 30.0 ± 0.0 | 45.0 ± 7.1 ᵃ | +15.0 ± 7.1 [-48.5, +78.5] ~ |",
     ])
     expected_ipc10 = "\n".join([
         "| arch    | baseline   | elf   |",
@@ -54,7 +54,8 @@ def test_summary_tables_delta_is_evaluation_minus_baseline():
     runs.loc[(runs["arch"] == "convnet") & (runs["evaluation"] == "elf"), "test_acc"] = [0.45, 0.55]
     markdown = summary_tables(runs)[0][1]
     convnet_row = next(line for line in markdown.splitlines() if line.startswith("| convnet"))
-    assert [cell.strip() for cell in convnet_row.strip("|").split("|")] == ["convnet", "55.0 ± 7.1", "50.0 ± 7.1", "-5.0"]
+    assert [cell.strip() for cell in convnet_row.strip("|").split("|")] == ["convnet", "55.0 ± 7.1", "50.0 ± 7.1",
+                                                                                   "-5.0 ± 0.0 [-5.0, -5.0]"]
 
 
 def test_protocol_line_names_where_the_training_differs():

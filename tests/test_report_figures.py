@@ -158,10 +158,10 @@ EXPECTED_PAPER_TABLE = """\
 | dm                             | 60.0 ± 0.0 → 65.0 ± 1.4 (+5.0) | 40.0 ± 0.0 → 50.0 ± 0.0 (+10.0) |"""
 
 EXPECTED_GAP_TABLE = """\
-| method                         | evaluation   | same-arch   | resnet18   |
-|--------------------------------|--------------|-------------|------------|
-| random real subset (reference) | elf          | convnet     | 42%        |
-| dm                             | elf          | convnet     | 50%        |"""
+| method                         | evaluation   | same-arch   | resnet18       |
+|--------------------------------|--------------|-------------|----------------|
+| random real subset (reference) | elf          | convnet     | 42% [-92, 176] |
+| dm                             | elf          | convnet     | 50% [50, 50]   |"""
 
 
 def test_paper_table_layout() -> None:

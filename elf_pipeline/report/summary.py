@@ -9,10 +9,11 @@ from collections.abc import Iterable
 import pandas as pd
 
 from elf_pipeline import ddranking
+from elf_pipeline.artifacts.choice import read_choice
 from elf_pipeline.artifacts.tables import write_parquet, write_text
 from elf_pipeline.report.benchmarks import read_benchmarks, stage_table
 from elf_pipeline.report.document import Document, Table
-from elf_pipeline.report.numbers import baseline_evaluation
+from elf_pipeline.report.numbers import NOISE_MARK, baseline_evaluation
 from elf_pipeline.report.schema import KEYS, collect, collect_reference
 from elf_pipeline.report.tables import (
     detail_tables,
@@ -20,12 +21,14 @@ from elf_pipeline.report.tables import (
     gap_tables,
     paper_tables,
     reference_notes,
+    selection_table,
     teacher_lines,
 )
 
 
 def build_document(runs: pd.DataFrame, reference: pd.DataFrame | None = None, benchmarks: pd.DataFrame | None = None,
-                   extra: Iterable[Table] = (), distill_archs: dict[str, str] | None = None) -> Document:
+                   extra: Iterable[Table] = (), distill_archs: dict[str, str] | None = None,
+                   choices: list[dict] | None = None) -> Document:
     seeds = runs.groupby(KEYS)["seed"].nunique()
     baseline = baseline_evaluation(runs)
     doc = Document("ELF study summary")
@@ -34,7 +37,10 @@ def build_document(runs: pd.DataFrame, reference: pd.DataFrame | None = None, be
     tested = f"on {sizes[0]:,} real test images" if len(sizes) == 1 else "on the real test set"
     doc.paragraph(f"Test accuracy (%) {tested}, mean ± std over {seed_range} seeds. "
                   f"Cells read `{baseline or 'baseline'} → evaluation (Δ)`, Δ in points; "
-                  "ᵃ = a learned adapter bridged student and teacher feature shapes.")
+                  "ᵃ = a learned adapter bridged student and teacher feature shapes. "
+                  "In the per-set tables Δ reads `mean ± std [95 % interval]` of the paired difference over seeds "
+                  f"(the same seed with and without the evaluation); {NOISE_MARK} = the interval includes 0: not "
+                  "distinguishable from seed noise.")
     teachers = teacher_lines(runs)
     if teachers:
         doc.paragraph("Teachers:")
@@ -45,6 +51,10 @@ def build_document(runs: pd.DataFrame, reference: pd.DataFrame | None = None, be
         doc.bullets(reference_notes(runs, reference, dataset))
         for table in [t for d, t in papers if d == dataset] + [t for d, t in gaps if d == dataset]:
             doc.table(table)
+    selection = selection_table(choices or [])
+    if selection is not None:
+        doc.heading("Selection", 2)
+        doc.table(selection)
     _ddranking_section(doc, ddranking.scores(runs, reference, baseline or "baseline"))
     doc.heading("Every evaluation per synthetic set", 2)
     for table in detail_tables(runs, baseline or "baseline"):
@@ -109,12 +119,14 @@ def write_report(inputs: list[str | os.PathLike], runs_out: str | os.PathLike, s
                  reference: Iterable[str | os.PathLike] = (), reference_out: str | os.PathLike | None = None,
                  html_out: str | os.PathLike | None = None, benchmarks: Iterable[str | os.PathLike] = (),
                  extra: Iterable[str | os.PathLike] = (), distill_archs: dict[str, str] | None = None,
-                 ddranking_out: str | os.PathLike | None = None) -> pd.DataFrame:
+                 ddranking_out: str | os.PathLike | None = None,
+                 selections: Iterable[str | os.PathLike] = ()) -> pd.DataFrame:
     runs = collect(inputs)
+    choices = [read_choice(path) for path in selections]
     full = collect_reference(reference)
     if ddranking_out is not None:
         write_parquet(ddranking.scores(runs, full, baseline_evaluation(runs) or "baseline"), ddranking_out)
-    doc = build_document(runs, full, read_benchmarks(benchmarks), extra_tables(extra), distill_archs)
+    doc = build_document(runs, full, read_benchmarks(benchmarks), extra_tables(extra), distill_archs, choices)
     write_parquet(runs, runs_out)
     if reference_out is not None:
         write_parquet(full, reference_out)

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from elf_pipeline.artifacts.choice import choice_table
 from elf_pipeline.artifacts.tables import read_table
 from elf_pipeline.report.document import Table
 from elf_pipeline.report.numbers import (
@@ -18,11 +19,13 @@ from elf_pipeline.report.numbers import (
     RANDOM_METHOD,
     arch_order,
     baseline_evaluation,
+    delta_cell,
     gap_closed,
     mean_std,
     ordered,
+    paired_deltas,
 )
-from elf_pipeline.report.schema import empty_table
+from elf_pipeline.report.schema import KEYS, empty_table
 
 
 def summary_tables(runs: pd.DataFrame, baseline: str = "baseline") -> list[tuple[str, str]]:
@@ -35,6 +38,7 @@ def detail_tables(runs: pd.DataFrame, baseline: str = "baseline") -> list[Table]
     evaluations = ordered(runs["evaluation"])
     others = [e for e in evaluations if e != baseline]
     archs = ordered(runs["arch"])
+    deltas = paired_deltas(runs, baseline).set_index(KEYS) if baseline in evaluations else None
     for (dataset, method, ipc), group in runs.groupby(["dataset", "method", "ipc"], sort=True):
         rows = []
         for arch in archs:
@@ -49,7 +53,9 @@ def detail_tables(runs: pd.DataFrame, baseline: str = "baseline") -> list[Table]
                 values = cell[cell["evaluation"] == name]["test_acc"]
                 row[name] = mean_std(values) if len(values) else MISSING
                 if len(values) and len(base):
-                    row[f"Δ {name}"] = f"{(values.mean() - base.mean()) * 100:+.1f}"
+                    key = (dataset, method, ipc, arch, name)
+                    row[f"Δ {name}"] = (delta_cell(deltas.loc[key]) if deltas is not None and key in deltas.index
+                                        else f"{(values.mean() - base.mean()) * 100:+.1f}")
                 adapted = cell[cell["evaluation"] == name]["adapter"]
                 if len(adapted) and bool(adapted.any()):
                     row[name] += " ᵃ"
@@ -147,16 +153,41 @@ def gap_tables(runs: pd.DataFrame, distill_archs: dict[str, str] | None = None,
         for (method, evaluation), cells in group.groupby(["method", "evaluation"], sort=False):
             row = {"method": _method_label(method), "evaluation": evaluation, "same-arch": cells["same_arch"].iloc[0]}
             for arch in archs:
-                value = cells.loc[cells["arch"] == arch, "gap_closed"]
-                row[arch] = f"{value.iloc[0] * 100:.0f}%" if len(value) and np.isfinite(value.iloc[0]) else MISSING
+                found = cells[cells["arch"] == arch]
+                row[arch] = _gap_cell(found.iloc[0]) if len(found) else MISSING
             rows.append(row)
         note = ("Gap closed = (evaluation − baseline) / (same-arch baseline − baseline) per architecture on the same "
                 "synthetic set, where same-arch is the distillation architecture trained on it under baseline; "
-                f"{MISSING} where undefined (no gap above {GAP_EPS * 100:.1f} points, or a missing cell).")
+                f"{MISSING} where undefined (no gap above {GAP_EPS * 100:.1f} points, or a missing cell). "
+                "[low, high]: the 95 % t-interval of the paired Δ over seeds divided by the gap (the gap's own "
+                "spread left out), shown with two seeds or more.")
         out.append((dataset, Table(f"Gap closed · IPC {ipc}", pd.DataFrame(rows), note)))
     return out
 
 
+
+
+def _gap_cell(gap: pd.Series) -> str:
+    """``42% [10, 74]``: gap closed with its interval (percent), or the point alone, or undefined."""
+    if not np.isfinite(gap["gap_closed"]):
+        return MISSING
+    text = f"{gap['gap_closed'] * 100:.0f}%"
+    if np.isfinite(gap["gap_low"]) and np.isfinite(gap["gap_high"]):
+        text += f" [{gap['gap_low'] * 100:.0f}, {gap['gap_high'] * 100:.0f}]"
+    return text
+
+
+def selection_table(choices: list[dict]) -> Table | None:
+    """The Selection table: per dataset, synthetic set and architecture, every candidate of
+    ``students.select`` with its validation accuracy and the one chosen (None without choices)."""
+    if not choices:
+        return None
+    frame = choice_table(choices).sort_values(["dataset", "method", "ipc", "arch"], kind="stable")
+    evaluations = sorted({str(choice.get("evaluation")) for choice in choices})
+    note = (f"Chosen on the validation accuracy (%, mean over the seeds shown) of {', '.join(evaluations)} trained at "
+            "each candidate, the best kept (ties: the first in config order); every evaluation of that student "
+            "trains at it (rows: `selected`). The test set is never read.")
+    return Table("Selection", frame.reset_index(drop=True), note)
 
 
 def _format_value(value: object) -> str:

@@ -64,6 +64,7 @@ wildcard_constraints:
     teacher=_choices([*config["teachers"], *elf_config.distillation_teachers(config)]) or "(?!)",
     arch=_choices(elf_config.student_archs(config)),
     evaluation=_choices(config["evaluations"]),
+    candidate=_choices(elf_config.candidate_name(c) for c in elf_config.select_candidates(config)) or "(?!)",
 
 
 def stage_sources(command, exclude=()):
@@ -93,6 +94,7 @@ SOURCES = {
         "train_teacher": "train-teacher",
         "extract_features": "extract-features",
         "train_student": "train-student",
+        "select_student": "select-student",
         "report": "report",
         "train_full": "train-full",
         "figures": "plot-results",
@@ -149,6 +151,36 @@ def student_features(wildcards):
 def student_teacher_args(wildcards, input):
     flags = {".h5": "--features", ".pt": "--teacher-model"}
     return " ".join(f"{flags[Path(path).suffix]} {path}" for path in input.features)
+
+
+# --------------------------------------------------------------------------- students.select
+
+
+def select_identity(wildcards):
+    """The cell a choice is made for (dataset, method, IPC, architecture)."""
+    return {"dataset": wildcards.dataset, "method": wildcards.method, "ipc": int(wildcards.ipc), "arch": wildcards.arch}
+
+
+def select_folder(job):
+    return f"{RESULTS}/{job['dataset']}/select/{job['method']}/ipc{job['ipc']}/{job['arch']}"
+
+
+def candidate_files(wildcards):
+    """One baseline result per candidate of students.select, in config order (the choice's ties)."""
+    folder = select_folder(select_identity(wildcards))
+    return [f"{folder}/{elf_config.candidate_name(c)}.parquet" for c in elf_config.select_candidates(config)]
+
+
+def student_choice(wildcards):
+    """A student's choice.json where its values are selected (else nothing)."""
+    if not elf_config.applied_select_keys(config, wildcards.evaluation, wildcards.arch):
+        return []
+    return [f"{select_folder(select_identity(wildcards))}/choice.json"]
+
+
+def choice_files():
+    """Every choice.json of the study (the report's Selection table)."""
+    return [f"{select_folder(job)}/choice.json" for job in elf_config.select_jobs(config)]
 
 
 def student_identity(wildcards):

@@ -4,6 +4,7 @@ rule report:
         runs=student_parquets(),
         full=full_parquets(),
         extra=lambda w: EXTRA_REPORT_TABLES,
+        selections=choice_files(),
         schema=local_path(REPO / "workflow" / "schemas" / "runs.schema.yaml"),
         code=SOURCES["report"],
     output:
@@ -23,7 +24,7 @@ rule report:
     shell:
         f"{PYTHON} report --runs {{output.runs:q}} --summary {{output.summary:q}} --html {{output.html:q}} "
         "--reference-out {output.reference:q} --ddranking-out {output.ddranking:q} {input.runs:q} --full {input.full:q} --extra {input.extra:q} "
-        "--benchmarks {params.benchmarks:q} --distill-arch {params.distill_archs} > {log:q} 2>&1"
+        "--selections {input.selections:q} --benchmarks {params.benchmarks:q} --distill-arch {params.distill_archs} > {log:q} 2>&1"
 
 
 rule plot_results:
