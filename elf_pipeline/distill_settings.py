@@ -80,13 +80,15 @@ class MTTSettings:
 @dataclass(frozen=True)
 class ImportSettings:
     """A synthetic set distilled elsewhere: its file(s), the pixel space they are stored in, a learned
-    student lr and, for sets released in ZCA space, the whitening's eps."""
+    student lr and, for sets released in ZCA space, the whitening's eps; ``space_check`` (error, warn,
+    off): what a declared pixel space that the images' statistics rule out does."""
 
     path: str | None = None
     labels_path: str | None = None
     normalization: str | None = None
     lr_path: str | None = None
     zca: dict | None = None
+    space_check: str = "error"
 
 
 SETTINGS: dict[str, type] = {"random": RandomSettings, "dm": DMSettings, "dc": DCSettings, "dsa": DSASettings,

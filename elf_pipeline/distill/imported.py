@@ -39,9 +39,10 @@ import h5py
 import numpy as np
 import torch
 
-from elf_pipeline.artifacts.data import DatasetInfo, read_info
+from elf_pipeline.artifacts.data import DatasetInfo, normalize, read_info
 from elf_pipeline.artifacts.synset import SyntheticSet, check_soft_labels
 from elf_pipeline.datasets.catalog import RELEASE_STATS, release_stats
+from elf_pipeline.distill import pixel_space
 from elf_pipeline.io import ArtifactError, open_h5, sha256_file
 from elf_pipeline.vocab import IMPORT_NORMALIZATIONS
 from elf_pipeline.zca import DEFAULT_EPS
@@ -49,6 +50,8 @@ from elf_pipeline.zca import DEFAULT_EPS
 log = logging.getLogger(__name__)
 
 NORMALIZATIONS = IMPORT_NORMALIZATIONS
+SPACE_CHECKS = ("error", "warn", "off")  # space_check: what a declared pixel space the images rule out does
+SPECTRUM_IMAGES = 1000  # training images whose principal components the whitening check compares with
 IMAGE_KEYS = ("images", "image_syn", "images_syn", "x")
 LABEL_KEYS = ("labels", "label_syn", "labels_syn", "y")
 
@@ -158,8 +161,6 @@ def _to_dataset_space(images: np.ndarray, normalization: str, info: DatasetInfo,
     if normalization == "uint8":
         if low < 0 or high > 255:
             raise ImportedSetError(f"{path}: values span [{low:.3g}, {high:.3g}] but normalization: uint8 means 0..255")
-        if high <= 1.0:
-            log.warning("%s: declared uint8 but every value is <= 1; is it normalization: unit?", path)
         images = images / 255.0
     elif normalization == "unit":
         if low < -0.5 or high > 1.5:
@@ -209,6 +210,52 @@ def _release_constants(normalization: object, info: DatasetInfo, path: Path) -> 
     return stats
 
 
+def _declared_space(normalization: object, info: DatasetInfo, path: Path) -> pixel_space.Space:
+    channels = info.channels
+    if normalization in ("uint8", "unit", "dataset"):
+        return next(space for space in pixel_space.candidate_spaces(info.mean, info.std, {})
+                    if space.name == normalization)
+    mean, std = _release_constants(normalization, info, path)
+    if len(mean) != channels:
+        raise ImportedSetError(f"{path}: normalization {_label(normalization)} has {len(mean)} mean/std values but "
+                               f"the images have {channels} channels")
+    declare = (f"{{published: {normalization['published']}}}" if isinstance(normalization, dict) and "published" in normalization
+               else _label(normalization))
+    return pixel_space.Space(_label(normalization), declare, tuple(map(float, std)), tuple(map(float, mean)))
+
+
+def _training_spectrum(data: str | os.PathLike, info: DatasetInfo) -> pixel_space.Spectrum | None:
+    """Principal components of the first ``SPECTRUM_IMAGES`` normalised training images (None where
+    ``data.h5`` holds no training split)."""
+    with open_h5(data) as h5:
+        if "train/images" not in h5 or len(h5["train/images"]) < 2:
+            return None
+        sample = h5["train/images"][:SPECTRUM_IMAGES]
+    return pixel_space.spectrum(normalize(sample, info).numpy())
+
+
+def check_pixel_space(images: np.ndarray, normalization: object, zca: dict | None, info: DatasetInfo,
+                      data: str | os.PathLike, path: Path, mode: str = "error") -> dict:
+    """Compare the declared pixel space with the images' statistics (``pixel_space``): a declaration
+    they rule out raises (``mode: error``) or warns (``warn``); returns the attrs recorded in
+    ``synset.h5`` (``import_space_check``: ok, warning or off; the spaces the images fit)."""
+    if mode == "off":
+        return {"import_space_check": "off"}
+    declared = _declared_space(normalization, info, path)
+    spaces = pixel_space.candidate_spaces(info.mean, info.std, RELEASE_STATS.get(info.source, {}), declared)
+    detection = pixel_space.detect(images, info.mean, info.std, spaces, _training_spectrum(data, info))
+    verdict = pixel_space.judge(detection, declared, zca is not None, path)
+    if verdict.level == "error" and mode == "error":
+        raise ImportedSetError(verdict.message + " (or set space_check: warn)")
+    if verdict.level != "ok":
+        log.warning("%s", verdict.message)
+    else:
+        log.info("%s: pixel space %s fits the images (consistent: %s)", path, declared.name, ", ".join(verdict.consistent))
+    return {"import_space_check": "ok" if verdict.level == "ok" else "warning",
+            "import_space_note": verdict.message or "", "import_consistent_spaces": ", ".join(verdict.consistent),
+            "import_whitening_slope": float("nan") if detection.slope is None else detection.slope}
+
+
 def _learned_lr(path: Path) -> float:
     if not path.is_file():
         raise ImportedSetError(f"{path}: learned lr file not found")
@@ -223,19 +270,27 @@ def _learned_lr(path: Path) -> float:
 
 def import_synset(data: str | os.PathLike, ipc: int, path: str | os.PathLike | None = None,
                   labels_path: str | os.PathLike | None = None, normalization: str | None = None,
-                  lr_path: str | os.PathLike | None = None, zca: dict | None = None) -> SyntheticSet:
-    """Read, validate and convert an externally distilled set to the space of ``data.h5``."""
+                  lr_path: str | os.PathLike | None = None, zca: dict | None = None,
+                  space_check: str = "error") -> SyntheticSet:
+    """Read, validate and convert an externally distilled set to the space of ``data.h5``.
+
+    ``space_check``: ``error`` (default) fails on a declared pixel space the images' statistics rule
+    out, ``warn`` logs and records it, ``off`` skips the comparison."""
     if path is None:
         raise ImportedSetError("method import: no path configured (distillation.methods.import.path, per IPC via by_ipc)")
     if not _valid_normalization(normalization):
         raise ImportedSetError(f"method import: normalization must be one of {', '.join(NORMALIZATIONS)}, "
                                f"{{published: <code>}} or {{mean: [...], std: [...]}}, got {normalization!r}")
+    if space_check not in SPACE_CHECKS:
+        raise ImportedSetError(f"method import: space_check must be one of {', '.join(SPACE_CHECKS)}, got {space_check!r}")
     if zca is not None and normalization != "dataset":
         raise ImportedSetError(f"method import: a set in ZCA space (zca) holds whitened values; declare normalization: "
                                f"dataset, got {normalization!r}")
     info = read_info(data)
     path = Path(path)
     for file in (path, *([Path(labels_path)] if labels_path else [])):
+        if file.is_dir():
+            raise ImportedSetError(f"{file}: a folder, not a file; name the synthetic set file in it (e.g. images_best.pt)")
         if not file.is_file():
             raise ImportedSetError(f"{file}: imported synthetic set file not found")
     raw_images, raw_labels = _load_arrays(path)
@@ -271,10 +326,12 @@ def import_synset(data: str | os.PathLike, ipc: int, path: str | os.PathLike | N
         wrong = {int(c): int(counts[c]) for c in np.flatnonzero(counts != ipc)[:5]}
         raise ImportedSetError(f"{path}: expected {ipc} images per class (ipc {ipc}) for {info.num_classes} classes, "
                                f"got {len(labels)} images; classes with other counts (class: count): {wrong}")
+    checked = check_pixel_space(images, normalization, zca, info, data, path, space_check)
     if zca is None:
         images = _to_dataset_space(images, normalization, info, path)
     order = np.argsort(classes, kind="stable")  # class-major, like the other methods
-    extra = {"imported_from": str(path), "imported_sha256": sha256_file(path), "imported_normalization": _label(normalization)}
+    extra = {"imported_from": str(path), "imported_sha256": sha256_file(path), "imported_normalization": _label(normalization),
+             **checked}
     if zca is not None:
         extra["zca_eps"] = float(zca.get("eps", DEFAULT_EPS))
     if lr_path:
