@@ -25,6 +25,7 @@ include: "workflow/rules/students.smk"
 include: "workflow/rules/reference.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/study.smk"
+include: "workflow/rules/safekeeping.smk"
 
 
 rule all:

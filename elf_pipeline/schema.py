@@ -86,5 +86,16 @@ def validate_schema(config: dict, schema_path: str | Path = SCHEMA_PATH) -> None
         hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
         raise ConfigError(f"config key {key + '.' if key != '(top level)' else ''}{extra[0] if extra else '?'}: "
                           f"unknown key{hint}")
+    if isinstance(error.instance, str) and _number_text(error.instance):
+        raise ConfigError(f"config key {key}: {error.instance!r} is text, not a number (YAML reads an exponent without a "
+                          f"dot, like 1e-2, as a string); write {float(error.instance)!r}")
     message = error.message if len(error.message) < 200 else error.message[:200] + "..."
     raise ConfigError(f"config key {key}: {message}")
+
+
+def _number_text(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return text.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity")

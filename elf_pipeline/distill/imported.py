@@ -93,14 +93,40 @@ def _from_container(value: object, path: Path) -> tuple[object, object | None]:
     return value, None
 
 
+# What a file's first bytes say it is, for a file that is no torch file (a zip archive or a pickle).
+_SIGNATURES = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"\x89HDF", "an HDF5 file"),
+               (b"\x93NUMPY", "a NumPy .npy array"), (b"\x1f\x8b", "a gzip archive"), (b"PAR1", "a Parquet table"))
+
+
+def _not_torch(path: Path) -> str | None:
+    """What ``path`` holds instead of a torch file (None where it may be one)."""
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):
+        return None
+    for magic, kind in _SIGNATURES:
+        if head.startswith(magic):
+            return kind
+    if not head:
+        return "nothing (the file is empty)"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "unknown binary data"
+    return "JSON text" if text.lstrip()[:1] in ("{", "[") else "text"
+
+
 def _load_torch(path: Path) -> object:
+    kind = _not_torch(path)
+    if kind is not None:
+        raise ImportedSetError(f"{path}: not a torch file (torch.save writes a zip archive); it holds {kind}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         reason = str(err).strip().splitlines()[-1] if str(err).strip() else "unsupported content"
         raise ImportedSetError(f"{path}: refused: the file holds Python objects beyond tensors and plain containers, "
                                f"which weights_only loading does not run ({reason[:160]}); re-save the tensors alone") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError) as err:
         raise ImportedSetError(f"{path}: not a readable torch file ({err.__class__.__name__}: {str(err)[:160]})") from None
 
 

@@ -1,0 +1,43 @@
+# A failed run leaves the study as it was (elf_pipeline/safekeeping.py): before any job starts, the
+# existing outputs of the planned jobs are hard-linked aside with their metadata records; after a
+# failure every output that Snakemake deleted is linked back with its old record.
+from snakemake.persistence import MetadataRecord
+
+from elf_pipeline import safekeeping  # noqa: E402  (torch-free)
+
+KEEP_DIR = f"{RESULTS}/.kept"
+
+
+def _read_record(path):
+    record = workflow.persistence._read_record(path)
+    return None if record is None else dict(record.items())
+
+
+def _write_record(path, record):
+    persistence = workflow.persistence
+    persistence._clear_cache()
+    if record is None:
+        persistence._delete_record(path)
+    else:
+        persistence._write_record(path, MetadataRecord.model_validate(record))
+    persistence._unmark_incomplete(path)
+
+
+onstart:
+    safekeeping.put_aside(
+        (str(f) for job in workflow.dag.needrun_jobs() for f in job.output), KEEP_DIR, _read_record, _write_record
+    )
+
+
+onsuccess:
+    safekeeping.discard(KEEP_DIR)
+
+
+onerror:
+    restored = safekeeping.restore(KEEP_DIR, _write_record)
+    if restored:
+        print(
+            f"elf: the failed run's jobs left their previous outputs in place ({len(restored)} restored): "
+            + ", ".join(restored),
+            file=sys.stderr,
+        )
