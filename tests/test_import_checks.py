@@ -1,0 +1,175 @@
+"""Checks of an imported set beyond its shape: the declared pixel space against the images'
+statistics (``distill/pixel_space.py``), on small files written in each real release layout."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from test_import import released
+
+from elf_pipeline.artifacts.data import read_info
+from elf_pipeline.distill import pixel_space, run_distill
+from elf_pipeline.distill.imported import ImportedSetError, import_synset
+from elf_pipeline.io import open_h5
+from elf_pipeline.zca import fit_zca_to_data
+
+IPC, SIZE = 2, 16
+MNIST_DC = (0.1307, 0.3081)  # DC/DSA/DM's MNIST constants (datasets.catalog.RELEASE_STATS)
+NUMBER = r"-?[0-9.]+(?:e[-+]?[0-9]+)?"
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> Path:
+    """Every training image of scikit-learn's digits at 16 px (the whitening check compares with the
+    training split's principal components)."""
+    from elf_pipeline.data import prepare_data
+
+    out = tmp_path_factory.mktemp("checks") / "data.h5"
+    prepare_data(source="digits", out=out, image_size=SIZE, resize="interpolate")
+    return out
+
+
+@pytest.fixture(scope="module")
+def release() -> tuple[torch.Tensor, torch.Tensor]:
+    return released(IPC, SIZE, seed=3)
+
+
+def _normalised(images: torch.Tensor, data: Path, mean=None, std=None) -> torch.Tensor:
+    info = read_info(data)
+    mean = info.mean[0] if mean is None else mean
+    std = info.std[0] if std is None else std
+    return ((images.double() - float(mean)) / float(std)).float()
+
+
+def _mtt_layout(folder: Path, images: torch.Tensor, labels: torch.Tensor) -> dict:
+    """MTT/DATM: images_best.pt and labels_best.pt, bare tensors."""
+    torch.save(images, folder / "images_best.pt")
+    torch.save(labels, folder / "labels_best.pt")
+    return {"path": str(folder / "images_best.pt"), "labels_path": str(folder / "labels_best.pt")}
+
+
+def _error(data: Path, **block) -> str:
+    with pytest.raises(ImportedSetError) as error:
+        import_synset(data, IPC, **block)
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
+def test_a_uint8_set_declared_unit_names_uint8(digits, release, tmp_path):
+    images, labels = release
+    stored = (images * 255).round().to(torch.uint8)  # a set saved as 8-bit pixels
+    torch.save({"images": stored, "labels": labels}, tmp_path / "set.pt")
+    info = read_info(digits)
+    as_uint8 = stored.double() / 255
+    message = _error(digits, path=tmp_path / "set.pt", normalization="unit")
+    assert message == (
+        f"{tmp_path / 'set.pt'}: declared normalization: unit, ruled out by the images' statistics (values span [0, 255], "
+        f"far outside [0, 1] for normalization: unit); likely uint8 (as uint8: mean {float(as_uint8.mean()):.3g}, "
+        f"std {float(as_uint8.std(unbiased=False)):.3g}): declare normalization: uint8 (or set space_check: warn)")
+    assert float(info.mean[0]) == pytest.approx(float(as_uint8.mean()), abs=0.05)  # the likely space decodes to real pixels
+    synset = import_synset(digits, IPC, path=tmp_path / "set.pt", normalization="uint8")  # the right declaration passes
+    assert synset.extra_attrs["import_space_check"] == "ok"
+
+
+def test_a_unit_set_declared_uint8_is_no_longer_an_all_black_set(digits, release, tmp_path):
+    images, labels = release
+    torch.save({"images": images, "labels": labels}, tmp_path / "set.pt")
+    message = _error(digits, path=tmp_path / "set.pt", normalization="uint8")
+    pattern = (re.escape(f"{tmp_path / 'set.pt'}: declared normalization: uint8, ruled out by the images' statistics "
+                         "(as uint8: mean ") + f"{NUMBER}, std {NUMBER}; real images: {NUMBER}, {NUMBER}"
+               + re.escape("); likely unit (as unit: mean ") + f"{NUMBER}, std {NUMBER}"
+               + re.escape("): declare normalization: unit (or set space_check: warn)"))
+    assert re.fullmatch(pattern, message), message
+
+
+def test_a_zca_set_declared_without_zca_names_zca(digits, release, tmp_path):
+    images, labels = release
+    whitened = fit_zca_to_data(digits, 0.1).transform(_normalised(images, digits))  # MTT's CIFAR sets: ZCA after normalising
+    block = _mtt_layout(tmp_path, whitened, labels)
+    message = _error(digits, normalization="dataset", **block)
+    pattern = (re.escape(f"{tmp_path / 'images_best.pt'}: declared normalization: dataset without zca, but the images "
+                         "look ZCA-whitened (whitening slope ") + NUMBER + f"(?:, eps about {NUMBER})?"
+               + re.escape("; unwhitened images give about 1); likely dataset+zca: declare normalization: dataset and "
+                           "zca: {eps: <its eps, MTT's 0.1>} (or set space_check: warn)"))
+    assert re.fullmatch(pattern, message), message
+    slope = float(re.search(r"whitening slope (" + NUMBER + ")", message).group(1))
+    assert slope < pixel_space.WHITENED_SLOPE
+    synset = import_synset(digits, IPC, normalization="dataset", zca={"eps": 0.1}, **block)  # declared right: accepted
+    assert synset.extra_attrs["import_space_check"] == "ok" and synset.extra_attrs["zca_eps"] == 0.1
+
+
+def test_a_set_declared_zca_that_is_not_whitened_is_refused(digits, release, tmp_path):
+    images, labels = release
+    block = _mtt_layout(tmp_path, _normalised(images, digits), labels)
+    message = _error(digits, normalization="dataset", zca={"eps": 0.1}, **block)
+    pattern = (re.escape(f"{tmp_path / 'images_best.pt'}: declared ZCA-whitened (zca) but the images are not whitened "
+                         "(whitening slope ") + NUMBER
+               + re.escape(", whitened sets give about 0); likely dataset without zca: drop zca (or set space_check: warn)"))
+    assert re.fullmatch(pattern, message), message
+
+
+@pytest.fixture(scope="module")
+def mnist_like(digits, tmp_path_factory) -> Path:
+    """The digits data.h5 recorded as source mnist, so DC's published MNIST constants apply."""
+    out = tmp_path_factory.mktemp("mnist") / "data.h5"
+    shutil.copy(digits, out)
+    with h5py.File(out, "a") as h5:
+        h5.attrs["source"] = "mnist"
+    return out
+
+
+@pytest.mark.parametrize("method", ["random", "dm"])
+def test_a_dc_release_declared_right_raises_no_alarm(method, mnist_like, tmp_path):
+    """DC/DSA/DM's res.pt ({'data': [[image_syn, label_syn]], 'accs_all_exps': ...}) in DC's own
+    normalisation, from sets this pipeline distils, declared {published: dc}: accepted silently."""
+    synset = tmp_path / "synset.h5"
+    run_distill(mnist_like, synset, method, IPC, {"iterations": 5, "batch_real": 16} if method == "dm" else {},
+                seed=0, device="cpu")
+    info = read_info(mnist_like)
+    with open_h5(synset) as h5:
+        images, labels = torch.from_numpy(h5["images"][:]), torch.from_numpy(h5["labels"][:])
+    pixels = images.double() * float(info.std[0]) + float(info.mean[0])
+    stored = _normalised(pixels, mnist_like, *MNIST_DC)
+    torch.save({"data": [[stored, labels]], "accs_all_exps": {"ConvNet": [0.5]}}, tmp_path / "res.pt")
+    imported = import_synset(mnist_like, IPC, path=tmp_path / "res.pt", normalization={"published": "dc"})
+    assert imported.extra_attrs["import_space_check"] == "ok", imported.extra_attrs["import_space_note"]
+    assert "published:dc" in imported.extra_attrs["import_consistent_spaces"]
+    np.testing.assert_allclose(imported.images.numpy(), images.numpy(), atol=1e-4)
+
+
+def test_space_check_warn_records_and_off_skips(digits, release, tmp_path, caplog):
+    images, labels = release
+    torch.save({"images": images, "labels": labels}, tmp_path / "set.pt")
+    with caplog.at_level("WARNING"):
+        synset = import_synset(digits, IPC, path=tmp_path / "set.pt", normalization="uint8", space_check="warn")
+    assert synset.extra_attrs["import_space_check"] == "warning"
+    assert "declared normalization: uint8, ruled out" in synset.extra_attrs["import_space_note"]
+    assert any("likely unit" in record.getMessage() for record in caplog.records)
+    off = import_synset(digits, IPC, path=tmp_path / "set.pt", normalization="uint8", space_check="off")
+    assert off.extra_attrs == {**off.extra_attrs, "import_space_check": "off"}
+    with pytest.raises(ImportedSetError, match="space_check must be one of error, warn, off"):
+        import_synset(digits, IPC, path=tmp_path / "set.pt", normalization="unit", space_check="maybe")
+
+
+def test_detection_names_every_space_the_statistics_allow():
+    """The pure function on synthetic statistics: a CIFAR-100 set in MTT's space is consistent with
+    both codes' constants (they differ by less than the statistics resolve), never with unit or uint8."""
+    from elf_pipeline.datasets.catalog import RELEASE_STATS
+
+    rng = np.random.default_rng(0)
+    real_mean, real_std = np.array([0.507, 0.487, 0.441]), np.array([0.267, 0.256, 0.276])
+    pixels = np.clip(rng.normal(real_mean.reshape(1, 3, 1, 1), real_std.reshape(1, 3, 1, 1), (100, 3, 8, 8)), 0, 1)
+    mtt_mean, mtt_std = (np.array(v).reshape(1, 3, 1, 1) for v in RELEASE_STATS["cifar100"]["mtt"])
+    spaces = pixel_space.candidate_spaces(real_mean, real_std, RELEASE_STATS["cifar100"])
+    detection = pixel_space.detect((pixels - mtt_mean) / mtt_std, real_mean, real_std, spaces)
+    consistent = detection.consistent()
+    assert {"published:mtt", "published:dc", "dataset"} <= set(consistent)
+    assert "unit" not in consistent and "uint8" not in consistent
+    assert detection.slope is None and detection.whitening is None  # no spectrum given: not measured
