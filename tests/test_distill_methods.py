@@ -86,8 +86,9 @@ def test_image_gradient_is_the_matching_losss_slope(tiny, dsa) -> None:
     gradient predicts.  The network runs in float64 (its cross-entropies in float32: class_match_loss
     casts the logits), over steps small next to where the loss stops being smooth, yet large enough for
     its change to dwarf float32 rounding.  A fixed step of 1e-3 x gradient (length 4.3e-3 here) lies
-    beyond a kink of the DSA loss: over a step of length 2e-3 along the gradient the loss already rises,
-    so whether that step lowers it is up to the kernels' rounding."""
+    past a kink of the DSA loss (a step of length 2e-3 along the gradient raises it; one of 4.3e-3
+    lowers it here by a sixth of what the gradient predicts, and raises it on CPUs with other kernels),
+    so a fixed step tests the kernels' rounding, not the gradient."""
     images, labels = tiny
     images = images.double()
     ipc, net = 2, _net().double()
