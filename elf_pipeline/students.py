@@ -26,6 +26,7 @@ from elf_pipeline.elf import Evaluation, OnlineTeacher, fit_students
 from elf_pipeline.errors import InputError
 from elf_pipeline.io import atomic_path, config_hash, sha256_file
 from elf_pipeline.precision import Numerics
+from elf_pipeline.side_info import side_information
 from elf_pipeline.training import TrainConfig, resolve_device
 from elf_pipeline.vectorized import vectorize_setting
 from elf_pipeline.zca import ZCA, fit_zca_to_data
@@ -110,6 +111,11 @@ def train_students(data: str | os.PathLike, synset: str | os.PathLike, features:
                 **{k: v for k, v in vars(spec).items() if k not in ("teacher", "student_layer", "adapter")},
                 "adapter_form": spec.adapter}
     protocol["teacher_layer"] = teacher.layer if teacher and spec.uses_teacher else None
+    side = side_information(tuple(images.shape[1:]), len(labels), info.num_classes,
+                            soft_labels=distillation["label_kind"] in ("soft", "teacher"),
+                            feature_shape=tuple(teacher.values.shape[1:]) if spec.uses_teacher and online is None else None,
+                            teacher_param_bytes=_parameter_bytes(running.model) if running is not None and
+                            (online is not None or kd is not None) else None)
     fit = fit_students(arch, spec, config, images, labels, test_images, test_labels, seeds, info.num_classes,
                        target=target, online=online, vectorize=vectorize, desc=str(identity.get("evaluation")),
                        cuda_graphs=train_config.get("cuda_graphs", "auto"), val=val, kd=kd,
@@ -125,7 +131,7 @@ def train_students(data: str | os.PathLike, synset: str | os.PathLike, features:
                      "test_seconds": result.test_seconds, "trainer": fit.trainer, "cuda_graph": fit.cuda_graph,
                      "peak_memory_mb": fit.peak_memory_mb,
                      "device_peak_memory_mb": fit.device_peak_memory_mb,
-                     "num_synthetic": len(labels), "student_layer": result.student_layer,
+                     "num_synthetic": len(labels), **side, "student_layer": result.student_layer,
                      "student_feature_shape": "x".join(map(str, result.student_shape)),
                      "teacher_feature_shape": "x".join(map(str, teacher.values.shape[1:])) if teacher and spec.uses_teacher
                      else None,
@@ -169,6 +175,10 @@ def _teachers(spec: Evaluation, features, teacher_model, synset, images: torch.T
             raise InputError(f"evaluation {name!r} uses a teacher but no features file was given")
         teacher = load_features(features, spec.teacher_layer, synset, count)
     return teacher, running if spec.needs_checkpoint else None, kd, checkpoint_sha
+
+
+def _parameter_bytes(model: torch.nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
 def _resolve_lr(train_config: dict, synset: str | os.PathLike) -> tuple[dict, str]:

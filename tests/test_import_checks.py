@@ -9,6 +9,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from test_import import released
@@ -173,3 +174,71 @@ def test_detection_names_every_space_the_statistics_allow():
     assert {"published:mtt", "published:dc", "dataset"} <= set(consistent)
     assert "unit" not in consistent and "uint8" not in consistent
     assert detection.slope is None and detection.whitening is None  # no spectrum given: not measured
+
+
+# --------------------------------------------------------------------------- side information per image
+
+def test_side_information_counts_features_soft_labels_and_a_running_teacher():
+    from elf_pipeline.side_info import human_bytes, side_information
+
+    cifar = (3, 32, 32)
+    elf = side_information(cifar, 100, 10, soft_labels=False, feature_shape=(512, 4, 4), teacher_param_bytes=None)
+    assert elf == {"image_bytes": 3072, "side_info_bytes_per_image": 32768.0, "teacher_param_bytes": 0,
+                   "side_info": "features 512x4x4 float32"}
+    assert human_bytes(elf["image_bytes"]) == "3 KiB" and human_bytes(elf["side_info_bytes_per_image"]) == "32 KiB"
+    soft = side_information(cifar, 100, 10, soft_labels=True, feature_shape=None, teacher_param_bytes=None)
+    assert soft["side_info_bytes_per_image"] == 40.0 and soft["side_info"] == "soft labels 10 float32"
+    kd = side_information(cifar, 100, 10, soft_labels=False, feature_shape=None, teacher_param_bytes=4_000_000)
+    assert kd["side_info_bytes_per_image"] == 40_000.0 and kd["teacher_param_bytes"] == 4_000_000
+    plain = side_information(cifar, 100, 10, soft_labels=False, feature_shape=None, teacher_param_bytes=None)
+    assert plain["side_info_bytes_per_image"] == 0.0 and plain["side_info"] == "none"
+
+
+@pytest.mark.parametrize("evaluation, kind", [
+    ({"loss_mode": "task"}, "none"),
+    ({"loss_mode": "front_rear_task", "feature_loss": "ce"}, "features"),
+    ({"loss_mode": "task", "lambda_kd": 0.5, "kd_temperature": 2.0}, "teacher"),
+])
+def test_student_rows_give_side_information_and_training_time(evaluation, kind, digits_h5, synset_h5, features_h5,
+                                                               teacher_pt, tmp_path):
+    from elf_pipeline.students import train_students
+
+    identity = {"dataset": "digits", "method": "random", "ipc": 2, "teacher": "tiny", "evaluation": "e"}
+    frame = train_students(digits_h5, synset_h5, features_h5 if kind == "features" else None, "convnet-w4",
+                           {**evaluation, "teacher": "tiny"} if kind != "none" else evaluation,
+                           {"epochs": 1, "batch_size": 8, "eval_batch_size": 128, "dsa": False}, [0],
+                           tmp_path / "rows.parquet", identity, device="cpu",
+                           teacher_model=teacher_pt if kind == "teacher" else None)
+    row = frame.iloc[0]
+    assert row["image_bytes"] == 16 * 16 and row["train_seconds"] > 0
+    if kind == "none":
+        assert row["side_info_bytes_per_image"] == 0 and row["side_info"] == "none"
+    elif kind == "features":
+        shape = tuple(int(v) for v in row["teacher_feature_shape"].split("x"))
+        assert row["side_info_bytes_per_image"] == 4 * np.prod(shape) and row["side_info"].startswith("features ")
+    else:
+        assert row["teacher_param_bytes"] > 0
+        assert row["side_info_bytes_per_image"] == pytest.approx(row["teacher_param_bytes"] / row["num_synthetic"])
+
+
+def test_report_tables_show_side_information_and_the_import_check():
+    from elf_pipeline.report.imports import cost_tables, import_tables
+
+    base = {"dataset": "cifar10", "ipc": 10, "image_bytes": 3072, "train_seconds": 12.0, "seed": 0}
+    runs = pd.DataFrame([
+        {**base, "method": "import", "evaluation": "baseline", "arch": "convnet", "side_info_bytes_per_image": 0.0,
+         "side_info": "none", "import_space_check": "warning", "import_space_note": "x.pt: fits poorly"},
+        {**base, "method": "import", "evaluation": "elf", "arch": "resnet18", "side_info_bytes_per_image": 32768.0,
+         "side_info": "features 512x4x4 float32", "import_space_check": "warning", "import_space_note": "x.pt: fits poorly"},
+        {**base, "method": "import", "evaluation": "elf", "arch": "convnet", "side_info_bytes_per_image": 8192.0,
+         "side_info": "features 128x4x4 float32", "import_space_check": "warning", "import_space_note": "x.pt: fits poorly"},
+        {**base, "method": "dm", "evaluation": "elf", "arch": "convnet", "side_info_bytes_per_image": 8192.0,
+         "side_info": "features 128x4x4 float32", "import_space_check": None, "import_space_note": None},
+    ])
+    (cost,) = cost_tables(runs)
+    elf = cost.frame[(cost.frame["method"] == "import") & (cost.frame["evaluation"] == "elf")].iloc[0]
+    assert elf["side info / image"] == "8 KiB–32 KiB" and elf["image"] == "3 KiB" and elf["train s / student"] == "12.0"
+    (imported,) = import_tables(runs)
+    assert imported.frame.to_dict("records") == [{"dataset": "cifar10", "method": "import", "IPC": "10",
+                                                  "pixel space": "warning", "note": "x.pt: fits poorly"}]
+    assert cost_tables(runs.drop(columns=["side_info_bytes_per_image"])) == []
