@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 def teacher_from_expert(expert: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike,
-                        epoch: int | None = None, device: str = "auto", precision: str = "auto") -> dict:
+                        epoch: int | None = None, device: str = "auto", precision: str = "fp32") -> dict:
     """Write expert ``expert`` after ``epoch`` as a teacher checkpoint; returns its metadata."""
     info = read_expert_info(expert)
     if info.zca_eps:

@@ -23,7 +23,7 @@ from elf_pipeline.zca import fit_zca_to_data
 @torch.inference_mode()
 def extract_features(synset: str | os.PathLike, teacher: str | os.PathLike, out: str | os.PathLike,
                      device: str = "auto", batch_size: int = 256,
-                     data: str | os.PathLike | None = None, precision: str = "auto") -> dict[str, tuple[int, ...]]:
+                     data: str | os.PathLike | None = None, precision: str = "fp32") -> dict[str, tuple[int, ...]]:
     """Write ``teacher``'s output at every layer for every image of ``synset`` to ``out``.
 
     A ZCA-whitened synthetic set (``zca_eps`` attr) is mapped back to the pixel space the teacher

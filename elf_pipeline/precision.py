@@ -10,8 +10,11 @@
   with AMX or AVX512-BF16 (read from the CPU's flags at run time) — else ``fp32``. Elsewhere
   bfloat16 runs through emulation, many times slower than float32.
 
-The same seed on the same CPU gives the same numbers; a different CPU (or precision) may round
-differently, so each row carries ``precision`` and the CPU's model and flags (``cpu_protocol``).
+The CLI and the workflow default to ``auto`` (``compile: auto``); the stage functions, called from
+Python, default to ``fp32`` without compiling, so library calls and tests compute the same way on
+every CPU unless they ask otherwise. The same seed on the same CPU gives the same numbers; a
+different CPU (or precision) may round differently, so each row carries ``precision`` and the
+CPU's model and flags (``cpu_protocol``).
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ def peak_memory_mb() -> float:
 
 def train_full(data: str | os.PathLike, arch: str, train_config: dict, seeds: list[int], out: str | os.PathLike,
                identity: dict, train_limit: int | None = None, subset_seed: int = 0, device: str = "auto",
-               precision: str = "auto", compile: str = "auto") -> pd.DataFrame:
+               precision: str = "fp32", compile: str = "false") -> pd.DataFrame:
     """Train ``arch`` on the real training split once per seed; write one Parquet row per model.
 
     Every seed trains on the same images (the subset, when ``train_limit`` is set, is drawn with

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 def train_teacher(data: str | os.PathLike, out_model: str | os.PathLike, out_history: str | os.PathLike, arch: str,
                   train_config: dict, checkpoint_epoch: int | None = None, train_limit: int | None = None,
                   seed: int = 0, device: str = "auto", eval_every: int = 1, resume_every: float = 60.0,
-                  max_in_memory_gb: float | None = None, precision: str = "auto", compile: str = "auto") -> dict:
+                  max_in_memory_gb: float | None = None, precision: str = "fp32", compile: str = "false") -> dict:
     """Train ``arch`` on real data; save the weights after ``checkpoint_epoch`` (default: last).
 
     A training split larger than ``max_in_memory_gb`` (as uint8) is streamed from ``data.h5`` in

@@ -39,7 +39,7 @@ CONTEXT_KEYS = {method: set(_signature(method).parameters) & {"resume", "experts
 
 def run_distill(data: str | os.PathLike, out: str | os.PathLike, method: str, ipc: int, config: dict,
                 seed: int = 0, device: str = "auto", resume_every: float = 60.0,
-                experts: list[str | os.PathLike] | None = None, precision: str = "auto") -> SyntheticSet:
+                experts: list[str | os.PathLike] | None = None, precision: str = "fp32") -> SyntheticSet:
     """Distil ``ipc`` images per class from ``data.h5`` with ``method`` and write ``synset.h5``.
 
     ``experts``: the expert trajectory files MTT matches (ignored by the other methods).

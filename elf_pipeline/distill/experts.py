@@ -72,7 +72,7 @@ def flat_parameters(model: nn.Module) -> torch.Tensor:
 
 
 def train_expert(data: str | os.PathLike, out: str | os.PathLike, arch: str, index: int, config: dict,
-                 device: str = "auto", precision: str = "auto", compile: str = "auto") -> dict:
+                 device: str = "auto", precision: str = "fp32", compile: str = "false") -> dict:
     """Train expert ``index`` of ``arch`` on the real training set and write its trajectory."""
     settings = ExpertConfig(**config)
     seed = settings.seed + index
