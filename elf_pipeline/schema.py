@@ -87,8 +87,11 @@ def validate_schema(config: dict, schema_path: str | Path = SCHEMA_PATH) -> None
         raise ConfigError(f"config key {key + '.' if key != '(top level)' else ''}{extra[0] if extra else '?'}: "
                           f"unknown key{hint}")
     if isinstance(error.instance, str) and _number_text(error.instance):
-        raise ConfigError(f"config key {key}: {error.instance!r} is text, not a number (YAML reads an exponent without a "
-                          f"dot, like 1e-2, as a string); write {float(error.instance)!r}")
+        number = float(error.instance)
+        why = ("YAML reads an exponent without a dot, like 1e-2, as a string" if "e" in error.instance.lower()
+               else "it is quoted")
+        raise ConfigError(f"config key {key}: {error.instance!r} is text, not a number ({why}); write "
+                          f"{int(number) if number.is_integer() and 'e' not in error.instance.lower() else number!r}")
     message = error.message if len(error.message) < 200 else error.message[:200] + "..."
     raise ConfigError(f"config key {key}: {message}")
 

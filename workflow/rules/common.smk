@@ -12,11 +12,13 @@ REPO = Path(workflow.basedir).parent.parent if Path(workflow.basedir).name == "r
 sys.path.insert(0, str(REPO))
 
 from elf_pipeline import config as elf_config  # noqa: E402  (torch-free)
+from elf_pipeline import configfile as config_file  # noqa: E402  (torch-free)
 from elf_pipeline import distill_settings  # noqa: E402  (torch-free)
 from elf_pipeline.sources import command_sources  # noqa: E402  (torch-free)
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 try:
+    config_file.check_files(workflow.overwrite_configfiles or [])  # a key given twice, an empty file
     elf_config.validate_schema(config, str(SCHEMA))
     validate(config, schema=str(SCHEMA))  # fills schema defaults
     elf_config.check_config(config)

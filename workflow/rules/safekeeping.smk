@@ -6,6 +6,20 @@ from snakemake.persistence import MetadataRecord
 from elf_pipeline import safekeeping  # noqa: E402  (torch-free)
 
 KEEP_DIR = f"{RESULTS}/.kept"
+# The config files of the study in results_dir (written when a run starts): a run of another config
+# over it is named before any job runs.
+STUDY_STAMP = Path(RESULTS) / ".study-config"
+CONFIG_FILES = "\n".join(str(path) for path in (workflow.overwrite_configfiles or ["config/config.yaml"]))
+
+if Path(RESULTS).exists() and not Path(RESULTS).is_dir():
+    raise WorkflowError(f"config key results_dir: {RESULTS} is a file, not a folder")
+if STUDY_STAMP.is_file() and STUDY_STAMP.read_text().strip() != CONFIG_FILES:
+    print(
+        f"warning: results_dir {RESULTS} holds the study of config {', '.join(STUDY_STAMP.read_text().split())}, "
+        f"this run uses {', '.join(CONFIG_FILES.split())}: they share (and overwrite) each other's results "
+        "(give each config its own results_dir)",
+        file=sys.stderr,
+    )
 
 
 def _read_record(path):
@@ -24,6 +38,8 @@ def _write_record(path, record):
 
 
 onstart:
+    Path(RESULTS).mkdir(parents=True, exist_ok=True)
+    STUDY_STAMP.write_text(CONFIG_FILES + "\n")
     safekeeping.put_aside(
         (str(f) for job in workflow.dag.needrun_jobs() for f in job.output), KEEP_DIR, _read_record, _write_record
     )
