@@ -81,7 +81,8 @@ class MTTSettings:
 class ImportSettings:
     """A synthetic set distilled elsewhere: its file(s), the pixel space they are stored in, a learned
     student lr and, for sets released in ZCA space, the whitening's eps; ``space_check`` (error, warn,
-    off): what a declared pixel space that the images' statistics rule out does."""
+    off): what a declared pixel space that the images' statistics rule out does; ``expected``: the
+    accuracy per architecture the release's authors report, its source and a tolerance."""
 
     path: str | None = None
     labels_path: str | None = None
@@ -89,6 +90,7 @@ class ImportSettings:
     lr_path: str | None = None
     zca: dict | None = None
     space_check: str = "error"
+    expected: dict | None = None
 
 
 SETTINGS: dict[str, type] = {"random": RandomSettings, "dm": DMSettings, "dc": DCSettings, "dsa": DSASettings,

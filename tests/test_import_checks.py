@@ -3,6 +3,7 @@ statistics (``distill/pixel_space.py``), on small files written in each real rel
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -242,3 +243,37 @@ def test_report_tables_show_side_information_and_the_import_check():
     assert imported.frame.to_dict("records") == [{"dataset": "cifar10", "method": "import", "IPC": "10",
                                                   "pixel space": "warning", "note": "x.pt: fits poorly"}]
     assert cost_tables(runs.drop(columns=["side_info_bytes_per_image"])) == []
+
+
+# --------------------------------------------------------------------------- published accuracy as a check
+
+EXPECTED = {"accuracy": {"convnet": 0.60, "resnet18": 0.50}, "source": "the release's paper, Table 1"}
+
+
+def test_an_expected_block_is_validated_and_recorded(digits, release, tmp_path):
+    images, labels = release
+    torch.save({"images": images, "labels": labels}, tmp_path / "set.pt")
+    synset = import_synset(digits, IPC, path=tmp_path / "set.pt", normalization="unit", expected=EXPECTED)
+    assert json.loads(synset.extra_attrs["imported_expected"]) == {**EXPECTED, "tolerance": 0.03}
+    for bad, message in [({"accuracy": {"convnet": 65.1}, "source": "x"}, r"expected.accuracy.convnet must be a fraction"),
+                         ({"accuracy": {"convnet": 0.6}}, "expected.source must say where the numbers come from"),
+                         ({"accuracy": {}, "source": "x"}, "expected.accuracy must map architectures"),
+                         ({**EXPECTED, "tolerance": 2}, r"expected.tolerance must be a fraction in \[0, 1\)")]:
+        with pytest.raises(ImportedSetError, match=message):
+            import_synset(digits, IPC, path=tmp_path / "set.pt", normalization="unit", expected=bad)
+
+
+def test_the_report_flags_a_baseline_below_the_published_accuracy():
+    from elf_pipeline.report.imports import expected_tables
+
+    recorded = json.dumps({**EXPECTED, "tolerance": 0.03})
+    rows = [{"dataset": "cifar10", "method": "import", "ipc": 10, "arch": arch, "evaluation": evaluation, "seed": seed,
+             "test_acc": acc + 0.01 * seed, "imported_expected": recorded, "import_space_check": "ok"}
+            for arch, evaluation, acc in [("convnet", "baseline", 0.59), ("resnet18", "baseline", 0.40),
+                                          ("resnet18", "elf", 0.52)] for seed in (0, 1)]
+    (table,) = expected_tables(pd.DataFrame(rows))
+    records = {r["arch"]: r for r in table.frame.to_dict("records")}
+    assert records["convnet"]["check"] == "ok" and records["convnet"]["baseline (%)"] == "59.5 ± 0.7"
+    assert records["resnet18"]["check"] == "⚠ 9.5 points below" and records["resnet18"]["published (%)"] == "50.0"
+    assert records["resnet18"]["checks passed"] == "shape, finite values, labels, IPC; pixel space"
+    assert records["resnet18"]["source"] == "the release's paper, Table 1"

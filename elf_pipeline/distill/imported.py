@@ -282,6 +282,30 @@ def check_pixel_space(images: np.ndarray, normalization: object, zca: dict | Non
             "import_whitening_slope": float("nan") if detection.slope is None else detection.slope}
 
 
+EXPECTED_TOLERANCE = 0.03  # default: a baseline more than 3 points below the published accuracy is flagged
+
+
+def _expected(block: object) -> str:
+    """``expected``: the accuracy per architecture that the release's authors report, as fractions,
+    and its source; returned as canonical JSON (recorded as ``imported_expected``)."""
+    where = "method import: expected"
+    if not isinstance(block, dict) or set(block) - {"accuracy", "source", "tolerance"}:
+        raise ImportedSetError(f"{where} takes accuracy (architecture: fraction), source and tolerance, got {block!r}")
+    accuracy, source = block.get("accuracy"), block.get("source")
+    if not isinstance(accuracy, dict) or not accuracy:
+        raise ImportedSetError(f"{where}.accuracy must map architectures to published accuracies, e.g. {{convnet: 0.651}}")
+    for arch, value in accuracy.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ImportedSetError(f"{where}.accuracy.{arch} must be a fraction in [0, 1] (65.1 % is 0.651), got {value!r}")
+    if not isinstance(source, str) or not source.strip():
+        raise ImportedSetError(f"{where}.source must say where the numbers come from (paper, table, repository)")
+    tolerance = block.get("tolerance", EXPECTED_TOLERANCE)
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
+        raise ImportedSetError(f"{where}.tolerance must be a fraction in [0, 1), got {tolerance!r}")
+    return json.dumps({"accuracy": {str(k): float(v) for k, v in sorted(accuracy.items())}, "source": source.strip(),
+                       "tolerance": float(tolerance)}, sort_keys=True)
+
+
 def _learned_lr(path: Path) -> float:
     if not path.is_file():
         raise ImportedSetError(f"{path}: learned lr file not found")
@@ -297,16 +321,19 @@ def _learned_lr(path: Path) -> float:
 def import_synset(data: str | os.PathLike, ipc: int, path: str | os.PathLike | None = None,
                   labels_path: str | os.PathLike | None = None, normalization: str | None = None,
                   lr_path: str | os.PathLike | None = None, zca: dict | None = None,
-                  space_check: str = "error") -> SyntheticSet:
+                  space_check: str = "error", expected: dict | None = None) -> SyntheticSet:
     """Read, validate and convert an externally distilled set to the space of ``data.h5``.
 
     ``space_check``: ``error`` (default) fails on a declared pixel space the images' statistics rule
-    out, ``warn`` logs and records it, ``off`` skips the comparison."""
+    out, ``warn`` logs and records it, ``off`` skips the comparison.  ``expected``: the accuracies the
+    release's authors report (``{accuracy: {arch: fraction}, source, tolerance}``), shown in the report
+    beside the baselines."""
     if path is None:
         raise ImportedSetError("method import: no path configured (distillation.methods.import.path, per IPC via by_ipc)")
     if not _valid_normalization(normalization):
         raise ImportedSetError(f"method import: normalization must be one of {', '.join(NORMALIZATIONS)}, "
                                f"{{published: <code>}} or {{mean: [...], std: [...]}}, got {normalization!r}")
+    expected_json = _expected(expected) if expected is not None else None
     if space_check not in SPACE_CHECKS:
         raise ImportedSetError(f"method import: space_check must be one of {', '.join(SPACE_CHECKS)}, got {space_check!r}")
     if zca is not None and normalization != "dataset":
@@ -357,7 +384,7 @@ def import_synset(data: str | os.PathLike, ipc: int, path: str | os.PathLike | N
         images = _to_dataset_space(images, normalization, info, path)
     order = np.argsort(classes, kind="stable")  # class-major, like the other methods
     extra = {"imported_from": str(path), "imported_sha256": sha256_file(path), "imported_normalization": _label(normalization),
-             **checked}
+             **checked, **({"imported_expected": expected_json} if expected_json else {})}
     if zca is not None:
         extra["zca_eps"] = float(zca.get("eps", DEFAULT_EPS))
     if lr_path:

@@ -3,14 +3,20 @@
 - ``cost_tables``: per synthetic set and evaluation, the bytes of side information per synthetic
   image beside the image itself (``elf_pipeline.side_info``) and the students' training time, so
   methods compare at equal cost;
-- ``import_tables``: per imported set, the pixel-space check of the import (ok, or its warning).
+- ``import_tables``: per imported set, the pixel-space check of the import (ok, or its warning);
+- ``expected_tables``: per imported set with an ``expected`` block, each baseline's accuracy beside
+  the one the release's authors report, flagged where it is more than the tolerance below, with
+  the checks the set passed.
 """
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 
 from elf_pipeline.report.document import Table
+from elf_pipeline.report.numbers import baseline_evaluation
 from elf_pipeline.side_info import human_bytes
 
 
@@ -58,3 +64,48 @@ def import_tables(runs: pd.DataFrame) -> list[Table]:
     return [Table("Imported sets", pd.DataFrame(rows),
                   note="Pixel space: the declared normalisation (and zca) against the images' statistics "
                        "(docs/datasets.md): ok, warning (the note says why) or off (space_check: off).")]
+
+
+BELOW_MARK = "⚠"
+
+
+def _checks_passed(group: pd.DataFrame) -> str:
+    """The import checks a set passed: its file's structure always (it was imported), then the
+    pixel-space check where it ran clean."""
+    passed = ["shape, finite values, labels, IPC"]
+    space = group["import_space_check"].dropna() if "import_space_check" in group else pd.Series(dtype=object)
+    if len(space) and (space == "ok").all():
+        passed.append("pixel space")
+    return "; ".join(passed)
+
+
+def expected_tables(runs: pd.DataFrame) -> list[Table]:
+    """Baseline accuracy of imported sets beside the published one (``imported_expected``)."""
+    if "imported_expected" not in runs or runs["imported_expected"].isna().all():
+        return []
+    baseline = baseline_evaluation(runs)
+    rows = []
+    imported = runs.dropna(subset=["imported_expected"])
+    for (dataset, method, ipc), group in imported.groupby(["dataset", "method", "ipc"], sort=True):
+        expected = json.loads(group["imported_expected"].iloc[0])
+        tolerance = float(expected["tolerance"])
+        base = group[group["evaluation"] == baseline] if baseline else group.iloc[0:0]
+        for arch, published in sorted(expected["accuracy"].items()):
+            measured = base.loc[base["arch"] == arch, "test_acc"]
+            if measured.empty:
+                cell, flag = "–", "not trained"
+            else:
+                mean = measured.mean()
+                spread = f" ± {100 * measured.std():.1f}" if len(measured) > 1 else ""
+                cell = f"{100 * mean:.1f}{spread}"
+                below = published - mean
+                flag = f"{BELOW_MARK} {100 * below:.1f} points below" if below > tolerance else "ok"
+            rows.append({"dataset": str(dataset), "method": str(method), "IPC": str(int(ipc)), "arch": str(arch),
+                         f"{baseline or 'baseline'} (%)": cell, "published (%)": f"{100 * published:.1f}",
+                         "check": flag, "source": expected["source"], "checks passed": _checks_passed(group)})
+    if not rows:
+        return []
+    return [Table("Imported sets against their published accuracy", pd.DataFrame(rows),
+                  note=f"{BELOW_MARK}: the baseline (mean over seeds) is more than the import's tolerance (expected.tolerance, "
+                       "default 3 points) below the accuracy the release's authors report; checks passed: what the "
+                       "import verified before training.")]

@@ -13,7 +13,7 @@ from elf_pipeline.artifacts.choice import read_choice
 from elf_pipeline.artifacts.tables import write_parquet, write_text
 from elf_pipeline.report.benchmarks import read_benchmarks, stage_table
 from elf_pipeline.report.document import Document, Table
-from elf_pipeline.report.imports import cost_tables, import_tables
+from elf_pipeline.report.imports import cost_tables, expected_tables, import_tables
 from elf_pipeline.report.numbers import NOISE_MARK, baseline_evaluation
 from elf_pipeline.report.schema import KEYS, collect, collect_reference
 from elf_pipeline.report.tables import (
@@ -62,7 +62,7 @@ def build_document(runs: pd.DataFrame, reference: pd.DataFrame | None = None, be
         doc.table(table)
     for table in extra:
         doc.table(table)
-    for table in import_tables(runs) + cost_tables(runs):
+    for table in import_tables(runs) + expected_tables(runs) + cost_tables(runs):
         doc.table(table)
     stages = stage_table(benchmarks if benchmarks is not None else read_benchmarks([]))
     if stages is not None:
