@@ -394,7 +394,8 @@ def candidate_settings(config: dict, arch: str, candidate: str, identity: dict) 
     return parse_stage_settings("train-student", {
         "arch": arch, "evaluation": evaluation_config(config, evaluation, arch),
         "train": merged(student_train_config(config, evaluation, arch), values),
-        "seeds": list(select_config(config)["seeds"]), "identity": {**identity, "candidate": candidate}})
+        "seeds": list(select_config(config)["seeds"]),
+        "identity": {**identity, "evaluation": evaluation, "teacher": None, "candidate": candidate}})
 
 
 def selection_settings(config: dict, identity: dict) -> dict:

@@ -54,7 +54,6 @@ def build_document(runs: pd.DataFrame, reference: pd.DataFrame | None = None, be
             doc.table(table)
     selection = selection_table(choices or [])
     if selection is not None:
-        doc.heading("Selection", 2)
         doc.table(selection)
     _ddranking_section(doc, ddranking.scores(runs, reference, baseline or "baseline"))
     doc.heading("Every evaluation per synthetic set", 2)

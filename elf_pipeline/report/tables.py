@@ -187,7 +187,7 @@ def selection_table(choices: list[dict]) -> Table | None:
     note = (f"Chosen on the validation accuracy (%, mean over the seeds shown) of {', '.join(evaluations)} trained at "
             "each candidate, the best kept (ties: the first in config order); every evaluation of that student "
             "trains at it (rows: `selected`). The test set is never read.")
-    return Table("Selection", frame.reset_index(drop=True), note)
+    return Table("Selection", frame.reset_index(drop=True), note, level=2)
 
 
 def _format_value(value: object) -> str:
