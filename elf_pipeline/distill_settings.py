@@ -82,7 +82,8 @@ class ImportSettings:
     """A synthetic set distilled elsewhere: its file(s), the pixel space they are stored in, a learned
     student lr and, for sets released in ZCA space, the whitening's eps; ``space_check`` (error, warn,
     off): what a declared pixel space that the images' statistics rule out does; ``expected``: the
-    accuracy per architecture the release's authors report, its source and a tolerance."""
+    accuracy per architecture the release's authors report, its source and a tolerance;
+    ``label_check`` (error, warn, off) and ``label_map``: the teacher's check of the label order."""
 
     path: str | None = None
     labels_path: str | None = None
@@ -91,6 +92,8 @@ class ImportSettings:
     zca: dict | None = None
     space_check: str = "error"
     expected: dict | None = None
+    label_check: str = "error"
+    label_map: list | None = None
 
 
 SETTINGS: dict[str, type] = {"random": RandomSettings, "dm": DMSettings, "dc": DCSettings, "dsa": DSASettings,

@@ -2,10 +2,16 @@
 
 The teacher's output at every layer for every synthetic image is stored once (layout in
 ``artifacts.features``), so choosing another teacher layer for an evaluation never re-extracts.
+For an imported set the teacher also classifies the images: per-class agreement with the file's
+labels is recorded (``label_order``), and a permutation of the classes that explains the teacher
+much better than the file's order fails the stage naming it (``elf_pipeline.label_order``; the
+import's ``label_check``/``label_map`` decide).
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 
 import numpy as np
@@ -14,10 +20,13 @@ import torch
 from elf_pipeline.artifacts.checkpoint import load_model
 from elf_pipeline.artifacts.features import write_features
 from elf_pipeline.artifacts.synset import read_synset, synset_zca_eps
-from elf_pipeline.io import ArtifactError
+from elf_pipeline.io import ArtifactError, open_h5
+from elf_pipeline.label_order import check_label_order, describe
 from elf_pipeline.precision import Numerics, autocast
 from elf_pipeline.training import resolve_device, retry_on_oom
 from elf_pipeline.zca import fit_zca_to_data
+
+log = logging.getLogger(__name__)
 
 
 @torch.inference_mode()
@@ -56,6 +65,42 @@ def extract_features(synset: str | os.PathLike, teacher: str | os.PathLike, out:
 
     chunks = retry_on_oom(run, batch_size, f"feature extraction from {teacher}")
     layers = {name: np.concatenate(parts) for name, parts in chunks.items()}
+
+    def predict(size: int) -> np.ndarray:
+        parts = []
+        for start in range(0, len(images), size):
+            with autocast(torch_device, numerics.precision):
+                parts.append(model(images[start:start + size].to(torch_device)).argmax(dim=1).cpu().numpy())
+        return np.concatenate(parts)
+
+    checked = _label_order(synset, labels, lambda: retry_on_oom(predict, batch_size, f"classification by {teacher}"),
+                           meta["num_classes"], teacher)
     write_features(out, layers, model.split, meta, synset, teacher, zca_eps,
-                   {"batch_size": batch_size, "unwhitened": bool(zca_eps), **numerics.protocol()})
+                   {"batch_size": batch_size, "unwhitened": bool(zca_eps), **numerics.protocol()}, extra=checked)
     return {name: tuple(array.shape[1:]) for name, array in layers.items()}
+
+
+def _label_order(synset: str | os.PathLike, labels: torch.Tensor, predict, num_classes: int,
+                 teacher: str | os.PathLike) -> dict:
+    """For an imported set: the teacher's agreement with the file's labels (``label_order`` JSON,
+    ``label_check``: identity, possible, likely or off); a likely permutation fails with
+    ``label_check: error`` (the default), naming the imported file and the permutation."""
+    with open_h5(synset) as h5:
+        if h5.attrs.get("method") != "import":
+            return {}
+        config = json.loads(h5.attrs["config"]) if "config" in h5.attrs else {}
+        source = str(h5.attrs.get("imported_labels_from", h5.attrs.get("imported_from", synset)))
+    mode = config.get("label_check", "error")
+    if mode == "off":
+        return {"label_check": "off"}
+    file_labels = (labels.argmax(dim=1) if labels.ndim == 2 else labels).numpy()
+    order = check_label_order(file_labels, predict(), num_classes)
+    if order.verdict != "identity":
+        message = (f"{source}: the teacher ({teacher}) agrees with a permutation of the labels on "
+                   f"{order.permuted_agreement:.0%} of the images against {order.agreement:.0%} in the file's order "
+                   f"({describe(order)}); if the file's classes are in another order, accept it with label_map: "
+                   f"{order.permutation} in the import block (or label_check: warn)")
+        if order.verdict == "likely" and mode == "error":
+            raise ArtifactError(message)
+        log.warning("%s%s", message, "" if order.verdict == "likely" else " (too few images to be sure)")
+    return {"label_check": order.verdict, "label_order": order.record()}

@@ -277,3 +277,94 @@ def test_the_report_flags_a_baseline_below_the_published_accuracy():
     assert records["resnet18"]["check"] == "⚠ 9.5 points below" and records["resnet18"]["published (%)"] == "50.0"
     assert records["resnet18"]["checks passed"] == "shape, finite values, labels, IPC; pixel space"
     assert records["resnet18"]["source"] == "the release's paper, Table 1"
+
+
+# --------------------------------------------------------------------------- label order checked with the teacher
+
+@pytest.fixture(scope="module")
+def digits_teacher(digits, tmp_path_factory) -> Path:
+    """A small teacher trained on every digits training image (test accuracy above 0.9)."""
+    from elf_pipeline.teacher import train_teacher
+
+    folder = tmp_path_factory.mktemp("teacher")
+    train_teacher(digits, folder / "model.pt", folder / "history.json", "convnet-w8",
+                  {"epochs": 8, "batch_size": 64, "dsa": False}, seed=0, device="cpu")
+    return folder / "model.pt"
+
+
+SWAP = [1, 0, 2, 3, 4, 5, 6, 7, 8, 9]
+
+
+def _imported_features(digits, teacher, folder: Path, labels_of, **block) -> tuple[Path, Path]:
+    """A released set (IPC 10) in the DC layout with its labels passed through ``labels_of``,
+    imported, then its teacher features extracted."""
+    from elf_pipeline.features import extract_features
+
+    images, labels = released(10, SIZE, seed=5)
+    torch.save({"data": [[images, labels_of(labels)]]}, folder / "res.pt")
+    synset = folder / "synset.h5"
+    run_distill(digits, synset, "import", 10, {"path": str(folder / "res.pt"), "normalization": "unit", **block},
+                device="cpu")
+    out = folder / "features.h5"
+    extract_features(synset, teacher, out, device="cpu")
+    return synset, out
+
+
+def test_two_swapped_classes_fail_naming_the_permutation(digits, digits_teacher, tmp_path):
+    from elf_pipeline.io import ArtifactError
+
+    swap = torch.tensor(SWAP)
+    with pytest.raises(ArtifactError) as error:
+        _imported_features(digits, digits_teacher, tmp_path, lambda labels: swap[labels])
+    pattern = (re.escape(f"{tmp_path / 'res.pt'}: the teacher ({digits_teacher}) agrees with a permutation of the labels "
+                         "on ") + r"\d+%" + re.escape(" of the images against ") + r"\d+%"
+               + re.escape(" in the file's order (label 0 -> class 1, label 1 -> class 0); if the file's classes are in "
+                           f"another order, accept it with label_map: {SWAP} in the import block (or label_check: warn)"))
+    assert re.fullmatch(pattern, str(error.value)), str(error.value)
+    assert not (tmp_path / "features.h5").exists()
+
+
+def test_the_label_check_accepts_a_label_map_or_warns(digits, digits_teacher, tmp_path):
+    from elf_pipeline.artifacts.features import features_label_order
+
+    swap = torch.tensor(SWAP)
+    (tmp_path / "map").mkdir()
+    _, mapped = _imported_features(digits, digits_teacher, tmp_path / "map", lambda labels: swap[labels], label_map=SWAP)
+    recorded = features_label_order(mapped)
+    assert recorded["label_check"] == "identity"
+    order = json.loads(recorded["label_order"])
+    assert order["permutation"] == list(range(10)) and len(order["per_class"]) == 10 and order["agreement"] > 0.8
+    (tmp_path / "warn").mkdir()
+    _, warned = _imported_features(digits, digits_teacher, tmp_path / "warn", lambda labels: swap[labels],
+                                   label_check="warn")
+    assert features_label_order(warned)["label_check"] == "likely"
+    assert json.loads(features_label_order(warned)["label_order"])["permutation"] == SWAP
+
+
+def test_a_correctly_labelled_release_passes_the_label_check(digits, digits_teacher, tmp_path):
+    from elf_pipeline.artifacts.features import features_label_order
+
+    _, features = _imported_features(digits, digits_teacher, tmp_path, lambda labels: labels)
+    assert features_label_order(features)["label_check"] == "identity"
+
+
+def test_label_order_on_small_sets_is_at_most_a_warning():
+    from elf_pipeline.label_order import check_label_order
+
+    labels = np.arange(10)
+    swapped = np.array(SWAP)[labels]  # IPC 1: a single swap moves two images, too few to be sure
+    assert check_label_order(swapped, labels, 10).verdict == "possible"
+    assert check_label_order(labels, labels, 10).verdict == "identity"
+    ten = np.repeat(np.arange(10), 10)
+    assert check_label_order(np.array(SWAP)[ten], ten, 10).verdict == "likely"
+
+
+def test_a_label_map_must_be_a_permutation(digits, release, tmp_path):
+    images, labels = release
+    torch.save({"images": images, "labels": labels}, tmp_path / "set.pt")
+    with pytest.raises(ImportedSetError, match=r"label_map must list each class 0..9 once"):
+        import_synset(digits, IPC, path=tmp_path / "set.pt", normalization="unit", label_map=[0] * 10)
+    with pytest.raises(ImportedSetError, match="label_check must be one of error, warn, off"):
+        import_synset(digits, IPC, path=tmp_path / "set.pt", normalization="unit", label_check="never")
+    mapped = import_synset(digits, IPC, path=tmp_path / "set.pt", normalization="unit", label_map=SWAP)
+    assert json.loads(mapped.extra_attrs["imported_label_map"]) == SWAP

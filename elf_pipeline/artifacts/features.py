@@ -22,8 +22,10 @@ if TYPE_CHECKING:
 
 
 def write_features(out: str | os.PathLike, layers: dict[str, np.ndarray], default_layer: str, meta: dict,
-                   synset: str | os.PathLike, teacher: str | os.PathLike, zca_eps: float, config: dict) -> None:
-    """Write every layer (in ``layers``' order) of ``teacher`` (checkpoint metadata ``meta``) on ``synset``."""
+                   synset: str | os.PathLike, teacher: str | os.PathLike, zca_eps: float, config: dict,
+                   extra: dict | None = None) -> None:
+    """Write every layer (in ``layers``' order) of ``teacher`` (checkpoint metadata ``meta``) on ``synset``;
+    ``extra``: further attrs (an imported set's ``label_check``/``label_order``)."""
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
         for name, array in layers.items():
             require_finite(array, f"teacher {teacher} layer {name}")
@@ -32,7 +34,7 @@ def write_features(out: str | os.PathLike, layers: dict[str, np.ndarray], defaul
                          "default_layer": default_layer, "teacher_arch": meta["arch"],
                          "teacher_test_acc": float(meta.get("test_acc", float("nan"))),
                          "synset_sha256": sha256_file(synset), "teacher_sha256": sha256_file(teacher),
-                         "synset_zca_eps": zca_eps})
+                         "synset_zca_eps": zca_eps, **(extra or {})})
         write_provenance(h5, "extract_features", config,
                          {"synset": h5.attrs["synset_sha256"], "teacher": h5.attrs["teacher_sha256"]})
 
@@ -65,3 +67,10 @@ def load_features(path: str | os.PathLike, layer: str | None, synset: str | os.P
         raise ArtifactError(f"{path}: {len(values)} feature rows for {num_images} synthetic images")
     require_finite(values, f"{path}: layer {layer}")
     return TeacherFeatures(layer, torch.from_numpy(values), arch, acc, sha256_file(path))
+
+
+def features_label_order(path: str | os.PathLike) -> dict:
+    """An imported set's label check as recorded by feature extraction: ``label_check`` and
+    ``label_order`` (JSON: per-class agreement of the teacher with the file's labels), or {}."""
+    with open_h5(path) as h5:
+        return {key: str(h5.attrs[key]) for key in ("label_check", "label_order") if key in h5.attrs}

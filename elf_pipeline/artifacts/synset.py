@@ -113,7 +113,7 @@ def synset_protocol(synset: str | os.PathLike) -> dict:
     with open_h5(synset) as h5:
         config = json.loads(h5.attrs["config"]) if "config" in h5.attrs else {}
         syn_lr = float(h5.attrs["syn_lr"]) if "syn_lr" in h5.attrs else None
-        imported = ("import_space_check", "import_space_note", "import_label_check", "imported_expected")
+        imported = ("import_space_check", "import_space_note", "imported_expected")
         checks = {key: str(h5.attrs[key]) if key in h5.attrs else None for key in imported}
     return {**checks, "distill_config": canonical_json(config), "distill_config_hash": config_hash(config),
             "distill_iterations": config.get("iterations"), "distill_lr_img": config.get("lr_img"),

@@ -282,6 +282,20 @@ def check_pixel_space(images: np.ndarray, normalization: object, zca: dict | Non
             "import_whitening_slope": float("nan") if detection.slope is None else detection.slope}
 
 
+def _relabel(labels: np.ndarray, label_map: object, num_classes: int) -> np.ndarray:
+    """File label ``i`` becomes class ``label_map[i]`` (soft labels: column ``i`` moves to ``label_map[i]``)."""
+    if (not isinstance(label_map, (list, tuple)) or sorted(label_map) != list(range(num_classes))
+            or any(isinstance(v, bool) for v in label_map)):
+        raise ImportedSetError(f"method import: label_map must list each class 0..{num_classes - 1} once (file label i "
+                               f"is class label_map[i]), got {label_map!r}")
+    mapping = np.asarray(label_map, dtype=np.int64)
+    if labels.ndim == 2:
+        moved = np.empty_like(labels)
+        moved[:, mapping] = labels
+        return moved
+    return mapping[labels]
+
+
 EXPECTED_TOLERANCE = 0.03  # default: a baseline more than 3 points below the published accuracy is flagged
 
 
@@ -321,19 +335,24 @@ def _learned_lr(path: Path) -> float:
 def import_synset(data: str | os.PathLike, ipc: int, path: str | os.PathLike | None = None,
                   labels_path: str | os.PathLike | None = None, normalization: str | None = None,
                   lr_path: str | os.PathLike | None = None, zca: dict | None = None,
-                  space_check: str = "error", expected: dict | None = None) -> SyntheticSet:
+                  space_check: str = "error", expected: dict | None = None, label_check: str = "error",
+                  label_map: list[int] | None = None) -> SyntheticSet:
     """Read, validate and convert an externally distilled set to the space of ``data.h5``.
 
     ``space_check``: ``error`` (default) fails on a declared pixel space the images' statistics rule
     out, ``warn`` logs and records it, ``off`` skips the comparison.  ``expected``: the accuracies the
     release's authors report (``{accuracy: {arch: fraction}, source, tolerance}``), shown in the report
-    beside the baselines."""
+    beside the baselines.  ``label_check`` (error, warn, off): what feature extraction does when the
+    teacher's predictions follow a permutation of the labels (``elf_pipeline.label_order``);
+    ``label_map``: file label ``i`` is class ``label_map[i]`` (accepts such a permutation)."""
     if path is None:
         raise ImportedSetError("method import: no path configured (distillation.methods.import.path, per IPC via by_ipc)")
     if not _valid_normalization(normalization):
         raise ImportedSetError(f"method import: normalization must be one of {', '.join(NORMALIZATIONS)}, "
                                f"{{published: <code>}} or {{mean: [...], std: [...]}}, got {normalization!r}")
     expected_json = _expected(expected) if expected is not None else None
+    if label_check not in SPACE_CHECKS:
+        raise ImportedSetError(f"method import: label_check must be one of {', '.join(SPACE_CHECKS)}, got {label_check!r}")
     if space_check not in SPACE_CHECKS:
         raise ImportedSetError(f"method import: space_check must be one of {', '.join(SPACE_CHECKS)}, got {space_check!r}")
     if zca is not None and normalization != "dataset":
@@ -370,6 +389,8 @@ def import_synset(data: str | os.PathLike, ipc: int, path: str | os.PathLike | N
         raise ImportedSetError(f"{path}: images hold {bad} non-finite values (NaN/Inf)")
     labels = _labels_array(raw_labels, Path(labels_path) if labels_path else path, len(images), info.num_classes)
     soft = labels.ndim == 2
+    if label_map is not None:
+        labels = _relabel(labels, label_map, info.num_classes)
     if soft and len(labels) != ipc * info.num_classes:
         raise ImportedSetError(f"{path}: expected {ipc * info.num_classes} images (ipc {ipc} x {info.num_classes} "
                                f"classes), got {len(labels)}")
@@ -384,7 +405,8 @@ def import_synset(data: str | os.PathLike, ipc: int, path: str | os.PathLike | N
         images = _to_dataset_space(images, normalization, info, path)
     order = np.argsort(classes, kind="stable")  # class-major, like the other methods
     extra = {"imported_from": str(path), "imported_sha256": sha256_file(path), "imported_normalization": _label(normalization),
-             **checked, **({"imported_expected": expected_json} if expected_json else {})}
+             **checked, **({"imported_expected": expected_json} if expected_json else {}),
+             **({"imported_label_map": json.dumps([int(v) for v in label_map])} if label_map is not None else {})}
     if zca is not None:
         extra["zca_eps"] = float(zca.get("eps", DEFAULT_EPS))
     if lr_path:
