@@ -20,7 +20,7 @@ from elf_pipeline import __version__
 from elf_pipeline.artifacts.checkpoint import load_model
 from elf_pipeline.artifacts.choice import apply_choice, read_choice, selection_columns
 from elf_pipeline.artifacts.data import DatasetInfo, has_split, load_split
-from elf_pipeline.artifacts.features import TeacherFeatures, load_features
+from elf_pipeline.artifacts.features import TeacherFeatures, features_label_order, load_features
 from elf_pipeline.artifacts.synset import read_synset, synset_learned_lr, synset_protocol, synset_zca_eps
 from elf_pipeline.elf import Evaluation, OnlineTeacher, fit_students
 from elf_pipeline.errors import InputError
@@ -116,6 +116,7 @@ def train_students(data: str | os.PathLike, synset: str | os.PathLike, features:
                             feature_shape=tuple(teacher.values.shape[1:]) if spec.uses_teacher and online is None else None,
                             teacher_param_bytes=_parameter_bytes(running.model) if running is not None and
                             (online is not None or kd is not None) else None)
+    label_order = {f"teacher_{key}": value for key, value in features_label_order(features).items()} if features else {}
     fit = fit_students(arch, spec, config, images, labels, test_images, test_labels, seeds, info.num_classes,
                        target=target, online=online, vectorize=vectorize, desc=str(identity.get("evaluation")),
                        cuda_graphs=train_config.get("cuda_graphs", "auto"), val=val, kd=kd,
@@ -131,7 +132,7 @@ def train_students(data: str | os.PathLike, synset: str | os.PathLike, features:
                      "test_seconds": result.test_seconds, "trainer": fit.trainer, "cuda_graph": fit.cuda_graph,
                      "peak_memory_mb": fit.peak_memory_mb,
                      "device_peak_memory_mb": fit.device_peak_memory_mb,
-                     "num_synthetic": len(labels), **side, "student_layer": result.student_layer,
+                     "num_synthetic": len(labels), **side, **label_order, "student_layer": result.student_layer,
                      "student_feature_shape": "x".join(map(str, result.student_shape)),
                      "teacher_feature_shape": "x".join(map(str, teacher.values.shape[1:])) if teacher and spec.uses_teacher
                      else None,
