@@ -246,7 +246,7 @@ def _snakemake(workdir: Path, *args: str) -> str:
 
 
 def _planned(workdir: Path, config: str) -> set[str]:
-    text = _snakemake(workdir, "-n", "--configfile", config, TARGET)
+    text = _snakemake(workdir, TARGET, "-n", "--configfile", config)
     return {path for line in re.findall(r"^\s+output: (.+)$", text, flags=re.M) for path in line.split(", ")}
 
 
@@ -271,7 +271,7 @@ def select_study(tmp_path_factory) -> Path:
     """The tiny selecting study run to its runs.parquet (about a minute on two idle cores)."""
     workdir = copy_workflow(REPO, tmp_path_factory.mktemp("select") / "study")
     config = _write(workdir, "select.yaml")
-    _snakemake(workdir, "--configfile", config, TARGET)
+    _snakemake(workdir, TARGET, "--configfile", config)
     return workdir
 
 
@@ -308,8 +308,10 @@ def test_adding_a_candidate_runs_it_and_what_the_choice_reaches(select_study):
 
 
 @pytest.mark.slow
-def test_select_without_a_validation_split_fails_before_any_job(select_study):
-    config = _write(select_study, "no_val.yaml", lambda c: c["datasets"]["digits"].pop("val_size"))
-    run = subprocess.run([SNAKEMAKE, "-n", "--configfile", config], cwd=select_study, capture_output=True, text=True)
-    assert run.returncode != 0
-    assert "invalid configuration: config key students.select: chooses on validation accuracy" in run.stderr
+def test_select_without_a_validation_split_fails_before_any_job(tmp_path):
+    workdir = copy_workflow(REPO, tmp_path / "study")
+    config = _write(workdir, "no_val.yaml", lambda c: c["datasets"]["digits"].pop("val_size"))
+    run = subprocess.run([SNAKEMAKE, "-n", "--configfile", config], cwd=workdir, capture_output=True, text=True)
+    assert run.returncode != 0 and not (workdir / "results").exists()
+    lines = [line for line in (run.stdout + run.stderr).splitlines() if "config key students.select" in line]
+    assert lines and "invalid configuration: config key students.select: chooses on validation accuracy" in lines[0]
