@@ -96,6 +96,30 @@ def read_provenance(h5: h5py.File | h5py.Group) -> dict:
         raise ArtifactError(f"{h5.file.filename}: missing provenance attribute {err}") from None
 
 
+# What a file's first bytes say it is, for a file that is no torch file (a zip archive or a pickle).
+_SIGNATURES = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"\x89HDF", "an HDF5 file"),
+               (b"\x93NUMPY", "a NumPy .npy array"), (b"\x1f\x8b", "a gzip archive"), (b"PAR1", "a Parquet table"))
+
+
+def not_torch_file(path: str | os.PathLike) -> str | None:
+    """What ``path`` holds instead of a torch file, by its first bytes (None where it may be one:
+    ``torch.save`` writes a zip archive, older torch a pickle)."""
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):
+        return None
+    for magic, kind in _SIGNATURES:
+        if head.startswith(magic):
+            return kind
+    if not head:
+        return "nothing (the file is empty)"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "unknown binary data"
+    return "JSON text" if text.lstrip()[:1] in ("{", "[") else "text"
+
+
 def open_h5(path: str | os.PathLike) -> h5py.File:
     """Open an HDF5 file read-only, turning a missing or corrupt file into one clear error."""
     path = Path(path)

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from elf_pipeline.io import ArtifactError, atomic_path
+from elf_pipeline.io import ArtifactError, atomic_path, not_torch_file
 from elf_pipeline.models import build
 
 if TYPE_CHECKING:
@@ -32,6 +32,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: checkpoint not found")
+    kind = not_torch_file(path)
+    if kind is not None:
+        raise ArtifactError(f"{path}: not a torch checkpoint (torch.save writes a zip archive); it holds {kind}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ...

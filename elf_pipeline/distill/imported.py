@@ -43,7 +43,7 @@ from elf_pipeline.artifacts.data import DatasetInfo, normalize, read_info
 from elf_pipeline.artifacts.synset import SyntheticSet, check_soft_labels
 from elf_pipeline.datasets.catalog import RELEASE_STATS, release_stats
 from elf_pipeline.distill import pixel_space
-from elf_pipeline.io import ArtifactError, open_h5, sha256_file
+from elf_pipeline.io import ArtifactError, not_torch_file, open_h5, sha256_file
 from elf_pipeline.vocab import IMPORT_NORMALIZATIONS
 from elf_pipeline.zca import DEFAULT_EPS
 
@@ -93,31 +93,8 @@ def _from_container(value: object, path: Path) -> tuple[object, object | None]:
     return value, None
 
 
-# What a file's first bytes say it is, for a file that is no torch file (a zip archive or a pickle).
-_SIGNATURES = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"\x89HDF", "an HDF5 file"),
-               (b"\x93NUMPY", "a NumPy .npy array"), (b"\x1f\x8b", "a gzip archive"), (b"PAR1", "a Parquet table"))
-
-
-def _not_torch(path: Path) -> str | None:
-    """What ``path`` holds instead of a torch file (None where it may be one)."""
-    with open(path, "rb") as handle:
-        head = handle.read(512)
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):
-        return None
-    for magic, kind in _SIGNATURES:
-        if head.startswith(magic):
-            return kind
-    if not head:
-        return "nothing (the file is empty)"
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError:
-        return "unknown binary data"
-    return "JSON text" if text.lstrip()[:1] in ("{", "[") else "text"
-
-
 def _load_torch(path: Path) -> object:
-    kind = _not_torch(path)
+    kind = not_torch_file(path)
     if kind is not None:
         raise ImportedSetError(f"{path}: not a torch file (torch.save writes a zip archive); it holds {kind}")
     try:
