@@ -25,6 +25,11 @@ student lr learned with the set: a positive scalar, stored as ``syn_lr`` for ``t
 normalisation): its values are kept, ``normalization`` must be ``dataset``, and later stages refit
 the whitening on this dataset's training split with that ``eps`` (kornia's ``ZCAWhitening``, as
 MTT does) to test students on whitened test images.
+
+Beyond the structure, the declared pixel space is compared with the images' statistics
+(``pixel_space``; ``space_check``), ``label_map`` re-labels a file whose classes are in another
+order (feature extraction checks the order with the teacher; ``label_check``) and ``expected``
+records the accuracies the release's authors report, for the report.
 """
 
 from __future__ import annotations
