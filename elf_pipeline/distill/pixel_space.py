@@ -49,7 +49,7 @@ PLAIN_SLOPE = 0.65     # above this: not whitened; between the two: doubtful
 TOP_RATIO = 100.0      # components with eigenvalue >= largest / TOP_RATIO enter the slope
 MIN_COMPONENTS, MAX_COMPONENTS = 3, 64
 EPS_RANGE = 1e-6
-FLAT_FIT = 0.5         # whitened (not noise) when S / (S + eps) fits with half the residual of a flat profile
+FLAT_FIT = 0.5         # eps estimate (messages only): S / (S + eps) must fit with half a flat profile's residual
 UNIT_RANGE = (-0.5, 1.5)
 
 
@@ -98,7 +98,7 @@ class Detection:
     dataset_mean: float
     dataset_std: float
     slope: float | None = None  # whitening slope; None without a spectrum
-    eps: float | None = None    # the whitening's eps that fits best; None: a flat (noise-like) profile
+    eps: float | None = None    # an estimate of the whitening's eps, for messages; None: none fits
 
     @property
     def whitening(self) -> str | None:
