@@ -7,6 +7,7 @@ layout and computes the statistics; a dataset larger than memory prepares in bou
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -120,6 +121,10 @@ def prepare_data(source: str, out: str | os.PathLike, image_size: int, resize: s
     raw = SOURCES[source](root=root, **options)
     num_classes = len(raw.classes)
     keep = _balanced_subset(raw.train_labels, train_limit, num_classes, seed)
+    for key, limit, split in (("train_limit", train_limit, raw.train_labels), ("test_limit", test_limit, raw.test_labels)):
+        if limit is not None and limit > len(split):
+            logging.getLogger(__name__).warning("%s %d: larger than the %s split of %s (%d images): all of them are used",
+                                                key, limit, key.split("_")[0], source, len(split))
     held_out = np.array([], dtype=np.int64)
     if test_limit is not None and test_limit < num_classes:
         raise DataSourceError(f"test_limit {test_limit}: must be at least one image per class ({num_classes})")

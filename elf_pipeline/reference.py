@@ -60,6 +60,9 @@ def train_full(data: str | os.PathLike, arch: str, train_config: dict, seeds: li
     config = TrainConfig.from_dict(train_config)
     images, labels, info = load_split(data, "train")  # stays on the host; batches move to the device
     total = len(labels)
+    if train_limit is not None and train_limit > total:
+        log.warning("reference train_limit %d: larger than the training split of %s (%d images): all of them are used",
+                    train_limit, data, total)
     if train_limit is not None and train_limit < total:
         keep = balanced_subset(labels, train_limit, info.num_classes, seeded_generator(subset_seed))
         images, labels = images[keep], labels[keep]

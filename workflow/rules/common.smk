@@ -62,7 +62,7 @@ def _choices(names):
 wildcard_constraints:
     dataset=_choices(config["datasets"]),
     method=_choices(config["distillation"]["methods"]),
-    ipc=r"\d+",
+    ipc=_choices(sorted({*config["distillation"]["ipc"], *[(config.get("studies") or {}).get("ipc")]} - {None})),
     teacher=_choices([*config["teachers"], *elf_config.distillation_teachers(config)]) or "(?!)",
     arch=_choices(elf_config.student_archs(config)),
     evaluation=_choices(config["evaluations"]),
