@@ -396,7 +396,7 @@ def test_import_bad_file(study, tmp_path, capsys, name, message):
 
 
 def _nothing_to_do(study: Path, config: str | Path, *targets: str) -> bool:
-    run = snakemake(study, "-n", "--configfile", str(config), *targets)
+    run = snakemake(study, "-n", *targets, "--configfile", str(config))  # targets first: after it they are config files
     assert run.returncode == 0, (run.stdout + run.stderr)[-2000:]
     return "Nothing to be done" in run.stdout + run.stderr
 
@@ -407,7 +407,7 @@ def test_failing_prepare_keeps_the_study(study, smoke, tmp_path):
     before = snapshot(study)
     config = tmp_path / "val.yaml"
     config.write_text(yaml.safe_dump(with_key(smoke, "datasets.digits.val_size", 100000)))
-    run = snakemake(study, "--cores", "1", "--configfile", str(config), "results/digits/data.h5")
+    run = snakemake(study, "--cores", "1", "results/digits/data.h5", "--configfile", str(config))
     assert run.returncode == 1
     assert "restored" in run.stderr
     assert snapshot(study) == before
@@ -422,7 +422,7 @@ def test_failing_distillation_keeps_the_study(study, smoke, tmp_path):
     config = tmp_path / "diverge.yaml"
     config.write_text(yaml.safe_dump(with_key(smoke, "distillation.methods.dm.lr_img", 1.0e30)))
     target = "results/digits/distilled/dm/ipc1/synset.h5"
-    run = snakemake(study, "--cores", "1", "--configfile", str(config), target)
+    run = snakemake(study, "--cores", "1", target, "--configfile", str(config))
     assert run.returncode == 1
     log = (study / "results" / "logs" / "digits" / "distill" / "dm_ipc1.log").read_text()
     assert "error: dm produced non-finite synthetic images" in log
@@ -454,14 +454,14 @@ def test_failing_import_keeps_the_study(study, smoke, tmp_path):
     torch.save(torch.from_numpy(np.eye(10, dtype=np.float32)[labels]), soft)
     config = _import_config(smoke, tmp_path, release, soft)
     target = "results/digits/distilled/import/ipc1/synset.h5"
-    run = snakemake(study, "--cores", "1", "--configfile", str(config), target)
+    run = snakemake(study, "--cores", "1", target, "--configfile", str(config))
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     finished = snapshot(study)
     stamp = os.stat(release).st_mtime_ns
 
     good = release.read_bytes()
     release.write_bytes(b"a,b\n1,2\n")  # a CSV file under the release's name
-    run = snakemake(study, "--cores", "1", "--configfile", str(config), target)
+    run = snakemake(study, "--cores", "1", target, "--configfile", str(config))
     assert run.returncode == 1
     assert "not a torch file" in (study / "results" / "logs" / "digits" / "distill" / "import_ipc1.log").read_text()
     assert snapshot(study) == finished
@@ -474,7 +474,7 @@ def test_failing_import_keeps_the_study(study, smoke, tmp_path):
     torch.save(torch.from_numpy(np.eye(10, dtype=np.float32)[labels] * 0.5), bad_soft)
     bad = _import_config(smoke, tmp_path, release, bad_soft)
     for _ in range(2):  # fails, and fails again: never 'Nothing to be done' over the previous labels' set
-        run = snakemake(study, "--cores", "1", "--configfile", str(bad), target)
+        run = snakemake(study, "--cores", "1", target, "--configfile", str(bad))
         assert run.returncode == 1
         assert "labels_half.pt" in (study / "results" / "logs" / "digits" / "distill" / "import_ipc1.log").read_text()
         assert snapshot(study) == finished
@@ -489,8 +489,8 @@ def test_corrupt_intermediate_does_not_cost_the_files_after_it(study, tmp_path):
     try:
         _truncated(saved, synset)
         before = snapshot(study)
-        run = snakemake(study, "--cores", "1", "--configfile", "config/smoke.yaml",
-                        "results/digits/students/random/ipc2/convnet/baseline.parquet")
+        run = snakemake(study, "--cores", "1", "results/digits/students/random/ipc2/convnet/baseline.parquet",
+                        "--configfile", "config/smoke.yaml")
         assert run.returncode == 1
         log = (study / "results" / "logs" / "digits" / "students" / "random_ipc2_convnet_baseline.log").read_text()
         assert "synset.h5" in log and "Traceback" not in log

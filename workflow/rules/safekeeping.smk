@@ -9,7 +9,10 @@ KEEP_DIR = f"{RESULTS}/.kept"
 # The config files of the study in results_dir (written when a run starts): a run of another config
 # over it is named before any job runs.
 STUDY_STAMP = Path(RESULTS) / ".study-config"
-CONFIG_FILES = "\n".join(str(path) for path in (workflow.overwrite_configfiles or ["config/config.yaml"]))
+CONFIG_FILES = "\n".join(
+    os.path.relpath(path) if Path(path).absolute().is_relative_to(Path.cwd()) else str(path)
+    for path in (workflow.overwrite_configfiles or ["config/config.yaml"])
+)
 
 if Path(RESULTS).exists() and not Path(RESULTS).is_dir():
     raise WorkflowError(f"config key results_dir: {RESULTS} is a file, not a folder")
