@@ -66,7 +66,7 @@ def student_val_split(data: str | os.PathLike, whitening: ZCA | None) -> tuple[t
 def train_students(data: str | os.PathLike, synset: str | os.PathLike, features: str | os.PathLike | None,
                    arch: str, evaluation: dict, train_config: dict, seeds: list[int], out: str | os.PathLike,
                    identity: dict, device: str = "auto", teacher_model: str | os.PathLike | None = None,
-                   precision: str = "auto", compile: str = "auto", choice: str | os.PathLike | None = None,
+                   precision: str = "fp32", compile: str = "false", choice: str | os.PathLike | None = None,
                    select_keys: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
     """Train ``arch`` once per seed and write one Parquet row per run to ``out``.
 
