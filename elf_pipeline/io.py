@@ -117,6 +117,8 @@ def not_torch_file(path: str | os.PathLike) -> str | None:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
         return "unknown binary data"
+    if any(ord(char) < 32 and char not in "\t\n\r" for char in text):
+        return "unknown binary data"
     return "JSON text" if text.lstrip()[:1] in ("{", "[") else "text"
 
 

@@ -281,9 +281,9 @@ STAGE_CASES = [
     ("teacher-truncated", "model.pt", "extract-features --synset {r}/digits/distilled/random/ipc1/synset.h5 --teacher "
      "{bad} --data {r}/digits/data.h5 --out {tmp}/f.h5", r"bad: not a loadable weights-only checkpoint"),
     ("teacher-png", "png", "extract-features --synset {r}/digits/distilled/random/ipc1/synset.h5 --teacher {bad} "
-     "--data {r}/digits/data.h5 --out {tmp}/f.h5", r"bad: not a torch checkpoint .*it holds a PNG image"),
+     "--data {r}/digits/data.h5 --out {tmp}/f.h5", r"bad: not a loadable weights-only checkpoint \(no torch file: it holds a PNG image"),
     ("teacher-is-hdf5", None, "extract-features --synset {r}/digits/distilled/random/ipc1/synset.h5 --teacher "
-     "{r}/digits/data.h5 --data {r}/digits/data.h5 --out {tmp}/f.h5", r"data.h5: not a torch checkpoint .*an HDF5 file"),
+     "{r}/digits/data.h5 --data {r}/digits/data.h5 --out {tmp}/f.h5", r"data.h5: not a loadable weights-only checkpoint \(no torch file: it holds an HDF5 file"),
     ("parquet-truncated", "parquet", "report --runs {tmp}/runs.parquet --summary {tmp}/s.md {bad}",
      r"bad: unreadable result file"),
     ("parquet-truncated-plot", "parquet", "plot-results --runs {bad} --dataset digits --out-accuracy {tmp}/a.png "

@@ -34,7 +34,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise ArtifactError(f"{path}: checkpoint not found")
     kind = not_torch_file(path)
     if kind is not None:
-        raise ArtifactError(f"{path}: not a torch checkpoint (torch.save writes a zip archive); it holds {kind}")
+        raise ArtifactError(f"{path}: not a loadable weights-only checkpoint (no torch file: it holds {kind})")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
