@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from elf_pipeline.config_studies import STUDY_PARTS, gap_archs, study_archs, study_jobs  # noqa: F401 (resolvers' API)
 from elf_pipeline.datasets.catalog import IMAGENET_SUBSETS
 from elf_pipeline.errors import ConfigError
 from elf_pipeline.schema import defaults, validate_schema
@@ -269,43 +270,6 @@ def uses_online_teacher(config: dict, evaluation: str) -> bool:
     return block.get("loss_mode", "task") != "task" and block.get("teacher_targets", "cached") == "online"
 
 
-STUDY_PARTS = ("similarity", "norm", "ablation")
-
-
-def gap_archs(studies: dict) -> list[str]:
-    """The architectures of the similarity and norm parts, reference first (none without those parts)."""
-    if not (studies.get("similarity") or studies.get("norm")):
-        return []
-    names = [studies.get("reference", "convnet"), *((studies.get("similarity") or {}).get("archs") or [])]
-    for own, instance in ((studies.get("norm") or {}).get("pairs") or {}).items():
-        names += [own, instance]
-    return list(dict.fromkeys(names))
-
-
-def study_archs(config: dict) -> list[str]:
-    """Architectures the optional ``studies`` block trains (reference first, then the similarity,
-    norm and ablation architectures, each once, in config order)."""
-    studies = config.get("studies")
-    if not studies:
-        return []
-    names = [studies.get("reference", "convnet"), *gap_archs(studies), *((studies.get("ablation") or {}).get("archs") or [])]
-    return list(dict.fromkeys(names))
-
-
-def study_jobs(config: dict) -> list[dict[str, Any]]:
-    """The student jobs of the ``studies`` block on its one synthetic set: the similarity and norm
-    archs x ``studies.evaluations``, and the ablation archs x ``studies.ablation.evaluations``
-    (each job once)."""
-    studies = config.get("studies")
-    if not studies:
-        return []
-    ablation = studies.get("ablation") or {}
-    pairs = [(a, e) for a in gap_archs(studies) for e in studies.get("evaluations", ["baseline"])]
-    pairs += [(a, e) for a in ablation.get("archs") or [] for e in ablation.get("evaluations") or []]
-    return [{"dataset": studies["dataset"], "method": studies["method"], "ipc": studies["ipc"], "arch": a, "evaluation": e}
-            for a, e in dict.fromkeys(pairs)]
-
-
 def student_archs(config: dict) -> list[str]:
     """Every architecture any student job may use (the ``arch`` wildcard's choices)."""
     return list(dict.fromkeys([*config["students"]["archs"], *study_archs(config)]))
@@ -412,5 +376,8 @@ def full_settings(config: dict, dataset: str, arch: str) -> dict:
         "train_limit": full["train_limit"], "identity": {"dataset": dataset}})
 
 
-# The checks use the resolvers above; imported last, so that ``config.check_config`` stays the entry point.
-from elf_pipeline.config_checks import check_config  # noqa: E402
+def check_config(config: dict) -> None:
+    """The semantic checks (``config_checks``, which uses the resolvers above): the entry point."""
+    from elf_pipeline.config_checks import check_config as run_checks
+
+    run_checks(config)

@@ -75,12 +75,7 @@ def train_students(data: str | os.PathLike, synset: str | os.PathLike, features:
     ``choice``: the ``choice.json`` of ``students.select``, whose chosen values of ``select_keys``
     replace those of ``train_config`` (rows then record ``selected``)."""
     torch_device = resolve_device(device)
-    selection = None
-    if select_keys:
-        if choice is None:
-            raise InputError(f"settings select {', '.join(select_keys)} from a choice file, but none was given (--choice)")
-        selection = read_choice(choice)
-        train_config = apply_choice(train_config, selection, list(select_keys))
+    train_config, selection = _selected(train_config, choice, select_keys)
     numerics = Numerics.resolve(precision, compile, torch_device)
     spec = Evaluation(**evaluation)
     train_config, lr_source = _resolve_lr(train_config, synset)
@@ -106,11 +101,7 @@ def train_students(data: str | os.PathLike, synset: str | os.PathLike, features:
     val = student_val_split(data, whitening)
     val = tuple(t.to(torch_device) for t in val) if val is not None else None
     target = teacher.values.to(torch_device) if spec.uses_teacher and online is None else None
-    protocol = {**{f"train_{k}": v for k, v in config.to_dict().items() if k != "dsa"},
-                "dsa_strategy": config.dsa.strategy if config.dsa else "none",
-                **{k: v for k, v in vars(spec).items() if k not in ("teacher", "student_layer", "adapter")},
-                "adapter_form": spec.adapter}
-    protocol["teacher_layer"] = teacher.layer if teacher and spec.uses_teacher else None
+    protocol = _protocol(config, spec, teacher.layer if teacher and spec.uses_teacher else None)
     side = side_information(tuple(images.shape[1:]), len(labels), info.num_classes,
                             soft_labels=distillation["label_kind"] in ("soft", "teacher"),
                             feature_shape=tuple(teacher.values.shape[1:]) if spec.uses_teacher and online is None else None,
@@ -150,6 +141,24 @@ def train_students(data: str | os.PathLike, synset: str | os.PathLike, features:
     with atomic_path(out) as tmp:
         frame.to_parquet(tmp, index=False)
     return frame
+
+
+def _selected(train_config: dict, choice: str | os.PathLike | None, select_keys) -> tuple[dict, dict | None]:
+    """``train_config`` with the values ``students.select`` chose for ``select_keys``, and the choice."""
+    if not select_keys:
+        return train_config, None
+    if choice is None:
+        raise InputError(f"settings select {', '.join(select_keys)} from a choice file, but none was given (--choice)")
+    selection = read_choice(choice)
+    return apply_choice(train_config, selection, list(select_keys)), selection
+
+
+def _protocol(config: TrainConfig, spec: Evaluation, teacher_layer: str | None) -> dict:
+    """The training and evaluation protocol columns of a student row."""
+    return {**{f"train_{k}": v for k, v in config.to_dict().items() if k != "dsa"},
+            "dsa_strategy": config.dsa.strategy if config.dsa else "none",
+            **{k: v for k, v in vars(spec).items() if k not in ("teacher", "student_layer", "adapter")},
+            "adapter_form": spec.adapter, "teacher_layer": teacher_layer}
 
 
 def _teachers(spec: Evaluation, features, teacher_model, synset, images: torch.Tensor, count: int,

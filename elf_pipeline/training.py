@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from elf_pipeline.augment import DSAConfig, dsa, dsa_config
+from elf_pipeline.compiled_step import CompiledLoss, LossFn
 from elf_pipeline.errors import InputError, TrainingDiverged
 from elf_pipeline.precision import autocast
 from elf_pipeline.resume import ResumeFile
@@ -101,9 +102,6 @@ def build_seeded(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
         return factory()
 
 
-LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
 def task_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(model(x).float(), y)  # float32 loss under any precision
 
@@ -164,38 +162,6 @@ def _memory_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int,
         yield images[index.to(images.device)], labels[index.to(labels.device)], index
 
 
-class CompiledLoss:
-    """A loss function run eagerly or through ``torch.compile`` (with inductor's on-disk cache, a
-    graph compiled by one job is reused by the next seed or job of the same shapes). A compiler
-    failure, in the forward or the backward pass, is noted and the step reruns eagerly."""
-
-    def __init__(self, loss_fn: LossFn, compile: bool, notes: list[str]):
-        self.eager, self.notes = loss_fn, notes
-        self.loss_fn = torch.compile(loss_fn) if compile else loss_fn
-
-    @property
-    def compiled(self) -> bool:
-        return self.loss_fn is not self.eager
-
-    def forward_backward(self, optimizer: torch.optim.Optimizer, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                         index: torch.Tensor | None, precision: str) -> torch.Tensor:
-        """The batch's float32 loss, its gradients accumulated (the caller zeroed them)."""
-        try:
-            with autocast(x.device, precision):
-                loss = self.loss_fn(model, x, y, index)
-            loss.backward()
-        except Exception as err:  # noqa: BLE001 - any compiler failure: run eagerly instead
-            if not self.compiled:
-                raise
-            note = f"torch.compile failed ({type(err).__name__}: {str(err).strip().splitlines()[0][:200]}); ran eagerly"
-            log.warning(note)
-            self.notes.append(note)
-            self.loss_fn = self.eager
-            optimizer.zero_grad(set_to_none=True)
-            return self.forward_backward(optimizer, model, x, y, index, precision)
-        return loss
-
-
 def train(model: nn.Module, images: torch.Tensor | None, labels: torch.Tensor | None, config: TrainConfig,
           generator: torch.Generator, loss_fn: LossFn = task_loss, extra_parameters: Iterable[nn.Parameter] = (),
           on_epoch: Callable[[int, float], None] | None = None, desc: str = "train",
@@ -217,10 +183,9 @@ def train(model: nn.Module, images: torch.Tensor | None, labels: torch.Tensor | 
     yields one shuffled epoch of ``(x, y)`` batches and ``images``/``labels`` are unused; the loss
     function then gets ``index=None``.
 
-    ``precision`` (``fp32`` or ``bf16``, ``precision.resolve_precision``): the loss function runs
-    under that autocast; the loss it returns, the gradients and the optimiser state are float32.
-    ``compile`` runs the loss function (forward and backward) through ``torch.compile``; where
-    compiling fails it runs eagerly from then on, and the reason is appended to ``notes``.
+    The loss function runs under ``precision``'s autocast (``fp32``/``bf16``; loss, gradients and
+    optimiser state stay float32), through ``torch.compile`` with ``compile`` (``CompiledLoss``: a
+    compiler failure runs eagerly from then on, its reason appended to ``notes``).
     """
     device = next(model.parameters()).device
     parameters = [p for p in model.parameters() if p.requires_grad] + list(extra_parameters)
@@ -291,9 +256,8 @@ def evaluate_stream(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torc
     seen = 0
     for x, y in batches:
         y = y.to(device, non_blocking=True)
-        with autocast(device, precision):
-            logits = model(x.to(device, non_blocking=True))
-        correct += (logits.argmax(dim=1) == y).sum()
+        with autocast(device, precision):  # the argmax of low-precision logits is exact
+            correct += (model(x.to(device, non_blocking=True)).argmax(dim=1) == y).sum()
         seen += len(y)
     model.train(was_training)
     return float(correct) / max(seen, 1)
@@ -368,8 +332,7 @@ def _evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batc
         x = images[start:start + chunk].to(device, non_blocking=True).contiguous(memory_format=layout)
         y = labels[start:start + chunk].to(device, non_blocking=True)
         with autocast(device, precision):
-            logits = model(x)
-        correct += (logits.argmax(dim=1) == y).sum()
+            correct += (model(x).argmax(dim=1) == y).sum()
     model.train(was_training)
     return float(correct) / len(labels)
 

@@ -74,8 +74,8 @@ def test_bench_contend_repeats_the_comparison_beside_competing_jobs(digits_h5, t
     assert comparison["speedup"] == pytest.approx(busy_rows[0]["total_seconds"] / busy_rows[1]["total_seconds"])
     assert result["settings"]["contend"] == 1 and result["command"].endswith("--contend 1")
     table = format_table(result)
-    assert "convnet-w8 (idle): pipeline / official" in table
-    assert "convnet-w8 (contended): pipeline / official" in table and "beside 1 one-thread training jobs" in table
+    assert "convnet-w8 (idle): pipeline_fp32 / official_loop" in table
+    assert "convnet-w8 (contended): pipeline_fp32 / official_loop" in table and "beside 1 one-thread training jobs" in table
 
 
 def test_bench_rejects_a_negative_contend(digits_h5, tmp_path, capsys):

@@ -24,7 +24,7 @@ from elf_pipeline.config import (
     uses_teacher,
     validate_schema,
 )
-from elf_pipeline.config_checks import adapter_pairs, adapter_warnings
+from elf_pipeline.config_adapters import adapter_pairs, adapter_warnings
 from elf_pipeline.datasets.catalog import SOURCE_CHANNELS
 from elf_pipeline.models import build
 

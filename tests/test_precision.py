@@ -15,6 +15,7 @@ from conftest import NUM_CLASSES, REPO, SYN_IPC, TEACHER_ARCH
 from elf_pipeline import precision as precision_module
 from elf_pipeline.artifacts.checkpoint import load_checkpoint
 from elf_pipeline.cli import build_parser
+from elf_pipeline.compiled_step import CompiledLoss
 from elf_pipeline.elf import ElfLoss, Evaluation, prefers_channels_last
 from elf_pipeline.errors import InputError
 from elf_pipeline.losses import feature_loss, kd_divergence, task_loss
@@ -22,7 +23,7 @@ from elf_pipeline.models import build
 from elf_pipeline.precision import Numerics, autocast, cpu_has_native_bf16, resolve_compile, resolve_precision
 from elf_pipeline.students import train_students
 from elf_pipeline.teacher import train_teacher
-from elf_pipeline.training import CompiledLoss, TrainConfig, seeded_generator, train
+from elf_pipeline.training import TrainConfig, seeded_generator, train
 
 CPU = torch.device("cpu")
 AMX = frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
