@@ -497,3 +497,50 @@ def test_corrupt_intermediate_does_not_cost_the_files_after_it(study, tmp_path):
         assert snapshot(study) == before
     finally:
         shutil.copy2(saved, synset)
+
+
+# --------------------------------------------------------------------------- safekeeping itself
+
+
+def test_safekeeping_restores_only_what_a_failed_run_deleted(tmp_path):
+    """Deleted outputs come back (same inode, modification time and metadata record); an output a
+    job rewrote stays new; a file that had no record gets none."""
+    from elf_pipeline import safekeeping
+
+    files = {name: tmp_path / "results" / name for name in ("deleted.h5", "rewritten.h5", "untouched.h5", "new.h5")}
+    for path in list(files.values())[:3]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(path.name)
+    os.utime(files["deleted.h5"], ns=(1_000_000_000, 1_000_000_000))
+    inode = files["deleted.h5"].stat().st_ino
+    records = {str(files["deleted.h5"]): {"params": ["old"]}}
+    written: dict = {}
+    keep = tmp_path / "results" / ".kept"
+    kept = safekeeping.put_aside(map(str, files.values()), keep, records.get, written.__setitem__)
+    assert [entry["path"] for entry in kept] == [str(path) for path in list(files.values())[:3]]
+    files["deleted.h5"].unlink()  # what Snakemake does to a failed job's outputs
+    files["rewritten.h5"].unlink()
+    files["rewritten.h5"].write_text("new content")  # a job that succeeded
+    restored = safekeeping.restore(keep, written.__setitem__)
+    assert restored == [str(files["deleted.h5"])]
+    assert files["deleted.h5"].read_text() == "deleted.h5"
+    assert files["deleted.h5"].stat().st_ino == inode and files["deleted.h5"].stat().st_mtime_ns == 1_000_000_000
+    assert written == {str(files["deleted.h5"]): {"params": ["old"]}}
+    assert files["rewritten.h5"].read_text() == "new content"
+    assert not keep.exists()
+
+
+def test_safekeeping_after_a_killed_run(tmp_path):
+    """A run killed before it could restore leaves the folder: the next run links back what is missing."""
+    from elf_pipeline import safekeeping
+
+    output = tmp_path / "out.parquet"
+    output.write_text("finished")
+    keep = tmp_path / ".kept"
+    safekeeping.put_aside([str(output)], keep, lambda path: None, lambda path, record: None)
+    output.unlink()
+    written: dict = {}
+    assert safekeeping.put_aside([str(output)], keep, lambda path: None, written.__setitem__)  # the next run
+    assert output.read_text() == "finished" and written == {str(output): None}
+    safekeeping.discard(keep)
+    assert not keep.exists()
