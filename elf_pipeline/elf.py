@@ -44,6 +44,7 @@ from elf_pipeline.errors import InputError
 from elf_pipeline.losses import LOSS_MODES, feature_loss, kd_divergence
 from elf_pipeline.models import build
 from elf_pipeline.models.adapter import make_adapter
+from elf_pipeline.precision import full_precision
 from elf_pipeline.training import Timer, TrainConfig, build_seeded, evaluate, seeded_generator, train
 from elf_pipeline.vectorized import choose_trainer, evaluate_vectorized, train_vectorized, vectorize_setting
 from elf_pipeline.vocab import ADAPTER_FORMS, TEACHER_TARGETS
@@ -162,7 +163,7 @@ class ElfLoss(nn.Module):
     def forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         use_front, use_rear, use_task = self.evaluation.terms
         student_features = model.front(x)  # one front pass serves both the task and the front term
-        logits = model.rear(student_features).float() if use_task or self.kd is not None else None  # float32 losses
+        logits = full_precision(model.rear(student_features)) if use_task or self.kd is not None else None  # float32 losses
         loss = F.cross_entropy(logits, y) if use_task else torch.zeros((), device=x.device)
         if self.kd is not None:
             loss = loss + self.evaluation.lambda_kd * kd_divergence(logits, self.kd.logits(x), self.evaluation.kd_temperature)
@@ -177,7 +178,7 @@ class ElfLoss(nn.Module):
                     target = teacher
                 loss = loss + self.evaluation.lambda_front * feature_loss(self.evaluation.feature_loss, student, target)
             if use_rear:
-                loss = loss + self.evaluation.lambda_rear * F.cross_entropy(model.rear(rear_input).float(), y)
+                loss = loss + self.evaluation.lambda_rear * F.cross_entropy(full_precision(model.rear(rear_input)), y)
         return loss
 
 

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from elf_pipeline.errors import InputError
+from elf_pipeline.precision import full_precision
 from elf_pipeline.vocab import LOSS_MODES  # noqa: F401  (the loss modes, re-exported)
 
 
@@ -52,7 +53,7 @@ def feature_loss(name: str, student: torch.Tensor, teacher: torch.Tensor) -> tor
         raise InputError(f"unknown feature loss {name!r} (allowed: {', '.join(FEATURE_LOSSES)})")
     if student.shape != teacher.shape:
         raise InputError(f"feature shapes differ: student {tuple(student.shape)} vs teacher {tuple(teacher.shape)}")
-    return FEATURE_LOSSES[name](student.float(), teacher.float())  # float32 under bfloat16 autocast too
+    return FEATURE_LOSSES[name](full_precision(student), full_precision(teacher))  # float32 under bfloat16 autocast too
 
 
 def kd_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -60,19 +61,19 @@ def kd_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, te
     averaged over the batch (the tau^2 keeps its gradient on the scale of the cross-entropy's)."""
     if temperature <= 0:
         raise InputError(f"kd_temperature {temperature}: must be positive")
-    log_student = F.log_softmax(student_logits.float() / temperature, dim=1)
-    log_teacher = F.log_softmax(teacher_logits.float() / temperature, dim=1)
+    log_student = F.log_softmax(full_precision(student_logits) / temperature, dim=1)
+    log_teacher = F.log_softmax(full_precision(teacher_logits) / temperature, dim=1)
     return temperature**2 * F.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True)
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Cross-entropy against a probability target per sample (N×C): ``-sum_c p_c log_softmax(z)_c``,
     averaged; equals ``F.cross_entropy(logits, labels)`` on one-hot targets."""
-    return -(target * F.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
+    return -(target * F.log_softmax(full_precision(logits), dim=1)).sum(dim=1).mean()
 
 
 def task_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Cross-entropy on hard labels (N, integer) or soft labels (N×C probabilities)."""
     if target.is_floating_point():
         return soft_cross_entropy(logits, target)
-    return F.cross_entropy(logits.float(), target)
+    return F.cross_entropy(full_precision(logits), target)

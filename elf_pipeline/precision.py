@@ -150,3 +150,9 @@ class Numerics:
     def protocol(self) -> dict[str, str]:
         """The precision and CPU fields of a result row or artifact (``cpu_protocol``)."""
         return cpu_protocol(self.precision, self.setting)
+
+
+def full_precision(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` in float32 where autocast made it bfloat16 (or float16); float32 and float64 as they
+    are. Losses and softmax take their inputs through it."""
+    return tensor.float() if tensor.is_floating_point() and tensor.element_size() < 4 else tensor

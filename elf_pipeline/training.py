@@ -18,7 +18,7 @@ from torch import nn
 from elf_pipeline.augment import DSAConfig, dsa, dsa_config
 from elf_pipeline.compiled_step import CompiledLoss, LossFn
 from elf_pipeline.errors import InputError, TrainingDiverged
-from elf_pipeline.precision import autocast
+from elf_pipeline.precision import autocast, full_precision
 from elf_pipeline.resume import ResumeFile
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def build_seeded(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
 
 
 def task_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(model(x).float(), y)  # float32 loss under any precision
+    return F.cross_entropy(full_precision(model(x)), y)  # float32 loss under any precision
 
 
 def progress(iterable: Iterable, total: int, desc: str):

@@ -222,3 +222,12 @@ def test_cross_entropy_of_bfloat16_logits_is_computed_in_float32():
     exact = F.cross_entropy(logits.double(), labels)
     assert torch.allclose(task_loss(logits.bfloat16(), labels).double(), exact, rtol=0.02)
     assert task_loss(logits.bfloat16(), labels).dtype == torch.float32
+
+
+def test_float64_losses_stay_float64():
+    """Losses lift bfloat16 to float32 and leave float32 and float64 alone (a float64 check of a
+    gradient stays float64)."""
+    logits, labels = torch.randn(8, NUM_CLASSES, dtype=torch.float64), torch.arange(8) % NUM_CLASSES
+    assert task_loss(logits, labels).dtype == torch.float64
+    assert feature_loss("l2", logits, logits.flip(0)).dtype == torch.float64
+    assert precision_module.full_precision(logits.bfloat16()).dtype == torch.float32

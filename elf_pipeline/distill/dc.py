@@ -25,7 +25,7 @@ from elf_pipeline.augment import DSAConfig, apply, sample_params
 from elf_pipeline.distill.common import class_indices, initial_synset, restore_images, save_images_state
 from elf_pipeline.errors import InputError
 from elf_pipeline.models import build
-from elf_pipeline.precision import autocast
+from elf_pipeline.precision import autocast, full_precision
 from elf_pipeline.training import TrainConfig, build_seeded, progress, train
 
 if TYPE_CHECKING:
@@ -84,8 +84,8 @@ def class_match_loss(net: nn.Module, real: torch.Tensor, syn: torch.Tensor, labe
         real, syn = apply(real, params), apply(syn, params)
     weights = [p for p in net.parameters() if p.requires_grad]
     target = torch.full((len(real),), label, dtype=torch.long, device=real.device)
-    real_grads = torch.autograd.grad(F.cross_entropy(net(real).float(), target), weights)
-    syn_grads = torch.autograd.grad(F.cross_entropy(net(syn).float(), target[:1].expand(len(syn))), weights,
+    real_grads = torch.autograd.grad(F.cross_entropy(full_precision(net(real)), target), weights)
+    syn_grads = torch.autograd.grad(F.cross_entropy(full_precision(net(syn)), target[:1].expand(len(syn))), weights,
                                     create_graph=True)
     return gradient_distance([g.detach() for g in real_grads], syn_grads, distance)
 

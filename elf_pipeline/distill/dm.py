@@ -17,7 +17,7 @@ from elf_pipeline.augment import DSAConfig, apply, sample_params
 from elf_pipeline.distill.common import class_indices, restore_images, sample_real, save_images_state
 from elf_pipeline.errors import InputError
 from elf_pipeline.models import build
-from elf_pipeline.precision import autocast
+from elf_pipeline.precision import autocast, full_precision
 from elf_pipeline.resume import ResumeFile
 from elf_pipeline.training import progress
 
@@ -33,8 +33,8 @@ def dm_loss(embed, real_batches: list[torch.Tensor], syn_batches: list[torch.Ten
             params = sample_params(dsa, 1, real.shape[2], real.shape[3], generator, shared=True)
             real, syn = apply(real, params), apply(syn, params)
         with torch.no_grad():
-            real_mean = embed(real).float().flatten(1).mean(dim=0)
-        loss = loss + ((real_mean - embed(syn).float().flatten(1).mean(dim=0)) ** 2).sum()
+            real_mean = full_precision(embed(real)).flatten(1).mean(dim=0)
+        loss = loss + ((real_mean - full_precision(embed(syn)).flatten(1).mean(dim=0)) ** 2).sum()
     return loss
 
 

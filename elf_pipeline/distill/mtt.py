@@ -31,7 +31,7 @@ from elf_pipeline.augment import dsa as augment
 from elf_pipeline.distill.common import class_indices, initial_synset
 from elf_pipeline.errors import InputError
 from elf_pipeline.models import build
-from elf_pipeline.precision import autocast
+from elf_pipeline.precision import autocast, full_precision
 from elf_pipeline.training import progress
 from elf_pipeline.zca import fit_zca
 
@@ -77,7 +77,7 @@ def trajectory_loss(student: FlatStudent, syn_images: torch.Tensor, syn_labels: 
         x = syn_images[index]
         if dsa is not None:
             x = augment(x, dsa, generator)
-        loss = F.cross_entropy(student(params, x).float(), syn_labels[index])
+        loss = F.cross_entropy(full_precision(student(params, x)), syn_labels[index])
         (grad,) = torch.autograd.grad(loss, params, create_graph=True)
         params = params - syn_lr * grad
     return ((params - target) ** 2).sum() / ((start - target) ** 2).sum()
