@@ -489,6 +489,8 @@ def test_corrupt_intermediate_does_not_cost_the_files_after_it(study, tmp_path):
     try:
         _truncated(saved, synset)
         before = snapshot(study)
+        run = snakemake(study, "-n", "--configfile", "config/smoke.yaml")
+        one_line(run, r"warning: results/digits/distilled/random/ipc2/synset.h5: not a readable HDF5 file .*delete it")
         run = snakemake(study, "--cores", "1", "results/digits/students/random/ipc2/convnet/baseline.parquet",
                         "--configfile", "config/smoke.yaml")
         assert run.returncode == 1
