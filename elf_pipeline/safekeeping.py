@@ -86,3 +86,35 @@ def restore(keep_dir: str | os.PathLike, write_record: WriteRecord) -> list[str]
 
 def discard(keep_dir: str | os.PathLike) -> None:
     shutil.rmtree(keep_dir, ignore_errors=True)
+
+
+def unreadable(path: Path) -> str | None:
+    """Why an artifact cannot be read, by a cheap look (None where it can): an HDF5 file that does not
+    open (h5py checks the size its superblock records), a Parquet file without its closing magic."""
+    if path.suffix == ".parquet":
+        with open(path, "rb") as handle:
+            handle.seek(max(path.stat().st_size - 4, 0))
+            return None if handle.read(4) == b"PAR1" else "not a readable Parquet file (truncated?)"
+    import h5py
+
+    try:
+        h5py.File(path, "r").close()
+    except OSError as error:
+        return f"not a readable HDF5 file ({str(error)[:120]})"
+    return None
+
+
+def unreadable_outputs(results: str | os.PathLike, keep_dir: str | os.PathLike,
+                       is_output: Callable[[str], bool]) -> dict[str, str]:
+    """path -> why, for every HDF5 and Parquet file under ``results`` (``keep_dir`` aside) that a rule
+    writes (``is_output``) and that cannot be read."""
+    results = Path(results)
+    if not results.is_dir():
+        return {}
+    found = {}
+    for path in sorted(p for pattern in ("*.h5", "*.parquet") for p in results.rglob(pattern)):
+        if path.is_relative_to(keep_dir) or not is_output(str(path)):
+            continue
+        if reason := unreadable(path):
+            found[str(path)] = reason
+    return found

@@ -40,32 +40,14 @@ def _write_record(path, record):
     persistence._unmark_incomplete(path)
 
 
-def _unreadable(path):
-    """Why an artifact cannot be read, by a cheap look (None where it can): an HDF5 file that does not
-    open (h5py checks the size its superblock records), a Parquet file without its closing magic."""
-    if path.suffix == ".parquet":
-        with open(path, "rb") as handle:
-            handle.seek(max(path.stat().st_size - 4, 0))
-            return None if handle.read(4) == b"PAR1" else "not a readable Parquet file (truncated?)"
-    import h5py
-
-    try:
-        h5py.File(path, "r").close()
-    except OSError as error:
-        return f"not a readable HDF5 file ({str(error)[:120]})"
-    return None
-
-
 # A corrupt intermediate (a truncated data.h5, synset.h5, features file, Parquet table) is named
 # before any job runs: the jobs after it fail naming it too, and keep their outputs; deleting it
 # rebuilds it. Checked by the main process only (a cluster job parses the workflow again).
-CORRUPT = {}
-if workflow.is_main_process and Path(RESULTS).is_dir():
-    for path in sorted(p for suffix in ("*.h5", "*.parquet") for p in Path(RESULTS).rglob(suffix)):
-        if path.is_relative_to(KEEP_DIR) or not any(rule.is_producer(str(path)) for rule in workflow.rules):
-            continue
-        if reason := _unreadable(path):
-            CORRUPT[str(path)] = reason
+CORRUPT = (
+    safekeeping.unreadable_outputs(RESULTS, KEEP_DIR, lambda path: any(rule.is_producer(path) for rule in workflow.rules))
+    if workflow.is_main_process
+    else {}
+)
 for path, reason in CORRUPT.items():
     print(f"warning: {path}: {reason}; the jobs that read it fail: delete it to rebuild it", file=sys.stderr)
 
