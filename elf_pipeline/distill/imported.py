@@ -48,6 +48,7 @@ from elf_pipeline.artifacts.data import DatasetInfo, normalize, read_info
 from elf_pipeline.artifacts.synset import SyntheticSet, check_soft_labels
 from elf_pipeline.datasets.catalog import RELEASE_STATS, release_stats
 from elf_pipeline.distill import pixel_space
+from elf_pipeline.distill.import_options import SPACE_CHECKS, ImportedSetError, expected_json, relabel
 from elf_pipeline.io import ArtifactError, not_torch_file, open_h5, sha256_file
 from elf_pipeline.vocab import IMPORT_NORMALIZATIONS
 from elf_pipeline.zca import DEFAULT_EPS
@@ -55,14 +56,9 @@ from elf_pipeline.zca import DEFAULT_EPS
 log = logging.getLogger(__name__)
 
 NORMALIZATIONS = IMPORT_NORMALIZATIONS
-SPACE_CHECKS = ("error", "warn", "off")  # space_check: what a declared pixel space the images rule out does
 SPECTRUM_IMAGES = 1000  # training images whose principal components the whitening check compares with
 IMAGE_KEYS = ("images", "image_syn", "images_syn", "x")
 LABEL_KEYS = ("labels", "label_syn", "labels_syn", "y")
-
-
-class ImportedSetError(ArtifactError):
-    """The imported file is missing, unreadable, unsafe or does not fit the dataset (message names it)."""
 
 
 def _to_numpy(value: object, path: Path, what: str) -> np.ndarray:
@@ -264,44 +260,6 @@ def check_pixel_space(images: np.ndarray, normalization: object, zca: dict | Non
             "import_whitening_slope": float("nan") if detection.slope is None else detection.slope}
 
 
-def _relabel(labels: np.ndarray, label_map: object, num_classes: int) -> np.ndarray:
-    """File label ``i`` becomes class ``label_map[i]`` (soft labels: column ``i`` moves to ``label_map[i]``)."""
-    if (not isinstance(label_map, (list, tuple)) or sorted(label_map) != list(range(num_classes))
-            or any(isinstance(v, bool) for v in label_map)):
-        raise ImportedSetError(f"method import: label_map must list each class 0..{num_classes - 1} once (file label i "
-                               f"is class label_map[i]), got {label_map!r}")
-    mapping = np.asarray(label_map, dtype=np.int64)
-    if labels.ndim == 2:
-        moved = np.empty_like(labels)
-        moved[:, mapping] = labels
-        return moved
-    return mapping[labels]
-
-
-EXPECTED_TOLERANCE = 0.03  # default: a baseline more than 3 points below the published accuracy is flagged
-
-
-def _expected(block: object) -> str:
-    """``expected``: the accuracy per architecture that the release's authors report, as fractions,
-    and its source; returned as canonical JSON (recorded as ``imported_expected``)."""
-    where = "method import: expected"
-    if not isinstance(block, dict) or set(block) - {"accuracy", "source", "tolerance"}:
-        raise ImportedSetError(f"{where} takes accuracy (architecture: fraction), source and tolerance, got {block!r}")
-    accuracy, source = block.get("accuracy"), block.get("source")
-    if not isinstance(accuracy, dict) or not accuracy:
-        raise ImportedSetError(f"{where}.accuracy must map architectures to published accuracies, e.g. {{convnet: 0.651}}")
-    for arch, value in accuracy.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise ImportedSetError(f"{where}.accuracy.{arch} must be a fraction in [0, 1] (65.1 % is 0.651), got {value!r}")
-    if not isinstance(source, str) or not source.strip():
-        raise ImportedSetError(f"{where}.source must say where the numbers come from (paper, table, repository)")
-    tolerance = block.get("tolerance", EXPECTED_TOLERANCE)
-    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
-        raise ImportedSetError(f"{where}.tolerance must be a fraction in [0, 1), got {tolerance!r}")
-    return json.dumps({"accuracy": {str(k): float(v) for k, v in sorted(accuracy.items())}, "source": source.strip(),
-                       "tolerance": float(tolerance)}, sort_keys=True)
-
-
 def _learned_lr(path: Path) -> float:
     if not path.is_file():
         raise ImportedSetError(f"{path}: learned lr file not found")
@@ -312,6 +270,29 @@ def _learned_lr(path: Path) -> float:
         raise ImportedSetError(f"{path}: the learned lr must be one positive, finite number, got shape "
                                f"{tuple(array.shape)}" + (f" value {float(array.reshape(-1)[0]):.4g}" if array.size == 1 else ""))
     return float(array.reshape(-1)[0])
+
+
+def _checked_images(raw: object, path: Path, info: DatasetInfo) -> np.ndarray:
+    """The imported images as float64 N x C x H x W, refused (naming the file) where the layout, size,
+    dtype or values do not fit the dataset."""
+    images = _to_numpy(raw, path, "images")
+    shape, size = images.shape, info.image_size
+    if images.ndim != 4:
+        raise ImportedSetError(f"{path}: images should be N x C x H x W, got shape {shape}")
+    if shape[1] != info.channels and shape[3] == info.channels and shape[1] == size:
+        raise ImportedSetError(f"{path}: images have shape {shape}, which looks N x H x W x C; expected N x {info.channels} x "
+                               f"{size} x {size} (NCHW)")
+    if shape[1] != info.channels:
+        raise ImportedSetError(f"{path}: images have {shape[1]} channels but the dataset ({info.source}) has {info.channels}")
+    if shape[2:] != (size, size):
+        raise ImportedSetError(f"{path}: images are {shape[2]}x{shape[3]} but the dataset is prepared at {size}x{size}")
+    if not np.issubdtype(images.dtype, np.number):
+        raise ImportedSetError(f"{path}: images have non-numeric dtype {images.dtype}")
+    images = images.astype(np.float64)
+    bad = int((~np.isfinite(images)).sum())
+    if bad:
+        raise ImportedSetError(f"{path}: images hold {bad} non-finite values (NaN/Inf)")
+    return images
 
 
 def import_synset(data: str | os.PathLike, ipc: int, path: str | os.PathLike | None = None,
@@ -332,7 +313,7 @@ def import_synset(data: str | os.PathLike, ipc: int, path: str | os.PathLike | N
     if not _valid_normalization(normalization):
         raise ImportedSetError(f"method import: normalization must be one of {', '.join(NORMALIZATIONS)}, "
                                f"{{published: <code>}} or {{mean: [...], std: [...]}}, got {normalization!r}")
-    expected_json = _expected(expected) if expected is not None else None
+    expected_record = expected_json(expected) if expected is not None else None
     if label_check not in SPACE_CHECKS:
         raise ImportedSetError(f"method import: label_check must be one of {', '.join(SPACE_CHECKS)}, got {label_check!r}")
     if space_check not in SPACE_CHECKS:
@@ -352,27 +333,11 @@ def import_synset(data: str | os.PathLike, ipc: int, path: str | os.PathLike | N
         raw_labels = _load_arrays(Path(labels_path))[0]
     if raw_labels is None:
         raise ImportedSetError(f"{path}: holds images only; give the labels file as labels_path")
-    images = _to_numpy(raw_images, path, "images")
-    shape, size = images.shape, info.image_size
-    if images.ndim != 4:
-        raise ImportedSetError(f"{path}: images should be N x C x H x W, got shape {shape}")
-    if shape[1] != info.channels and shape[3] == info.channels and shape[1] == size:
-        raise ImportedSetError(f"{path}: images have shape {shape}, which looks N x H x W x C; expected N x {info.channels} x "
-                               f"{size} x {size} (NCHW)")
-    if shape[1] != info.channels:
-        raise ImportedSetError(f"{path}: images have {shape[1]} channels but the dataset ({info.source}) has {info.channels}")
-    if shape[2:] != (size, size):
-        raise ImportedSetError(f"{path}: images are {shape[2]}x{shape[3]} but the dataset is prepared at {size}x{size}")
-    if not np.issubdtype(images.dtype, np.number):
-        raise ImportedSetError(f"{path}: images have non-numeric dtype {images.dtype}")
-    images = images.astype(np.float64)
-    bad = int((~np.isfinite(images)).sum())
-    if bad:
-        raise ImportedSetError(f"{path}: images hold {bad} non-finite values (NaN/Inf)")
+    images = _checked_images(raw_images, path, info)
     labels = _labels_array(raw_labels, Path(labels_path) if labels_path else path, len(images), info.num_classes)
     soft = labels.ndim == 2
     if label_map is not None:
-        labels = _relabel(labels, label_map, info.num_classes)
+        labels = relabel(labels, label_map, info.num_classes)
     if soft and len(labels) != ipc * info.num_classes:
         raise ImportedSetError(f"{path}: expected {ipc * info.num_classes} images (ipc {ipc} x {info.num_classes} "
                                f"classes), got {len(labels)}")
@@ -387,7 +352,7 @@ def import_synset(data: str | os.PathLike, ipc: int, path: str | os.PathLike | N
         images = _to_dataset_space(images, normalization, info, path)
     order = np.argsort(classes, kind="stable")  # class-major, like the other methods
     extra = {"imported_from": str(path), "imported_sha256": sha256_file(path), "imported_normalization": _label(normalization),
-             **checked, **({"imported_expected": expected_json} if expected_json else {}),
+             **checked, **({"imported_expected": expected_record} if expected_record else {}),
              **({"imported_label_map": json.dumps([int(v) for v in label_map])} if label_map is not None else {})}
     if zca is not None:
         extra["zca_eps"] = float(zca.get("eps", DEFAULT_EPS))
