@@ -31,18 +31,18 @@ data:
 	@[ -e $(FMNIST_DIR)/train-images-idx3-ubyte.gz ] || echo "note: Fashion-MNIST not found in $(FMNIST_DIR); the default config needs it (apt-get install dataset-fashion-mnist)"
 
 run: setup
-	@$(BIN)/python -m elf_pipeline.configfile $(CONFIG)
+	@$(BIN)/python -m elf_pipeline.config.files $(CONFIG)
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
 	@echo; cat results/report/summary.md
 
 report: setup
-	@$(BIN)/python -m elf_pipeline.configfile $(CONFIG)
+	@$(BIN)/python -m elf_pipeline.config.files $(CONFIG)
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
 	$(BIN)/snakemake --configfile $(CONFIG) --report results/report.html
 	@echo "wrote results/report.html (tables: results/report/summary.md)"
 
 dry-run: setup
-	@$(BIN)/python -m elf_pipeline.configfile $(CONFIG)
+	@$(BIN)/python -m elf_pipeline.config.files $(CONFIG)
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) -n
 
 # tests/test_slurm.py starts a private SLURM cluster; as root with apt-get this installs Debian's

@@ -2,7 +2,7 @@
 
 Every workflow rule calls one subcommand with explicit arguments, so any stage can be rerun by
 hand: files as flags, and the stage's settings as one JSON object (``--settings``, parsed with
-``elf_pipeline.stage_settings``).  Known failures (bad input, corrupt artifacts,
+``elf_pipeline.config.stages``).  Known failures (bad input, corrupt artifacts,
 diverged training) end with a one-line message and exit status 2.
 """
 
@@ -15,11 +15,11 @@ import signal
 import sys
 import threading
 
-from elf_pipeline.allocator import keep_freed_memory
-from elf_pipeline.errors import InputError, UserError
-from elf_pipeline.gpu import pin_free_device
-from elf_pipeline.precision import COMPILE_SETTINGS, PRECISIONS
-from elf_pipeline.stage_settings import STAGES, parse_stage_settings
+from elf_pipeline.config.stages import STAGES, parse_stage_settings
+from elf_pipeline.engine.precision import COMPILE_SETTINGS, PRECISIONS
+from elf_pipeline.infra.allocator import keep_freed_memory
+from elf_pipeline.infra.errors import InputError, UserError
+from elf_pipeline.infra.gpu import pin_free_device
 
 
 def _json(text: str) -> dict:
@@ -32,30 +32,30 @@ def _json(text: str) -> dict:
     return value
 
 
-def cmd_prepare_data(args: argparse.Namespace) -> None:
-    from elf_pipeline.data import prepare_data
+def cmd_data(args: argparse.Namespace) -> None:
+    from elf_pipeline.stages.data import prepare_data
 
     print(json.dumps(prepare_data(out=args.out, **args.settings)))
 
 
 def cmd_distill(args: argparse.Namespace) -> None:
-    from elf_pipeline.distill import run_distill
+    from elf_pipeline.stages.distill import run_distill
 
     s = args.settings
     run_distill(args.data, args.out, s["method"], s["ipc"], s["hyperparameters"], s["seed"], args.device, experts=args.experts,
                 precision=args.precision)
 
 
-def cmd_train_experts(args: argparse.Namespace) -> None:
-    from elf_pipeline.distill.experts import train_expert
+def cmd_experts(args: argparse.Namespace) -> None:
+    from elf_pipeline.stages.experts import train_expert
 
     block = {k: v for k, v in args.settings.items() if k not in ("arch", "index")}
     print(json.dumps(train_expert(args.data, args.out, args.settings["arch"], args.settings["index"], block, args.device,
                                   args.precision, args.compile)))
 
 
-def cmd_train_teacher(args: argparse.Namespace) -> None:
-    from elf_pipeline.teacher import train_teacher
+def cmd_teachers(args: argparse.Namespace) -> None:
+    from elf_pipeline.stages.teachers import train_teacher
 
     s = args.settings
     history = train_teacher(args.data, args.out_model, args.out_history, s["arch"], s["train"], s["checkpoint_epoch"],
@@ -64,16 +64,16 @@ def cmd_train_teacher(args: argparse.Namespace) -> None:
     print(f"teacher {s['arch']}: test accuracy {history['test_acc']:.4f} at epoch {history['checkpoint_epoch']}")
 
 
-def cmd_extract_features(args: argparse.Namespace) -> None:
-    from elf_pipeline.features import extract_features
+def cmd_features(args: argparse.Namespace) -> None:
+    from elf_pipeline.stages.features import extract_features
 
     shapes = extract_features(args.synset, args.teacher, args.out, args.device, args.settings["batch_size"], data=args.data,
                               precision=args.precision)
     print(json.dumps({name: list(shape) for name, shape in shapes.items()}))
 
 
-def cmd_train_student(args: argparse.Namespace) -> None:
-    from elf_pipeline.students import train_students
+def cmd_students(args: argparse.Namespace) -> None:
+    from elf_pipeline.stages.students import train_students
 
     s = args.settings
     frame = train_students(args.data, args.synset, args.features, s["arch"], s["evaluation"], s["train"], s["seeds"],
@@ -82,8 +82,8 @@ def cmd_train_student(args: argparse.Namespace) -> None:
     print(frame[["arch", "evaluation", "seed", "test_acc", "train_seconds"]].to_string(index=False))
 
 
-def cmd_select_student(args: argparse.Namespace) -> None:
-    from elf_pipeline.select import select_student
+def cmd_select(args: argparse.Namespace) -> None:
+    from elf_pipeline.stages.select import select_student
 
     s = args.settings
     choice = select_student(args.inputs, args.out, s["candidates"], s["seeds"], s["evaluation"], s["identity"])
@@ -91,15 +91,15 @@ def cmd_select_student(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from elf_pipeline.report import write_report
+    from elf_pipeline.stages.report import write_report
 
     write_report(args.inputs, args.runs, args.summary, reference=args.full, reference_out=args.reference_out,
                  html_out=args.html, benchmarks=args.benchmarks, extra=args.extra, distill_archs=dict(args.distill_arch),
                  ddranking_out=args.ddranking_out, selections=args.selections)
 
 
-def cmd_train_full(args: argparse.Namespace) -> None:
-    from elf_pipeline.reference import train_full
+def cmd_reference(args: argparse.Namespace) -> None:
+    from elf_pipeline.stages.reference import train_full
 
     s = args.settings
     frame = train_full(args.data, s["arch"], s["train"], s["seeds"], args.out, s["identity"], s["train_limit"],
@@ -107,34 +107,34 @@ def cmd_train_full(args: argparse.Namespace) -> None:
     print(frame[["arch", "seed", "test_acc", "train_images", "train_seconds"]].to_string(index=False))
 
 
-def cmd_plot_results(args: argparse.Namespace) -> None:
-    from elf_pipeline.report.figures import plot_results
+def cmd_report_results(args: argparse.Namespace) -> None:
+    from elf_pipeline.stages.report.figures import plot_results
 
     plot_results(args.runs, args.reference, args.dataset, args.out_accuracy, args.out_gap, dict(args.distill_arch))
 
 
-def cmd_plot_synset(args: argparse.Namespace) -> None:
-    from elf_pipeline.report.figures import plot_synset
+def cmd_report_synset(args: argparse.Namespace) -> None:
+    from elf_pipeline.stages.report.figures import plot_synset
 
     plot_synset(args.synset, args.data, args.out, args.max_per_class)
 
 
-def cmd_plot_teacher(args: argparse.Namespace) -> None:
-    from elf_pipeline.report.figures import plot_teacher
+def cmd_report_teacher(args: argparse.Namespace) -> None:
+    from elf_pipeline.stages.report.figures import plot_teacher
 
     plot_teacher(args.history, args.out, args.title)
 
 
-def cmd_teacher_from_expert(args: argparse.Namespace) -> None:
-    from elf_pipeline.expert_teacher import teacher_from_expert
+def cmd_expert_teacher(args: argparse.Namespace) -> None:
+    from elf_pipeline.stages.expert_teacher import teacher_from_expert
 
     meta = teacher_from_expert(args.expert, args.data, args.out, args.settings["epoch"], args.device, args.precision)
     print(f"distillation model {meta['arch']} (epoch {meta['epoch']}): test accuracy {meta['test_acc']:.4f}")
 
 
 def cmd_study(args: argparse.Namespace) -> None:
-    from elf_pipeline.ablation import write_ablation
-    from elf_pipeline.study import write_norm, write_similarity
+    from elf_pipeline.stages.study import write_norm, write_similarity
+    from elf_pipeline.stages.study.ablation import write_ablation
 
     outputs = (args.out_table, args.out_markdown, args.out_plot)
     if args.kind in ("similarity", "ablation") and not args.archs:
@@ -190,22 +190,22 @@ DISTILL_ARCH = (("--distill-arch",), {"type": _pair, "nargs": "*", "default": []
 # stage -> (help, its arguments as (flags, options)); the stages of stage_settings.STAGES also take
 # --settings, one JSON object of their settings. Stage X runs cmd_X (sources.py reads its imports).
 ARGUMENTS: dict[str, tuple[str, list[tuple[tuple[str, ...], dict]]]] = {
-    "prepare-data": ("raw dataset -> data.h5", [OUT]),
+    "data": ("raw dataset -> data.h5", [OUT]),
     "distill": ("data.h5 -> synset.h5", [
         DATA, (("--experts",), {"nargs": "+", "default": None, "help": "expert trajectory files (method mtt)"}), DEVICE,
         PRECISION, OUT]),
-    "train-experts": ("data.h5 -> one expert trajectory (parameters per epoch) for MTT", [DATA, DEVICE, PRECISION, COMPILE, OUT]),
-    "train-teacher": ("data.h5 -> teacher model.pt + history.json", [
+    "experts": ("data.h5 -> one expert trajectory (parameters per epoch) for MTT", [DATA, DEVICE, PRECISION, COMPILE, OUT]),
+    "teachers": ("data.h5 -> teacher model.pt + history.json", [
         DATA, DEVICE, PRECISION, COMPILE, (("--out-model",), REQUIRED), (("--out-history",), REQUIRED)]),
-    "extract-features": ("synset.h5 + teacher -> features.h5 (every layer)", [
+    "features": ("synset.h5 + teacher -> features.h5 (every layer)", [
         (("--synset",), REQUIRED), (("--teacher",), REQUIRED),
         (("--data",), {"default": None, "help": "data.h5 (needed for a ZCA-whitened synthetic set)"}), DEVICE, PRECISION, OUT]),
-    "train-student": ("train and test one architecture under one evaluation", [
+    "students": ("train and test one architecture under one evaluation", [
         DATA, (("--synset",), REQUIRED), (("--features",), {"default": None}),
         (("--teacher-model",), {"default": None, "help": "teacher checkpoint (evaluations with teacher_targets: online)"}),
         (("--choice",), {"default": None, "help": "choice.json of select-student (settings select_keys take its values)"}),
         DEVICE, PRECISION, COMPILE, OUT]),
-    "select-student": ("candidate results -> choice.json: the values with the best validation accuracy", [
+    "select": ("candidate results -> choice.json: the values with the best validation accuracy", [
         (("inputs",), {"nargs": "+", "help": "one result file per candidate, in the order of the settings' candidates"}),
         OUT]),
     "report": ("student Parquet files -> runs.parquet + summary.md (+ reference.parquet, summary.html)", [
@@ -219,17 +219,17 @@ ARGUMENTS: dict[str, tuple[str, list[tuple[tuple[str, ...], dict]]]] = {
         (("--extra",), {"nargs": "*", "default": [], "help": "optional Parquet tables appended to the summary"}),
         (("--selections",), {"nargs": "*", "default": [], "help": "choice.json files of students.select (Selection table)"}),
         DISTILL_ARCH]),
-    "train-full": ("train an architecture on the real training set (the full-data reference)", [
+    "reference": ("train an architecture on the real training set (the full-data reference)", [
         DATA, DEVICE, PRECISION, COMPILE, OUT]),
-    "plot-results": ("runs.parquet -> accuracy bars and gap-closed figures of one dataset", [
+    "report-results": ("runs.parquet -> accuracy bars and gap-closed figures of one dataset", [
         (("--runs",), REQUIRED), (("--reference",), {"default": None, "help": "reference.parquet (full-real-data rows)"}),
         (("--dataset",), REQUIRED), DISTILL_ARCH, (("--out-accuracy",), REQUIRED), (("--out-gap",), REQUIRED)]),
-    "plot-synset": ("synset.h5 -> grid of the synthetic images per class (PNG)", [
+    "report-synset": ("synset.h5 -> grid of the synthetic images per class (PNG)", [
         (("--synset",), REQUIRED), (("--data",), {"required": True, "help": "data.h5 (mean/std to de-normalise, class names)"}),
         (("--max-per-class",), {"type": int, "default": 10}), OUT]),
-    "plot-teacher": ("teacher history.json -> training curve (PNG)", [
+    "report-teacher": ("teacher history.json -> training curve (PNG)", [
         (("--history",), REQUIRED), (("--title",), {"default": None}), OUT]),
-    "teacher-from-expert": ("an MTT expert (the distillation model) -> teacher model.pt", [
+    "expert-teacher": ("an MTT expert (the distillation model) -> teacher model.pt", [
         (("--expert",), REQUIRED), (("--data",), {"required": True, "help": "data.h5 (test accuracy of the teacher)"}),
         DEVICE, PRECISION, OUT]),
     "study": ("student results of the empirical study -> table (Parquet, Markdown) + plot", [
@@ -276,7 +276,7 @@ def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
         parser.add_argument(*flags, **options)
     if stage in STAGES:
         parser.add_argument("--settings", type=_json, default={},
-                            help="the stage's settings as one JSON object (keys: elf_pipeline/stage_settings.py)")
+                            help="the stage's settings as one JSON object (keys: elf_pipeline/config/stages.py)")
     parser.set_defaults(func=globals()["cmd_" + stage.replace("-", "_")])
 
 

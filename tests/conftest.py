@@ -51,7 +51,7 @@ def shared_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def digits_h5(shared_dir) -> Path:
-    from elf_pipeline.data import prepare_data
+    from elf_pipeline.stages.data import prepare_data
 
     out = shared_dir / "data.h5"
     prepare_data(source="digits", out=out, image_size=IMAGE_SIZE, resize="interpolate", train_limit=TRAIN_LIMIT)
@@ -60,14 +60,14 @@ def digits_h5(shared_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def train_split(digits_h5):
-    from elf_pipeline.artifacts.data import load_split
+    from elf_pipeline.artifacts.data_file import load_split
 
     return load_split(digits_h5, "train")
 
 
 @pytest.fixture(scope="session")
 def synset_h5(shared_dir, digits_h5) -> Path:
-    from elf_pipeline.distill import run_distill
+    from elf_pipeline.stages.distill import run_distill
 
     out = shared_dir / "synset.h5"
     run_distill(digits_h5, out, "random", SYN_IPC, {}, seed=0, device="cpu")
@@ -76,7 +76,7 @@ def synset_h5(shared_dir, digits_h5) -> Path:
 
 @pytest.fixture(scope="session")
 def teacher(shared_dir, digits_h5) -> tuple[Path, dict]:
-    from elf_pipeline.teacher import train_teacher
+    from elf_pipeline.stages.teachers import train_teacher
 
     model, history = shared_dir / "teacher.pt", shared_dir / "teacher.json"
     record = train_teacher(digits_h5, model, history, TEACHER_ARCH, {"epochs": 1, "batch_size": 25, "dsa": False},
@@ -93,7 +93,7 @@ def teacher_pt(teacher) -> Path:
 def trained_teacher(shared_dir, digits_h5) -> tuple[Path, dict]:
     """A teacher trained well above chance, for tests of what a teacher passes on (the one-epoch
     ``teacher`` is near chance).  Measured: test accuracy 0.72 after 30 epochs (seeds 0-3: 0.70 to 0.75)."""
-    from elf_pipeline.teacher import train_teacher
+    from elf_pipeline.stages.teachers import train_teacher
 
     model, history = shared_dir / "trained_teacher.pt", shared_dir / "trained_teacher.json"
     record = train_teacher(digits_h5, model, history, TEACHER_ARCH, TRAINED_TEACHER, seed=0, device="cpu")
@@ -102,14 +102,14 @@ def trained_teacher(shared_dir, digits_h5) -> tuple[Path, dict]:
 
 @pytest.fixture(scope="session")
 def features_h5(shared_dir, synset_h5, teacher_pt) -> Path:
-    from elf_pipeline.features import extract_features
+    from elf_pipeline.stages.features import extract_features
 
     out = shared_dir / "features.h5"
     extract_features(synset_h5, teacher_pt, out, device="cpu")
     return out
 
 
-WORKFLOW_ITEMS = ("Snakefile", "workflow", "elf_pipeline", "config")
+WORKFLOW_ITEMS = ("Snakefile", "workflow", "elf_pipeline", "config", "tests/configs")
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 
@@ -134,7 +134,7 @@ def copy_workflow(source: Path, workdir: Path, items: tuple[str, ...] = WORKFLOW
 
 def _run_smoke_study(workdir: Path) -> None:
     copy_workflow(REPO, workdir)
-    run = _snakemake(workdir, "--cores", "2", "--configfile", "config/smoke.yaml")
+    run = _snakemake(workdir, "--cores", "2", "--configfile", "tests/configs/smoke.yaml")
     assert "(100%) done" in run.stdout + run.stderr, (run.stdout + run.stderr)[-3000:]
 
 
@@ -179,7 +179,7 @@ def smoke_report(smoke_pristine, tmp_path_factory) -> Path:
     """A copy of the finished smoke study with its ``snakemake --report`` page, ``report.html``."""
     workdir = tmp_path_factory.mktemp("report_study") / "study"
     shutil.copytree(smoke_pristine, workdir, symlinks=True)
-    _snakemake(workdir, "--configfile", "config/smoke.yaml", "--report", "report.html")
+    _snakemake(workdir, "--configfile", "tests/configs/smoke.yaml", "--report", "report.html")
     return workdir
 
 
@@ -251,7 +251,7 @@ class StudentSpy:
     def __init__(self, monkeypatch) -> None:
         import copy
 
-        import elf_pipeline.elf as elf
+        import elf_pipeline.engine.elf as elf
 
         self.models: list[torch.nn.Module] = []
         original = elf.evaluate

@@ -11,11 +11,11 @@ import sys
 
 import pytest
 
-from elf_pipeline.allocator import keep_freed_memory
+from elf_pipeline.infra.allocator import keep_freed_memory
 
 PROBE = """
 import ctypes, os, resource, sys
-from elf_pipeline.allocator import keep_freed_memory
+from elf_pipeline.infra.allocator import keep_freed_memory
 applied = keep_freed_memory() if sys.argv[1] == "tuned" else False
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]

@@ -16,8 +16,8 @@ from elf_pipeline.artifacts.tables import (
     write_table,
     write_text,
 )
-from elf_pipeline.errors import ArtifactError
-from elf_pipeline.study_tables import STUDY_COLUMNS
+from elf_pipeline.infra.errors import ArtifactError
+from elf_pipeline.stages.study.rows import STUDY_COLUMNS
 
 
 def test_study_columns_are_required_columns_of_the_runs_schema():

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from elf_pipeline.augment import (
+from elf_pipeline.engine.augment import (
     DEFAULT_STRATEGY,
     FAMILIES,
     DSAConfig,

@@ -2,9 +2,9 @@
 (and no traceback), and that every output that existed before is unchanged afterwards.
 
 Config cases are dry runs of the whole workflow (``snakemake -n``); config-file cases also run the
-strict reader (``python -m elf_pipeline.configfile``, what ``make run`` runs first); stage cases call
+strict reader (``python -m elf_pipeline.config.files``, what ``make run`` runs first); stage cases call
 the CLI in-process. The failing-run tests run real jobs that fail, and check that the study is as it
-was (``elf_pipeline.safekeeping``), that a rerun of the failing config runs the job again and that
+was (``elf_pipeline.infra.safekeeping``), that a rerun of the failing config runs the job again and that
 the reverted config finds its results done.
 """
 
@@ -36,7 +36,7 @@ def study(smoke_pristine, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def smoke(study) -> dict:
     """The study's config (config/smoke.yaml as it ran)."""
-    return yaml.safe_load((study / "config" / "smoke.yaml").read_text())
+    return yaml.safe_load((study / "tests" / "configs" / "smoke.yaml").read_text())
 
 
 def snapshot(study: Path) -> dict[str, tuple[int, int, int]]:
@@ -157,10 +157,10 @@ def test_bad_config(study, smoke, tmp_path, key, value, message):
 # --------------------------------------------------------------------------- targets the study does not configure
 
 TARGET_CASES = [
-    "results/digits/distilled/random/ipc3/synset.h5",  # an IPC outside distillation.ipc
+    "results/digits/distill/random/ipc3/synset.h5",  # an IPC outside distillation.ipc
     "results/digits/students/random/ipc1/vgg11/baseline.parquet",  # an architecture outside students.archs
     "results/digits/students/random/ipc1/convnet/elf_l2.parquet",  # an evaluation not configured
-    "results/digits/distilled/dc/ipc1/synset.h5",  # a method not configured
+    "results/digits/distill/dc/ipc1/synset.h5",  # a method not configured
     "results/mnist/data.h5",  # a dataset not configured
     "results/digits/teachers/resnet18/model.pt",  # a teacher not configured
 ]
@@ -169,7 +169,7 @@ TARGET_CASES = [
 @pytest.mark.parametrize("target", TARGET_CASES)
 def test_unconfigured_target(study, target):
     before = snapshot(study)
-    run = snakemake(study, "-n", target, "--configfile", "config/smoke.yaml")
+    run = snakemake(study, "-n", target, "--configfile", "tests/configs/smoke.yaml")
     assert run.returncode == 1
     one_line(run, rf"No rule to produce {target}")
     assert snapshot(study) == before
@@ -196,12 +196,12 @@ FILE_CASES = [
 
 @pytest.mark.parametrize("name, text, message, snakefile_message", FILE_CASES, ids=[case[0] for case in FILE_CASES])
 def test_bad_config_file(study, tmp_path, name, text, message, snakefile_message):
-    from elf_pipeline import configfile
+    from elf_pipeline.config import files as configfile
 
     before = snapshot(study)
     config = tmp_path / "bad.yaml"
-    config.write_text(text.replace(SMOKE_TEXT, (study / "config" / "smoke.yaml").read_text()))
-    check = subprocess.run([sys.executable, "-m", "elf_pipeline.configfile", str(config)], capture_output=True, text=True,
+    config.write_text(text.replace(SMOKE_TEXT, (study / "tests" / "configs" / "smoke.yaml").read_text()))
+    check = subprocess.run([sys.executable, "-m", "elf_pipeline.config.files", str(config)], capture_output=True, text=True,
                            cwd=study)
     assert check.returncode == 2
     one_line(check, message)
@@ -217,7 +217,7 @@ def test_bad_config_file(study, tmp_path, name, text, message, snakefile_message
 def test_config_file_missing_or_folder(study, tmp_path, what):
     before = snapshot(study)
     path = tmp_path / "absent.yaml" if what == "missing" else tmp_path
-    check = subprocess.run([sys.executable, "-m", "elf_pipeline.configfile", str(path)], capture_output=True, text=True)
+    check = subprocess.run([sys.executable, "-m", "elf_pipeline.config.files", str(path)], capture_output=True, text=True)
     assert check.returncode == 2
     one_line(check, "not found" if what == "missing" else "a folder, not a file")
     assert snapshot(study) == before
@@ -238,11 +238,11 @@ def test_results_dir_is_a_file(study, smoke, tmp_path):
 def test_results_dir_of_another_config_is_named(study, tmp_path):
     before = snapshot(study)
     other = tmp_path / "other.yaml"
-    other.write_text((study / "config" / "smoke.yaml").read_text())
+    other.write_text((study / "tests" / "configs" / "smoke.yaml").read_text())
     run = snakemake(study, "-n", "--configfile", str(other))
     assert run.returncode == 0
     one_line(run, r"warning: results_dir results holds the study of config config/smoke.yaml, this run uses .*other.yaml")
-    run = snakemake(study, "-n", "--configfile", "config/smoke.yaml")
+    run = snakemake(study, "-n", "--configfile", "tests/configs/smoke.yaml")
     assert "holds the study of config" not in run.stderr
     assert snapshot(study) == before
 
@@ -264,41 +264,41 @@ def _truncated(source: Path, target: Path) -> Path:
 # (name, how to make the bad file from the study, the stage arguments ({bad}: that file, {study}: the
 # study's results), what the one line says)
 STAGE_CASES = [
-    ("synset-missing", None, "plot-synset --synset {tmp}/absent.h5 --data {r}/digits/data.h5 --out {tmp}/p.png",
+    ("synset-missing", None, "report-synset --synset {tmp}/absent.h5 --data {r}/digits/data.h5 --out {tmp}/p.png",
      r"absent.h5: file not found"),
-    ("data-png", "png", "plot-synset --synset {r}/digits/distilled/random/ipc1/synset.h5 --data {bad} --out {tmp}/p.png",
+    ("data-png", "png", "report-synset --synset {r}/digits/distill/random/ipc1/synset.h5 --data {bad} --out {tmp}/p.png",
      r"bad: not a readable HDF5 file"),
-    ("data-truncated", "data.h5", "plot-synset --synset {r}/digits/distilled/random/ipc1/synset.h5 --data {bad} "
+    ("data-truncated", "data.h5", "report-synset --synset {r}/digits/distill/random/ipc1/synset.h5 --data {bad} "
      "--out {tmp}/p.png", r"bad: not a readable HDF5 file .*truncated"),
-    ("data-is-a-synset", None, "plot-synset --synset {r}/digits/distilled/random/ipc1/synset.h5 --data "
-     "{r}/digits/distilled/random/ipc1/synset.h5 --out {tmp}/p.png", r"synset.h5: prepared dataset lacks attribute"),
-    ("synset-truncated", "synset.h5", "extract-features --synset {bad} --teacher {r}/digits/teachers/convnet/model.pt "
+    ("data-is-a-synset", None, "report-synset --synset {r}/digits/distill/random/ipc1/synset.h5 --data "
+     "{r}/digits/distill/random/ipc1/synset.h5 --out {tmp}/p.png", r"synset.h5: prepared dataset lacks attribute"),
+    ("synset-truncated", "synset.h5", "features --synset {bad} --teacher {r}/digits/teachers/convnet/model.pt "
      "--data {r}/digits/data.h5 --out {tmp}/f.h5", r"bad: not a readable HDF5 file .*truncated"),
-    ("synset-png", "png", "plot-synset --synset {bad} --data {r}/digits/data.h5 --out {tmp}/p.png",
+    ("synset-png", "png", "report-synset --synset {bad} --data {r}/digits/data.h5 --out {tmp}/p.png",
      r"bad: not a readable HDF5 file"),
-    ("synset-is-data", None, "plot-synset --synset {r}/digits/data.h5 --data {r}/digits/data.h5 --out {tmp}/p.png",
+    ("synset-is-data", None, "report-synset --synset {r}/digits/data.h5 --data {r}/digits/data.h5 --out {tmp}/p.png",
      r"data.h5: synthetic set needs datasets 'images' and 'labels'"),
-    ("teacher-truncated", "model.pt", "extract-features --synset {r}/digits/distilled/random/ipc1/synset.h5 --teacher "
+    ("teacher-truncated", "model.pt", "features --synset {r}/digits/distill/random/ipc1/synset.h5 --teacher "
      "{bad} --data {r}/digits/data.h5 --out {tmp}/f.h5", r"bad: not a loadable weights-only checkpoint"),
-    ("teacher-png", "png", "extract-features --synset {r}/digits/distilled/random/ipc1/synset.h5 --teacher {bad} "
+    ("teacher-png", "png", "features --synset {r}/digits/distill/random/ipc1/synset.h5 --teacher {bad} "
      "--data {r}/digits/data.h5 --out {tmp}/f.h5", r"bad: not a loadable weights-only checkpoint \(no torch file: it holds a PNG image"),
-    ("teacher-is-hdf5", None, "extract-features --synset {r}/digits/distilled/random/ipc1/synset.h5 --teacher "
+    ("teacher-is-hdf5", None, "features --synset {r}/digits/distill/random/ipc1/synset.h5 --teacher "
      "{r}/digits/data.h5 --data {r}/digits/data.h5 --out {tmp}/f.h5", r"data.h5: not a loadable weights-only checkpoint \(no torch file: it holds an HDF5 file"),
     ("parquet-truncated", "parquet", "report --runs {tmp}/runs.parquet --summary {tmp}/s.md {bad}",
      r"bad: unreadable result file"),
-    ("parquet-truncated-plot", "parquet", "plot-results --runs {bad} --dataset digits --out-accuracy {tmp}/a.png "
+    ("parquet-truncated-plot", "parquet", "report-results --runs {bad} --dataset digits --out-accuracy {tmp}/a.png "
      "--out-gap {tmp}/g.png", r"bad: unreadable result file"),
     ("report-of-reference-rows", None, "report --runs {tmp}/runs.parquet --summary {tmp}/s.md "
-     "{r}/digits/full/convnet.parquet", r"convnet.parquet: missing required column 'method'"),
-    ("history-not-json", "json", "plot-teacher --history {bad} --out {tmp}/t.png", r"bad: not a teacher history"),
-    ("history-missing", None, "plot-teacher --history {tmp}/absent.json --out {tmp}/t.png",
+     "{r}/digits/reference/convnet.parquet", r"convnet.parquet: missing required column 'method'"),
+    ("history-not-json", "json", "report-teacher --history {bad} --out {tmp}/t.png", r"bad: not a teacher history"),
+    ("history-missing", None, "report-teacher --history {tmp}/absent.json --out {tmp}/t.png",
      r"absent.json: not a teacher history"),
     ("settings-not-json", None, "distill --data {r}/digits/data.h5 --settings {{nope --out {tmp}/s.h5",
      r"argument --settings: not valid JSON"),
     ("settings-not-object", None, "distill --data {r}/digits/data.h5 --settings [1] --out {tmp}/s.h5",
      r"argument --settings: expected a JSON object"),
-    ("settings-missing-key", None, "train-student --data {r}/digits/data.h5 --synset "
-     "{r}/digits/distilled/random/ipc1/synset.h5 --out {tmp}/o.parquet", r"--settings: missing key 'arch'"),
+    ("settings-missing-key", None, "students --data {r}/digits/data.h5 --synset "
+     "{r}/digits/distill/random/ipc1/synset.h5 --out {tmp}/o.parquet", r"--settings: missing key 'arch'"),
 ]
 
 
@@ -412,7 +412,7 @@ def test_failing_prepare_keeps_the_study(study, smoke, tmp_path):
     assert "restored" in run.stderr
     assert snapshot(study) == before
     assert not _nothing_to_do(study, config, "results/digits/data.h5")  # the rerun runs the job again
-    assert _nothing_to_do(study, "config/smoke.yaml")
+    assert _nothing_to_do(study, "tests/configs/smoke.yaml")
 
 
 def test_failing_distillation_keeps_the_study(study, smoke, tmp_path):
@@ -421,14 +421,14 @@ def test_failing_distillation_keeps_the_study(study, smoke, tmp_path):
     before = snapshot(study)
     config = tmp_path / "diverge.yaml"
     config.write_text(yaml.safe_dump(with_key(smoke, "distillation.methods.dm.lr_img", 1.0e30)))
-    target = "results/digits/distilled/dm/ipc1/synset.h5"
+    target = "results/digits/distill/dm/ipc1/synset.h5"
     run = snakemake(study, "--cores", "1", target, "--configfile", str(config))
     assert run.returncode == 1
     log = (study / "results" / "logs" / "digits" / "distill" / "dm_ipc1.log").read_text()
     assert "error: dm produced non-finite synthetic images" in log
     assert snapshot(study) == before
     assert not _nothing_to_do(study, config, target)
-    assert _nothing_to_do(study, "config/smoke.yaml")
+    assert _nothing_to_do(study, "tests/configs/smoke.yaml")
 
 
 def _import_config(smoke: dict, tmp_path: Path, path: Path, labels: Path | None = None) -> Path:
@@ -453,7 +453,7 @@ def test_failing_import_keeps_the_study(study, smoke, tmp_path):
     soft = tmp_path / "labels_best.pt"
     torch.save(torch.from_numpy(np.eye(10, dtype=np.float32)[labels]), soft)
     config = _import_config(smoke, tmp_path, release, soft)
-    target = "results/digits/distilled/import/ipc1/synset.h5"
+    target = "results/digits/distill/import/ipc1/synset.h5"
     run = snakemake(study, "--cores", "1", target, "--configfile", str(config))
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     finished = snapshot(study)
@@ -489,10 +489,10 @@ def test_corrupt_intermediate_does_not_cost_the_files_after_it(study, tmp_path):
     try:
         _truncated(saved, synset)
         before = snapshot(study)
-        run = snakemake(study, "-n", "--configfile", "config/smoke.yaml")
-        one_line(run, r"warning: results/digits/distilled/random/ipc2/synset.h5: not a readable HDF5 file .*delete it")
+        run = snakemake(study, "-n", "--configfile", "tests/configs/smoke.yaml")
+        one_line(run, r"warning: results/digits/distill/random/ipc2/synset.h5: not a readable HDF5 file .*delete it")
         run = snakemake(study, "--cores", "1", "results/digits/students/random/ipc2/convnet/baseline.parquet",
-                        "--configfile", "config/smoke.yaml")
+                        "--configfile", "tests/configs/smoke.yaml")
         assert run.returncode == 1
         log = (study / "results" / "logs" / "digits" / "students" / "random_ipc2_convnet_baseline.log").read_text()
         assert "synset.h5" in log and "Traceback" not in log
@@ -507,7 +507,7 @@ def test_corrupt_intermediate_does_not_cost_the_files_after_it(study, tmp_path):
 def test_safekeeping_restores_only_what_a_failed_run_deleted(tmp_path):
     """Deleted outputs come back (same inode, modification time and metadata record); an output a
     job rewrote stays new; a file that had no record gets none."""
-    from elf_pipeline import safekeeping
+    from elf_pipeline.infra import safekeeping
 
     files = {name: tmp_path / "results" / name for name in ("deleted.h5", "rewritten.h5", "untouched.h5", "new.h5")}
     for path in list(files.values())[:3]:
@@ -534,7 +534,7 @@ def test_safekeeping_restores_only_what_a_failed_run_deleted(tmp_path):
 
 def test_safekeeping_after_a_killed_run(tmp_path):
     """A run killed before it could restore leaves the folder: the next run links back what is missing."""
-    from elf_pipeline import safekeeping
+    from elf_pipeline.infra import safekeeping
 
     output = tmp_path / "out.parquet"
     output.write_text("finished")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import REPO, write_idx
 
-from elf_pipeline.artifacts.data import load_split, read_info
+from elf_pipeline.artifacts.data_file import load_split, read_info
 from elf_pipeline.bench import (
     count_flops,
     format_table,
@@ -18,11 +18,11 @@ from elf_pipeline.bench import (
     resolve_data,
     teacher_features,
 )
+from elf_pipeline.bench.official_loop import official_loop
 from elf_pipeline.cli import build_parser, main
-from elf_pipeline.elf import Evaluation, fit_students
-from elf_pipeline.errors import DataSourceError
-from elf_pipeline.official_loop import official_loop
-from elf_pipeline.training import TrainConfig
+from elf_pipeline.engine.elf import Evaluation, fit_students
+from elf_pipeline.engine.training import TrainConfig
+from elf_pipeline.infra.errors import DataSourceError
 
 ELF = Evaluation(loss_mode="front_rear_task", feature_loss="ce")
 ROW_FIELDS = ["arch", "variant", "trainer", "seeds", "epochs", "train_images", "test_images", "train_seconds",

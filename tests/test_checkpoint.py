@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from elf_pipeline.artifacts.checkpoint import REQUIRED, load_checkpoint, load_model, save_checkpoint
-from elf_pipeline.io import ArtifactError
+from elf_pipeline.infra.io import ArtifactError
 from elf_pipeline.models import build
 
 

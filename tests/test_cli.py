@@ -7,7 +7,7 @@ import pytest
 from conftest import REPO, SYN_IPC
 
 from elf_pipeline.cli import build_parser, main
-from elf_pipeline.io import open_h5, read_provenance
+from elf_pipeline.infra.io import open_h5, read_provenance
 
 
 def _cli(*argv: str) -> subprocess.CompletedProcess:
@@ -17,7 +17,7 @@ def _cli(*argv: str) -> subprocess.CompletedProcess:
 
 def test_prepare_data_subprocess(tmp_path):
     out = tmp_path / "data.h5"
-    result = _cli("prepare-data", "--settings", json.dumps({"source": "digits", "image_size": 12, "resize": "interpolate",
+    result = _cli("data", "--settings", json.dumps({"source": "digits", "image_size": 12, "resize": "interpolate",
                                                             "train_limit": 20, "seed": 3}), "--out", str(out))
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
@@ -32,12 +32,12 @@ def test_prepare_data_subprocess(tmp_path):
 def test_missing_teacher_exits_2_with_one_line(synset_h5, tmp_path):
     missing = tmp_path / "no-such-teacher.pt"
     out = tmp_path / "features.h5"
-    result = _cli("extract-features", "--synset", str(synset_h5), "--teacher", str(missing),
+    result = _cli("features", "--synset", str(synset_h5), "--teacher", str(missing),
                   "--device", "cpu", "--out", str(out))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("elf-pipeline extract-features: error:")
+    assert lines[0].startswith("elf-pipeline features: error:")
     assert str(missing) in lines[0]
     assert not out.exists()
     assert result.stdout == ""
@@ -78,7 +78,7 @@ def test_distill_and_student_through_main(capsys, digits_h5, tmp_path):
         assert h5["images"].shape[0] == 10
         assert read_provenance(h5)["config"]["iterations"] == 2
     out = tmp_path / "student.parquet"
-    code, stdout, err = _run(capsys, "train-student", "--data", str(digits_h5), "--synset", str(synset),
+    code, stdout, err = _run(capsys, "students", "--data", str(digits_h5), "--synset", str(synset),
                              "--settings", json.dumps({
                                  "arch": "convnet-w4", "evaluation": {"loss_mode": "task"},
                                  "train": {"epochs": 1, "batch_size": 10, "dsa": False}, "seeds": [0, 1],
@@ -93,7 +93,7 @@ def test_distill_and_student_through_main(capsys, digits_h5, tmp_path):
 @pytest.mark.parametrize("argv, fragment", [
     (["distill", "--data", "d.h5", "--settings", "{not json", "--out", "s.h5"], "not valid JSON"),
     (["distill", "--data", "d.h5", "--settings", "[1, 2]", "--out", "s.h5"], "expected a JSON object"),
-    (["prepare-data", "--source", "digits", "--out", "d.h5"], "unrecognized arguments: --source"),
+    (["data", "--source", "digits", "--out", "d.h5"], "unrecognized arguments: --source"),
     (["no-such-stage"], "invalid choice"),
 ])
 def test_bad_arguments_exit_2_from_argparse(capsys, argv, fragment):
@@ -104,13 +104,13 @@ def test_bad_arguments_exit_2_from_argparse(capsys, argv, fragment):
 
 
 @pytest.mark.parametrize("stage, settings, fragment", [
-    ("prepare-data", {"source": "digits"}, "prepare-data --settings: missing key 'image_size'"),
-    ("train-teacher", {"arch": "convnet", "train": {"epochs": 1}, "max_in_memory": 2},
-     "train-teacher --settings: unknown key 'max_in_memory'"),
+    ("data", {"source": "digits"}, "data --settings: missing key 'image_size'"),
+    ("teachers", {"arch": "convnet", "train": {"epochs": 1}, "max_in_memory": 2},
+     "teachers --settings: unknown key 'max_in_memory'"),
     ("distill", {"method": "dm", "ipc": 1, "hyperparameters": {"syn_steps": 3}}, "method dm takes no 'syn_steps'"),
 ])
 def test_bad_settings_are_one_line_errors(capsys, tmp_path, stage, settings, fragment):
-    files = {"prepare-data": ["--out", "d.h5"], "train-teacher": ["--data", "d.h5", "--out-model", "m.pt", "--out-history", "h.json"],
+    files = {"data": ["--out", "d.h5"], "teachers": ["--data", "d.h5", "--out-model", "m.pt", "--out-history", "h.json"],
              "distill": ["--data", "d.h5", "--out", "s.h5"]}[stage]
     code, _, err = _run(capsys, stage, "--settings", json.dumps(settings), *[str(tmp_path / f) if "." in f else f for f in files])
     assert code == 2
@@ -119,12 +119,12 @@ def test_bad_settings_are_one_line_errors(capsys, tmp_path, stage, settings, fra
 
 
 def test_settings_take_the_schema_defaults():
-    from elf_pipeline.stage_settings import parse_stage_settings
+    from elf_pipeline.config.stages import parse_stage_settings
 
-    teacher = parse_stage_settings("train-teacher", {"arch": "convnet", "train": {"epochs": 1}})
+    teacher = parse_stage_settings("teachers", {"arch": "convnet", "train": {"epochs": 1}})
     assert teacher == {"arch": "convnet", "train": {"epochs": 1}, "checkpoint_epoch": None, "train_limit": None,
                        "eval_every": 1, "max_in_memory_gb": 4.0, "seed": 0}
-    data = parse_stage_settings("prepare-data", {"source": "digits", "image_size": 8})
+    data = parse_stage_settings("data", {"source": "digits", "image_size": 8})
     assert data["resize"] == "pad" and data["root"] is None and data["download"] is False and "distillation" not in data
 
 

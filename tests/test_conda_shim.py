@@ -92,7 +92,7 @@ def run(workdir: Path, env: dict, *args: str) -> str:
 
 def copy_repo(workdir: Path) -> None:
     copy_workflow(REPO, workdir)
-    smoke = yaml.safe_load((workdir / "config" / "smoke.yaml").read_text())
+    smoke = yaml.safe_load((workdir / "tests" / "configs" / "smoke.yaml").read_text())
     smoke["distillation"]["ipc"] = [1]
     smoke["distillation"]["methods"] = {"random": {}}
     smoke["students"].update(archs=["convnet"], seeds=[0])
@@ -153,7 +153,7 @@ def test_every_job_runs_with_the_environments_python(conda_study) -> None:
     stages = stages_run(prefix)
     total = job_count(log) - 1  # the target rule `all` runs no command
     assert len(stages) == total, f"{total} jobs, {len(stages)} calls of the environment's python"
-    assert {"prepare-data", "distill", "train-teacher", "extract-features", "train-student", "train-full",
+    assert {"data", "distill", "teachers", "features", "students", "reference",
             "report"} <= set(stages)
 
 
@@ -172,7 +172,7 @@ def test_editing_the_environment_file_creates_a_new_one_and_reruns(conda_study) 
     run(workdir, env, data, "--cores", "2", "--use-conda", "--configfile", CONFIG)  # the target before --configfile
     new = [p for p in environments(workdir) if p != old]
     assert len(new) == 1 and "rich>=13" in (new[0] / "conda-meta" / "environment.yaml").read_text()
-    assert stages_run(new[0]) == ["prepare-data"]
+    assert stages_run(new[0]) == ["data"]
 
 
 def real_conda() -> str | None:

@@ -6,17 +6,16 @@ import pytest
 import yaml
 from conftest import REPO
 
-import elf_pipeline.data
-import elf_pipeline.distill
-import elf_pipeline.distill_settings
-import elf_pipeline.losses
+import elf_pipeline.config.methods
+import elf_pipeline.engine.losses
+import elf_pipeline.stages.data
+import elf_pipeline.stages.distill
 from elf_pipeline.config import (
     DATA_SOURCES,
     FEATURE_LOSSES,
     LOSS_MODES,
     METHODS,
     ConfigError,
-    check_config,
     evaluation_config,
     merged,
     method_config,
@@ -25,13 +24,15 @@ from elf_pipeline.config import (
     uses_teacher,
     validate_schema,
 )
+from elf_pipeline.config.checks import check_config
 
 SCHEMA = str(REPO / "workflow" / "schemas" / "config.schema.yaml")
-CONFIGS = sorted(path.name for path in (REPO / "config").glob("*.yaml"))
+CONFIGS = sorted(path.name for path in (REPO / "config").glob("*.yaml")) + sorted(
+    f"tests/configs/{path.name}" for path in (REPO / "tests" / "configs").glob("*.yaml"))
 
 
 def _load(name: str) -> dict:
-    with open(REPO / "config" / name) as handle:
+    with open(REPO / name if "/" in name else REPO / "config" / name) as handle:
         return yaml.safe_load(handle)
 
 
@@ -69,18 +70,18 @@ def test_shipped_configs_are_valid(name):
 
 
 @pytest.mark.parametrize("constant, stage", [
-    (METHODS, lambda: elf_pipeline.distill.METHODS),
-    (METHODS, lambda: elf_pipeline.distill_settings.SETTINGS),
-    (LOSS_MODES, lambda: elf_pipeline.losses.LOSS_MODES),
-    (FEATURE_LOSSES, lambda: elf_pipeline.losses.FEATURE_LOSSES),
-    (DATA_SOURCES, lambda: elf_pipeline.data.SOURCES),
+    (METHODS, lambda: elf_pipeline.config.methods.METHODS),
+    (METHODS, lambda: elf_pipeline.config.methods.SETTINGS),
+    (LOSS_MODES, lambda: elf_pipeline.engine.losses.LOSS_MODES),
+    (FEATURE_LOSSES, lambda: elf_pipeline.engine.losses.FEATURE_LOSSES),
+    (DATA_SOURCES, lambda: elf_pipeline.stages.data.SOURCES),
 ], ids=["METHODS", "METHOD_SETTINGS", "LOSS_MODES", "FEATURE_LOSSES", "DATA_SOURCES"])
 def test_constants_are_in_sync_with_the_stage_modules(constant, stage):
     assert constant == tuple(stage())
 
 
 def test_schema_enums_are_the_vocabulary():
-    from elf_pipeline import vocab
+    from elf_pipeline.config import vocab
 
     with open(SCHEMA) as handle:
         schema = yaml.safe_load(handle)
@@ -94,8 +95,9 @@ def test_schema_enums_are_the_vocabulary():
 
 
 def test_stage_modules_use_the_vocabulary():
-    from elf_pipeline import elf, losses, vocab
-    from elf_pipeline.distill import imported
+    from elf_pipeline.config import vocab
+    from elf_pipeline.engine import elf, losses
+    from elf_pipeline.stages.distill import imported
 
     assert elf.ADAPTER_FORMS is vocab.ADAPTER_FORMS and elf.TEACHER_TARGETS is vocab.TEACHER_TARGETS
     assert losses.LOSS_MODES is vocab.LOSS_MODES and imported.NORMALIZATIONS is vocab.IMPORT_NORMALIZATIONS
@@ -261,7 +263,7 @@ def test_bad_train_by_arch_names_the_key(default_config, by_arch, fragments):
 
 
 def test_a_norm_pair_with_different_per_architecture_training_is_refused():
-    config = _load("study-smoke.yaml")
+    config = _load("tests/configs/study-smoke.yaml")
     own, instance = next(iter(config["studies"]["norm"]["pairs"].items()))
     config["students"]["train_by_arch"] = {own: {"lr": 0.005}}
     _expect(config, f"studies.norm.pairs.{own}", f"{own} and {instance}", "students.train_by_arch")
@@ -298,7 +300,7 @@ def test_config_module_imports_no_torch():
 
 @pytest.fixture(scope="module")
 def smoke_config() -> dict:
-    return _load("smoke.yaml")
+    return _load("tests/configs/smoke.yaml")
 
 
 def test_students_evaluations_limit_the_main_jobs(smoke_config):
@@ -325,7 +327,7 @@ def test_bad_students_evaluations_name_the_key(smoke_config, evaluations, fragme
 
 
 def test_study_ablation_config_names_the_key():
-    config = _load("study-smoke.yaml")
+    config = _load("tests/configs/study-smoke.yaml")
     config["studies"]["ablation"] = {"archs": ["convnet-bn"], "evaluations": ["baseline", "elf"]}
     validate(config)
     _expect(_mutated(config, lambda c: c["studies"]["ablation"]["evaluations"].append("elf_cos")),
@@ -398,11 +400,11 @@ def test_method_settings_match_the_functions_keyword_parameters(method):
     import dataclasses
     import inspect
 
-    from elf_pipeline.distill import METHODS as FUNCTIONS
-    from elf_pipeline.distill.dc import distill_dc
-    from elf_pipeline.distill_settings import SETTINGS, method_keys
+    from elf_pipeline.config.methods import METHODS as REGISTRY
+    from elf_pipeline.config.methods import SETTINGS, method_keys
+    from elf_pipeline.stages.distill import method_function
 
-    function = distill_dc if method == "dsa" else FUNCTIONS[method]
+    function = method_function(method, REGISTRY[method].signature_of)
     parameters = inspect.signature(function).parameters
     supplied = {"images", "labels", "num_classes", "ipc", "seed", "device", "resume", "experts", "data", "precision"}
     assert method_keys(method) == set(parameters) - supplied
@@ -411,8 +413,8 @@ def test_method_settings_match_the_functions_keyword_parameters(method):
 
 
 def test_a_dm_block_with_syn_steps_names_the_key_and_the_method(default_config):
-    from elf_pipeline.distill_settings import parse_settings
-    from elf_pipeline.errors import InputError
+    from elf_pipeline.config.methods import parse_settings
+    from elf_pipeline.infra.errors import InputError
 
     with pytest.raises(InputError) as info:
         parse_settings("dm", {"iterations": 1, "syn_steps": 3})
@@ -422,8 +424,8 @@ def test_a_dm_block_with_syn_steps_names_the_key_and_the_method(default_config):
 
 
 def test_run_distill_refuses_a_key_its_method_does_not_take(digits_h5, tmp_path):
-    from elf_pipeline.distill import run_distill
-    from elf_pipeline.errors import InputError
+    from elf_pipeline.infra.errors import InputError
+    from elf_pipeline.stages.distill import run_distill
 
     with pytest.raises(InputError, match="method dm takes no 'syn_steps'"):
         run_distill(digits_h5, tmp_path / "s.h5", "dm", 1, {"iterations": 1, "syn_steps": 3}, device="cpu")
@@ -433,7 +435,7 @@ def test_run_distill_refuses_a_key_its_method_does_not_take(digits_h5, tmp_path)
 def test_a_schema_default_is_what_the_stage_sees(default_config, monkeypatch):
     """Changing nothing but a default in the schema changes the block the rule passes (and so reruns the job)."""
     from elf_pipeline import config as config_module
-    from elf_pipeline import schema
+    from elf_pipeline.config import schema
 
     teacher = next(iter(default_config["teachers"]))
     before = config_module.teacher_settings(default_config, teacher)
@@ -451,8 +453,8 @@ def test_a_schema_default_is_what_the_stage_sees(default_config, monkeypatch):
 
 
 def test_the_schema_is_the_only_place_of_the_defaults():
-    """No module repeats a default the schema gives (the stages read them from elf_pipeline.schema)."""
-    from elf_pipeline import schema
+    """No module repeats a default the schema gives (the stages read them from elf_pipeline.config.schema)."""
+    from elf_pipeline.config import schema
 
     assert schema.default("teachers", "*", "max_in_memory_gb") == schema.default("experts", "max_in_memory_gb") == 4.0
     assert schema.defaults("reference") == {"enabled": True, "full": {"epochs": 30, "train_limit": None, "seeds": [0]}}

@@ -1,4 +1,4 @@
-"""Competing jobs for the benchmark (``elf_pipeline/contention.py``) and ``bench --contend``."""
+"""Competing jobs for the benchmark (``elf_pipeline/bench/contention.py``) and ``bench --contend``."""
 
 import json
 import sys
@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from elf_pipeline.bench import format_table
+from elf_pipeline.bench.contention import BUSY_LOAD_PER_CORE, Contenders, busy_warning, loadavg
 from elf_pipeline.cli import main
-from elf_pipeline.contention import BUSY_LOAD_PER_CORE, Contenders, busy_warning, loadavg
-from elf_pipeline.errors import InputError
+from elf_pipeline.infra.errors import InputError
 
 
 def _cpu_ticks(pid: int) -> int:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from elf_pipeline.elf import ElfLoss, Evaluation, fit_students
+from elf_pipeline.engine.elf import ElfLoss, Evaluation, fit_students
+from elf_pipeline.engine.training import TrainConfig, build_seeded, seeded_generator
+from elf_pipeline.engine.vectorized import train_vectorized
 from elf_pipeline.models import build
-from elf_pipeline.training import TrainConfig, build_seeded, seeded_generator
-from elf_pipeline.vectorized import train_vectorized
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from conftest import IMAGE_SIZE, NUM_CLASSES, TRAIN_LIMIT, write_idx
 
-from elf_pipeline.artifacts.data import DatasetInfo, load_split, normalize, read_info
-from elf_pipeline.data import FASHION_MNIST_CLASSES, SOURCES, DataSourceError, prepare_data, read_idx, resize_images
-from elf_pipeline.io import ArtifactError, open_h5, read_provenance
+from elf_pipeline.artifacts.data_file import DatasetInfo, load_split, normalize, read_info
+from elf_pipeline.infra.io import ArtifactError, open_h5, read_provenance
+from elf_pipeline.stages.data import FASHION_MNIST_CLASSES, SOURCES, DataSourceError, prepare_data, read_idx, resize_images
 
 RNG = np.random.default_rng(1234)
 
@@ -106,7 +106,7 @@ def test_prepare_fashion_mnist_pad_to_32(tmp_path, gz):
     np.testing.assert_allclose(summary["mean"], [padded.mean()], rtol=1e-9)
     assert [c.decode() if isinstance(c, bytes) else c for c in attrs["classes"]] == FASHION_MNIST_CLASSES
     assert attrs["source"] == "fashion_mnist" and int(attrs["image_size"]) == 32
-    assert prov["stage"] == "prepare_data" and prov["config"]["resize"] == "pad"
+    assert prov["stage"] == "data" and prov["config"]["resize"] == "pad"
     info = read_info(out)
     assert info.channels == 1 and info.num_classes == 10 and info.image_size == 32
 

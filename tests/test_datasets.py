@@ -20,12 +20,13 @@ from conftest import REPO, write_idx
 from PIL import Image
 
 from elf_pipeline import cli
-from elf_pipeline.artifacts import data as data_h5
-from elf_pipeline.artifacts.data import iter_batches, load_split, read_info, split_nbytes
-from elf_pipeline.config import ConfigError, check_config, validate_schema
-from elf_pipeline.data import DataSourceError, prepare_data
+from elf_pipeline.artifacts import data_file as data_h5
+from elf_pipeline.artifacts.data_file import iter_batches, load_split, read_info, split_nbytes
+from elf_pipeline.config import ConfigError, validate_schema
+from elf_pipeline.config.checks import check_config
 from elf_pipeline.datasets.catalog import IMAGENET_SUBSETS, PUBLISHED_STATS
-from elf_pipeline.io import ArtifactError, read_provenance
+from elf_pipeline.infra.io import ArtifactError, read_provenance
+from elf_pipeline.stages.data import DataSourceError, prepare_data
 
 RNG = np.random.default_rng(7)
 SCHEMA = str(REPO / "workflow" / "schemas" / "config.schema.yaml")
@@ -282,7 +283,7 @@ def test_imagenet_with_wnid_list_and_missing_class_folder(tmp_path):
     out = tmp_path / "data.h5"
     settings = {"source": "imagenet", "root": str(root), "image_size": 8, "resize": "interpolate",
                 "subset": ["n03000684", "n01440764"]}
-    assert cli.main(["prepare-data", "--settings", json.dumps(settings), "--out", str(out)]) == 0
+    assert cli.main(["data", "--settings", json.dumps(settings), "--out", str(out)]) == 0
     prepared = _read(out)
     assert read_info(out).classes == ["n03000684", "n01440764"]
     np.testing.assert_allclose(prepared["test_images"][:, 4, 4, 0], [40, 0], atol=3)
@@ -330,7 +331,7 @@ def test_image_folder_split_by_fraction_is_stratified_and_seeded(tmp_path):
         out = tmp_path / f"s{seed}_{len(runs)}.h5"
         settings = {"source": "image_folder", "root": str(root), "image_size": 8, "test_fraction": 0.5,
                     "split_seed": seed, "channels": 1}
-        code = cli.main(["prepare-data", "--settings", json.dumps(settings), "--out", str(out)])
+        code = cli.main(["data", "--settings", json.dumps(settings), "--out", str(out)])
         assert code == 0
         runs.append(_read(out))
     first = runs[0]
@@ -347,10 +348,10 @@ def test_image_folder_errors_are_one_clear_line(tmp_path, capsys):
     (root / "train" / "b").mkdir(parents=True)
     _solid(root / "test" / "a" / "0.png", 2, (4, 4))
     settings = {"source": "image_folder", "root": str(root), "image_size": 8}
-    code = cli.main(["prepare-data", "--settings", json.dumps(settings), "--out", str(tmp_path / "d.h5")])
+    code = cli.main(["data", "--settings", json.dumps(settings), "--out", str(tmp_path / "d.h5")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
-    assert err[0].startswith("elf-pipeline prepare-data: error: ") and f"{root / 'train' / 'b'}: no image files" in err[0]
+    assert err[0].startswith("elf-pipeline data: error: ") and f"{root / 'train' / 'b'}: no image files" in err[0]
     (root / "train" / "b" / "broken.png").write_bytes(b"not a png")
     with pytest.raises(DataSourceError, match=r"broken.png: cannot decode image"):
         prepare_data("image_folder", tmp_path / "d.h5", image_size=8, root=str(root))
@@ -418,7 +419,7 @@ def test_load_split_refuses_splits_over_max_in_memory(streamed):
 # --------------------------------------------------------------------------- config
 
 def _config(**dataset) -> dict:
-    smoke = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    smoke = yaml.safe_load((REPO / "tests" / "configs" / "smoke.yaml").read_text())
     smoke["datasets"] = {"d": {"image_size": 32, **dataset}}
     return smoke
 
@@ -455,5 +456,5 @@ def test_paper_configs_validate_and_dry_run_without_touching_data(name, tmp_path
                              "--configfile", str(REPO / "config" / f"{name}.yaml"), "--cores", "4", "-n", "--quiet", "rules"],
                             cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "prepare_data" in result.stdout and "train_student" in result.stdout
+    assert "data" in result.stdout and "students" in result.stdout
     assert not (tmp_path / "results").exists() and not (tmp_path / "data").exists()

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from elf_pipeline.ddranking import lrs, scores
+from elf_pipeline.stages.report.ddranking import lrs, scores
 
 
 def _runs() -> pd.DataFrame:
@@ -59,7 +59,7 @@ def test_without_reference_rows_hlr_and_lrs_are_missing():
 
 
 def test_summary_shows_the_scores_and_the_report_writes_them(tmp_path):
-    from elf_pipeline.report import render_summary
+    from elf_pipeline.stages.report import render_summary
 
     runs = _runs().assign(train_epochs=100, teacher=None, adapter=False)
     text = render_summary(runs, REFERENCE.assign(train_images=1000, train_images_total=1000, train_epochs=30))

@@ -22,7 +22,7 @@ from conftest import WORKFLOW_ITEMS, copy_workflow
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 PROFILE = "workflow/profiles/default"
-COMMAND = re.compile(r"^Shell command: .*-m elf_pipeline --threads \d+ prepare-data ", flags=re.M)
+COMMAND = re.compile(r"^Shell command: .*-m elf_pipeline --threads \d+ data ", flags=re.M)
 NO_CORES = "cores have to be specified"
 
 
@@ -34,7 +34,7 @@ def workdir(tmp_path_factory) -> Path:
 
 
 def snakemake(workdir: Path, *args: str) -> str:
-    result = subprocess.run([SNAKEMAKE, *args, "--configfile", "config/smoke.yaml"], cwd=workdir, capture_output=True,
+    result = subprocess.run([SNAKEMAKE, *args, "--configfile", "tests/configs/smoke.yaml"], cwd=workdir, capture_output=True,
                             text=True, timeout=300)
     return result.stdout + result.stderr
 

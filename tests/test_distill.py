@@ -5,12 +5,15 @@ import torch
 from conftest import IMAGE_SIZE, NUM_CLASSES, SYN_IPC
 
 from elf_pipeline.artifacts.synset import SyntheticSet, write_synset
-from elf_pipeline.augment import DSAConfig
-from elf_pipeline.distill import METHODS, run_distill
-from elf_pipeline.distill.common import class_indices, sample_real
-from elf_pipeline.distill.dm import distill_dm, dm_loss
-from elf_pipeline.distill.random_subset import distill_random
-from elf_pipeline.io import open_h5, read_provenance, sha256_file
+from elf_pipeline.config import methods as method_registry
+from elf_pipeline.config import vocab
+from elf_pipeline.engine.augment import DSAConfig
+from elf_pipeline.infra.errors import InputError
+from elf_pipeline.infra.io import open_h5, read_provenance, sha256_file
+from elf_pipeline.stages.distill import method_function, run_distill
+from elf_pipeline.stages.distill.common import class_indices, sample_real
+from elf_pipeline.stages.distill.dm import distill_dm, dm_loss
+from elf_pipeline.stages.distill.random_subset import distill_random
 
 CPU = torch.device("cpu")
 DM_FAST = {"iterations": 3, "batch_real": 4, "model": "convnet-w8", "dsa": True}
@@ -184,5 +187,21 @@ def test_write_synset_refuses_non_finite_images(digits_h5, tmp_path):
 
 
 def test_methods_registry():
-    assert list(METHODS)[:2] == ["random", "dm"]
-    assert METHODS["dm"] is distill_dm and METHODS["random"] is distill_random
+    assert list(method_registry.METHODS)[:2] == ["random", "dm"]
+    assert method_function("dm") is distill_dm and method_function("random") is distill_random
+
+
+@pytest.mark.parametrize("method", list(method_registry.METHODS))
+def test_a_registered_method_is_all_the_stage_and_workflow_need(method):
+    """One registry entry is the whole registration: the function resolves from its module, the
+    vocabulary, the settings and the expert flag follow it, and a distill job's code inputs leave out
+    exactly the other methods' modules (the workflow's per-method reruns)."""
+    spec = method_registry.METHODS[method]
+    assert callable(method_function(method)) and method in vocab.METHODS
+    assert method_registry.SETTINGS[method] is spec.settings
+    assert (method in vocab.EXPERT_METHODS) == spec.experts
+    others = method_registry.other_method_modules(method)
+    assert method_registry.module_of(method) not in others
+    assert set(others) | {method_registry.module_of(method)} == {method_registry.module_of(m) for m in method_registry.METHODS}
+    with pytest.raises(InputError, match="unknown distillation method 'nope'"):
+        method_function("nope")

@@ -8,15 +8,16 @@ import torch
 import torch.nn.functional as F
 
 from elf_pipeline import config as elf_config
-from elf_pipeline.augment import DSAConfig
-from elf_pipeline.distill import METHODS, run_distill
-from elf_pipeline.distill.common import class_indices, initial_synset
-from elf_pipeline.distill.dc import class_match_loss, distill_dc, distill_dsa, gradient_distance, published_loops
-from elf_pipeline.distill.experts import flat_parameters, train_expert
-from elf_pipeline.distill.mtt import FlatStudent, distill_mtt, trajectory_loss
+from elf_pipeline.config.methods import METHODS
+from elf_pipeline.engine.augment import DSAConfig
+from elf_pipeline.engine.training import build_seeded
+from elf_pipeline.infra.resume import ResumeFile
 from elf_pipeline.models import build
-from elf_pipeline.resume import ResumeFile
-from elf_pipeline.training import build_seeded
+from elf_pipeline.stages.distill import run_distill
+from elf_pipeline.stages.distill.common import class_indices, initial_synset
+from elf_pipeline.stages.distill.dc import class_match_loss, distill_dc, distill_dsa, gradient_distance, published_loops
+from elf_pipeline.stages.distill.mtt import FlatStudent, distill_mtt, trajectory_loss
+from elf_pipeline.stages.experts import flat_parameters, train_expert
 
 CPU = torch.device("cpu")
 ARCH = "convnet-w8"  # small enough that every test here runs in about a second

@@ -82,7 +82,7 @@ def test_environment_parser_reads_conda_and_pip_entries(tmp_path: Path) -> None:
 def test_every_rule_has_a_conda_environment(tmp_path: Path) -> None:
     """`snakemake --lint` reports no rule without a software environment."""
     lint = subprocess.run([str(Path(sys.executable).with_name("snakemake")), "-s", str(REPO / "Snakefile"),
-                           "--configfile", str(REPO / "config" / "smoke.yaml"), "--lint"],
+                           "--configfile", str(REPO / "tests" / "configs" / "smoke.yaml"), "--lint"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     text = lint.stdout + lint.stderr
     assert lint.returncode == 0 and "Congratulations, your workflow is in a good condition" in text, text[-2000:]

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from elf_pipeline import cli
-from elf_pipeline.errors import (
+from elf_pipeline.infra.errors import (
     ArtifactError,
     ConfigError,
     DataSourceError,
@@ -29,10 +29,10 @@ def test_every_user_error_shares_the_base(kind):
 
 def test_old_import_places_name_the_same_classes():
     from elf_pipeline.config import ConfigError as from_config
-    from elf_pipeline.data import DataSourceError as from_data
-    from elf_pipeline.io import ArtifactError as from_io
+    from elf_pipeline.engine.training import TrainingDiverged as from_training
+    from elf_pipeline.infra.io import ArtifactError as from_io
     from elf_pipeline.models import UnknownArchitecture as from_models
-    from elf_pipeline.training import TrainingDiverged as from_training
+    from elf_pipeline.stages.data import DataSourceError as from_data
 
     assert (from_config, from_data, from_io, from_models, from_training) == (
         ConfigError, DataSourceError, ArtifactError, UnknownArchitecture, TrainingDiverged)
@@ -57,6 +57,6 @@ def test_an_internal_value_error_is_a_bug_with_its_traceback(monkeypatch, capsys
 
 
 def test_the_cli_and_errors_import_no_torch():
-    code = "import sys, elf_pipeline.cli, elf_pipeline.errors; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, elf_pipeline.cli, elf_pipeline.infra.errors; assert 'torch' not in sys.modules, 'torch imported'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -1,4 +1,4 @@
-"""``teacher-from-expert`` (elf_pipeline/expert_teacher.py) through the CLI, and every expert it
+"""``expert-teacher`` (elf_pipeline/stages/expert_teacher.py) through the CLI, and every expert it
 must refuse: ZCA-whitened, another image size, a layout that is not the named architecture's,
 batch-norm statistics it cannot restore, epochs outside the trajectory, a file that is no expert."""
 
@@ -14,12 +14,12 @@ import torch
 from conftest import IMAGE_SIZE
 
 from elf_pipeline.artifacts.checkpoint import load_checkpoint, load_model
-from elf_pipeline.artifacts.experts import read_epochs
+from elf_pipeline.artifacts.expert_file import read_epochs
 from elf_pipeline.cli import main
-from elf_pipeline.data import prepare_data
-from elf_pipeline.distill.experts import train_expert
-from elf_pipeline.errors import ArtifactError
-from elf_pipeline.expert_teacher import teacher_from_expert
+from elf_pipeline.infra.errors import ArtifactError
+from elf_pipeline.stages.data import prepare_data
+from elf_pipeline.stages.expert_teacher import teacher_from_expert
+from elf_pipeline.stages.experts import train_expert
 
 ARCH = "convnet-w8"
 EXPERT = {"epochs": 2, "batch_size": 25, "dsa": False}
@@ -42,7 +42,7 @@ def relabelled(expert_h5, tmp_path, **attrs):
 
 def test_cli_writes_the_chosen_epoch_as_a_checkpoint(expert_h5, digits_h5, tmp_path, capsys) -> None:
     out = tmp_path / "teacher.pt"
-    assert main(["teacher-from-expert", "--expert", str(expert_h5), "--data", str(digits_h5), "--settings", '{"epoch": 1}',
+    assert main(["expert-teacher", "--expert", str(expert_h5), "--data", str(digits_h5), "--settings", '{"epoch": 1}',
                  "--device", "cpu", "--out", str(out)]) == 0
     payload = load_checkpoint(out)
     printed = capsys.readouterr().out.strip()
@@ -52,7 +52,7 @@ def test_cli_writes_the_chosen_epoch_as_a_checkpoint(expert_h5, digits_h5, tmp_p
     model, _ = load_model(out)
     flat = torch.cat([p.detach().flatten() for p in model.parameters()])
     assert torch.equal(flat, read_epochs(expert_h5, [1])[0])
-    assert main(["teacher-from-expert", "--expert", str(expert_h5), "--data", str(digits_h5), "--settings", '{"epoch": null}',
+    assert main(["expert-teacher", "--expert", str(expert_h5), "--data", str(digits_h5), "--settings", '{"epoch": null}',
                  "--device", "cpu", "--out", str(tmp_path / "last.pt")]) == 0
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == EXPERT["epochs"]
 
@@ -60,10 +60,10 @@ def test_cli_writes_the_chosen_epoch_as_a_checkpoint(expert_h5, digits_h5, tmp_p
 @pytest.mark.parametrize("epoch", [0, 3])
 def test_epoch_outside_the_trajectory_is_one_line(expert_h5, digits_h5, tmp_path, capsys, epoch) -> None:
     out = tmp_path / "x.pt"
-    assert main(["teacher-from-expert", "--expert", str(expert_h5), "--data", str(digits_h5), "--settings", json.dumps({"epoch": epoch}),
+    assert main(["expert-teacher", "--expert", str(expert_h5), "--data", str(digits_h5), "--settings", json.dumps({"epoch": epoch}),
                  "--device", "cpu", "--out", str(out)]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        f"elf-pipeline teacher-from-expert: error: expert epoch {epoch} outside 1..2 (the epochs stored in {expert_h5})"]
+        f"elf-pipeline expert-teacher: error: expert epoch {epoch} outside 1..2 (the epochs stored in {expert_h5})"]
     assert not out.exists()
 
 

@@ -16,15 +16,16 @@ import yaml
 from conftest import assert_accuracy_of, copy_workflow
 
 from elf_pipeline import config as elf_config
-from elf_pipeline.artifacts.data import load_split
-from elf_pipeline.artifacts.experts import read_epochs, read_expert_info
-from elf_pipeline.distill.common import class_indices, initial_synset
-from elf_pipeline.distill.experts import flat_parameters, train_expert
-from elf_pipeline.distill.mtt import distill_mtt
-from elf_pipeline.io import read_provenance
+from elf_pipeline.artifacts.data_file import load_split
+from elf_pipeline.artifacts.expert_file import read_epochs, read_expert_info
+from elf_pipeline.config import checks as config_checks
+from elf_pipeline.engine.training import build_seeded, evaluate
+from elf_pipeline.engine.zca import fit_zca
+from elf_pipeline.infra.io import read_provenance
 from elf_pipeline.models import build
-from elf_pipeline.training import build_seeded, evaluate
-from elf_pipeline.zca import fit_zca
+from elf_pipeline.stages.distill.common import class_indices, initial_synset
+from elf_pipeline.stages.distill.mtt import distill_mtt
+from elf_pipeline.stages.experts import flat_parameters, train_expert
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -50,7 +51,7 @@ def test_expert_file_holds_every_epoch(expert) -> None:
         assert h5.attrs["storage_bytes"] == 4 * initial.numel() * 4 == summary["storage_bytes"]
         assert h5.attrs["seed"] == 1 and h5.attrs["zca_eps"] == 0 and 0 <= h5.attrs["test_acc"] <= 1
         provenance = read_provenance(h5)
-    assert provenance["stage"] == "train_experts" and provenance["config"]["epochs"] == 3 and provenance["inputs"]["data"]
+    assert provenance["stage"] == "experts" and provenance["config"]["epochs"] == 3 and provenance["inputs"]["data"]
     assert summary["disk_bytes"] == path.stat().st_size >= summary["storage_bytes"]
     info = read_expert_info(path)
     assert (info.arch, info.epochs, info.num_classes, info.image_size) == (ARCH, 3, 10, 16)
@@ -92,7 +93,7 @@ def test_zca_experts_make_mtt_distil_whitened_images(tmp_path, digits_h5, train_
 
 
 def test_experts_config_resolution_and_checks() -> None:
-    config = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    config = yaml.safe_load((REPO / "tests" / "configs" / "smoke.yaml").read_text())
     config["distillation"]["methods"]["mtt"] = {"syn_steps": 2}
     resolved = elf_config.experts_config(config)
     assert resolved["arch"] == "convnet" and resolved["num_experts"] == 100 and resolved["epochs"] == 50  # schema defaults
@@ -103,7 +104,7 @@ def test_experts_config_resolution_and_checks() -> None:
     assert elf_config.uses_experts("mtt") and not elf_config.uses_experts("dm")
     schema = str(REPO / "workflow" / "schemas" / "config.schema.yaml")
     elf_config.validate_schema(config, schema)
-    elf_config.check_config(config)
+    config_checks.check_config(config)
     for change, message in [({"experts": {"dtype": "int8"}}, "experts.dtype"),
                             ({"experts": {"arch": "convnet-x"}}, "experts.arch: unknown architecture"),
                             ({"distillation": {**config["distillation"], "methods": {"dc": {"dsa": True}}}}, "method dsa"),
@@ -111,7 +112,7 @@ def test_experts_config_resolution_and_checks() -> None:
         with pytest.raises(elf_config.ConfigError, match=message):
             broken = {**config, **change}
             elf_config.validate_schema(broken, schema)
-            elf_config.check_config(broken)
+            config_checks.check_config(broken)
 
 
 # --------------------------------------------------------------------------- workflow caching
@@ -131,7 +132,7 @@ def _planned(workdir: Path, *args: str) -> list[str]:
 @pytest.mark.slow
 def test_experts_are_planned_once_and_extended_incrementally(tmp_path) -> None:
     copy_workflow(REPO, tmp_path)
-    config = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    config = yaml.safe_load((REPO / "tests" / "configs" / "smoke.yaml").read_text())
     config["distillation"].update(ipc=[1, 2], methods={"mtt": {"iterations": 2, "syn_steps": 2, "expert_epochs": 1,
                                                                "max_start_epoch": 1}})
     config["datasets"]["digits"].update(image_size=16, train_limit=100)
@@ -139,7 +140,7 @@ def test_experts_are_planned_once_and_extended_incrementally(tmp_path) -> None:
     (tmp_path / "two.yaml").write_text(yaml.safe_dump(config))
     config["experts"]["num_experts"] = 3
     (tmp_path / "three.yaml").write_text(yaml.safe_dump(config))
-    synsets = [f"results/digits/distilled/mtt/ipc{ipc}/synset.h5" for ipc in (1, 2)]
+    synsets = [f"results/digits/distill/mtt/ipc{ipc}/synset.h5" for ipc in (1, 2)]
     experts = [f"results/digits/experts/{ARCH}/expert_{k}.h5" for k in range(3)]
 
     planned = _planned(tmp_path, *synsets, "--configfile", "two.yaml")
@@ -158,7 +159,7 @@ def test_expert_streams_a_training_split_larger_than_its_memory_limit(digits_h5,
     """Experts, like the teacher, stream data.h5 in chunks when the split exceeds max_in_memory_gb."""
     import h5py
 
-    from elf_pipeline.distill.experts import train_expert
+    from elf_pipeline.stages.experts import train_expert
 
     config = {"epochs": 2, "batch_size": 16, "dsa": False, "seed": 0}
     streamed = train_expert(digits_h5, tmp_path / "a.h5", "convnet-w8", 0, {**config, "max_in_memory_gb": 1e-9},

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from elf_pipeline.artifacts.checkpoint import load_model
-from elf_pipeline.losses import feature_loss
+from elf_pipeline.engine.losses import feature_loss
+from elf_pipeline.engine.training import build_seeded
 from elf_pipeline.models import build
-from elf_pipeline.training import build_seeded
 from tests.conftest import TEACHER_ARCH
 
 

@@ -7,12 +7,12 @@ import torch
 from conftest import NUM_CLASSES, SYN_IPC, TEACHER_ARCH
 
 from elf_pipeline.artifacts.checkpoint import load_checkpoint, load_model, save_checkpoint
-from elf_pipeline.artifacts.features import load_features
+from elf_pipeline.artifacts.feature_file import load_features
 from elf_pipeline.artifacts.synset import read_synset
-from elf_pipeline.distill import run_distill
-from elf_pipeline.features import extract_features
-from elf_pipeline.io import ArtifactError, open_h5, read_provenance, sha256_file
+from elf_pipeline.infra.io import ArtifactError, open_h5, read_provenance, sha256_file
 from elf_pipeline.models import build
+from elf_pipeline.stages.distill import run_distill
+from elf_pipeline.stages.features import extract_features
 
 N_SYN = NUM_CLASSES * SYN_IPC
 
@@ -36,7 +36,7 @@ def test_every_layer_is_stored_with_teacher_outputs(features_h5, synset_h5, teac
         assert h5.attrs["synset_sha256"] == sha256_file(synset_h5)
         assert h5.attrs["teacher_sha256"] == sha256_file(teacher_pt)
         prov = read_provenance(h5)
-    assert prov["stage"] == "extract_features"
+    assert prov["stage"] == "features"
     assert prov["inputs"] == {"synset": sha256_file(synset_h5), "teacher": sha256_file(teacher_pt)}
 
 

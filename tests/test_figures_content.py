@@ -1,4 +1,4 @@
-"""What the report figures (elf_pipeline/report/figures.py) draw, read back from the PNG pixels: bar
+"""What the report figures (elf_pipeline/stages/report/figures.py) draw, read back from the PNG pixels: bar
 heights in proportion to the accuracies, the full-data tick, the synthetic images at their
 de-normalised grey levels, the teacher curves; and the errors for inputs that cannot be drawn."""
 
@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from elf_pipeline.cli import main
-from elf_pipeline.errors import ArtifactError
-from elf_pipeline.report import figures
+from elf_pipeline.infra.errors import ArtifactError
+from elf_pipeline.stages import figures
 
 TAB_BLUE, TAB_ORANGE = np.array([31, 119, 180]), np.array([255, 127, 14])
 
@@ -95,7 +95,7 @@ def test_synset_grid_shows_each_class_at_its_grey_level(digits_h5, tmp_path) -> 
     images = ((levels - mean) / std).reshape(10, 1, 1, 1) * np.ones((10, 1, 16, 16))
     synthetic_set(tmp_path / "synset.h5", images.astype(np.float32), np.arange(10))
     out = tmp_path / "grid.png"
-    assert main(["plot-synset", "--synset", str(tmp_path / "synset.h5"), "--data", str(digits_h5), "--out", str(out)]) == 0
+    assert main(["report-synset", "--synset", str(tmp_path / "synset.h5"), "--data", str(digits_h5), "--out", str(out)]) == 0
     image = pixels(out)
     grey = image[..., 0]
     flat = (np.ptp(image, axis=-1) == 0)
@@ -127,11 +127,11 @@ def test_teacher_curve_draws_loss_and_accuracy(tmp_path, capsys) -> None:
     history.write_text(json.dumps({"arch": "convnet", "checkpoint_epoch": 3, "test_acc": 0.5, "epochs": [
         {"epoch": e, "train_loss": 2.0 / e, "test_acc": 0.1 * e if e % 2 else None} for e in range(1, 6)]}))
     out = tmp_path / "teacher.png"
-    assert main(["plot-teacher", "--history", str(history), "--out", str(out)]) == 0
+    assert main(["report-teacher", "--history", str(history), "--out", str(out)]) == 0
     image = pixels(out)
     assert mask(image, TAB_BLUE).sum() > 100 and mask(image, TAB_ORANGE).sum() > 100
     history.write_text(json.dumps({"epochs": []}))
-    assert main(["plot-teacher", "--history", str(history), "--out", str(tmp_path / "empty.png")]) == 2
+    assert main(["report-teacher", "--history", str(history), "--out", str(tmp_path / "empty.png")]) == 2
     assert capsys.readouterr().err.strip().endswith(f"{history}: history holds no epochs")
     history.write_text("not json")
     with pytest.raises(ArtifactError, match=r"history\.json: not a teacher history \(JSONDecodeError"):

@@ -1,6 +1,6 @@
 """The image-folder readers (elf_pipeline/datasets/folders.py) on tiny trees of real PNG and JPEG
 files: which files they list, in which order, with which labels, and the one-line error for every
-layout they refuse. Decoding and data.h5 are tests/test_datasets.py's; here prepare-data is run
+layout they refuse. Decoding and data.h5 are tests/test_datasets.py's; here data is run
 only where the labels must be seen through the whole stage."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from elf_pipeline.datasets.folders import (
     load_tiny_imagenet,
     subset_wnids,
 )
-from elf_pipeline.errors import DataSourceError
+from elf_pipeline.infra.errors import DataSourceError
 
 
 def image(path: Path, value: int, size=(6, 6), kind: str | None = None) -> Path:
@@ -159,7 +159,7 @@ def test_prepare_data_keeps_subset_labels(tmp_path, capsys) -> None:
         image(tmp_path / "tree" / "val" / wnid / f"{wnid}.png", 50 * label, size=(8, 8))
     out = tmp_path / "data.h5"
     settings = {"source": "imagenet", "root": str(tmp_path / "tree"), "image_size": 8, "subset": order}
-    assert main(["prepare-data", "--settings", json.dumps(settings), "--out", str(out)]) == 0
+    assert main(["data", "--settings", json.dumps(settings), "--out", str(out)]) == 0
     with h5py.File(out, "r") as h5:
         classes = [c.decode() if isinstance(c, bytes) else str(c) for c in h5.attrs["classes"]]
         test_images, test_labels = h5["test/images"][:], h5["test/labels"][:]
@@ -167,6 +167,6 @@ def test_prepare_data_keeps_subset_labels(tmp_path, capsys) -> None:
     np.testing.assert_array_equal(test_images[:, 4, 4, 0], 50 * test_labels)
     assert sorted(test_labels.tolist()) == [0, 1, 2]
     twice = {**settings, "subset": ["n09", "n09"]}
-    assert main(["prepare-data", "--settings", json.dumps(twice), "--out", str(tmp_path / "bad.h5")]) == 2
+    assert main(["data", "--settings", json.dumps(twice), "--out", str(tmp_path / "bad.h5")]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        "elf-pipeline prepare-data: error: subset lists a WordNet id twice: ['n09', 'n09']")
+        "elf-pipeline data: error: subset lists a WordNet id twice: ['n09', 'n09']")

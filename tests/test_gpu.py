@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from elf_pipeline.gpu import acquire_device, pin_free_device, visible_devices
+from elf_pipeline.infra.gpu import acquire_device, pin_free_device, visible_devices
 
 REPO = Path(__file__).resolve().parents[1]
 
 # Claims one of n devices, prints its id, holds the lock until stdin closes, then exits.
 CLAIMANT = """
 import sys
-from elf_pipeline.gpu import acquire_device
+from elf_pipeline.infra.gpu import acquire_device
 lock = acquire_device(int(sys.argv[1]), sys.argv[2], poll_seconds=0.05)
 print(lock.device, flush=True)
 sys.stdin.read()
@@ -120,7 +120,7 @@ def test_pin_free_device_only_chooses_among_several(tmp_path: Path, monkeypatch:
 
 def test_cli_pins_gpu_stages_before_running_them(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "0,1"}
-    stage = ["extract-features", "--synset", str(tmp_path / "missing.h5"), "--teacher", str(tmp_path / "missing.pt"),
+    stage = ["features", "--synset", str(tmp_path / "missing.h5"), "--teacher", str(tmp_path / "missing.pt"),
              "--out", str(tmp_path / "features.h5")]
     with acquire_device(["0"], tmp_path / "locks"):
         pinned = subprocess.run([sys.executable, "-m", "elf_pipeline", "--gpu-lock-dir", str(tmp_path / "locks"), *stage,

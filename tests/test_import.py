@@ -21,10 +21,10 @@ import yaml
 from conftest import IMAGE_SIZE, NUM_CLASSES, REPO, copy_workflow
 
 from elf_pipeline import cli
-from elf_pipeline.artifacts.data import read_info
-from elf_pipeline.distill import run_distill
-from elf_pipeline.distill.imported import ImportedSetError, import_synset
-from elf_pipeline.io import open_h5, sha256_file
+from elf_pipeline.artifacts.data_file import read_info
+from elf_pipeline.infra.io import open_h5, sha256_file
+from elf_pipeline.stages.distill import run_distill
+from elf_pipeline.stages.distill.imported import ImportedSetError, import_synset
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 IPC = 2
@@ -207,7 +207,7 @@ def imported_study(tmp_path_factory) -> Path:
     for ipc in (1, 2):
         images, labels = released(ipc, 32, seed=ipc)
         torch.save({"images": images, "labels": labels}, workdir / "imported" / f"digits_ipc{ipc}.pt")
-    config = yaml.safe_load((REPO / "config" / "smoke-import.yaml").read_text())
+    config = yaml.safe_load((REPO / "tests" / "configs" / "smoke-import.yaml").read_text())
     # The machine running the suite is small: only method import, evaluated with ELF (teacher,
     # features, students), one student architecture and seed, short training, no full-data
     # reference; the report is the target (no figures).
@@ -233,13 +233,13 @@ def test_imported_sets_flow_through_features_students_and_report(imported_study)
     assert set(imported["evaluation"]) == {"elf"} and imported["test_acc"].between(0, 1).all()
     assert imported["teacher"].eq("convnet").all() and imported["teacher_test_acc"].notna().all()
     assert "import" in (imported_study / "results/report/summary.md").read_text()
-    with open_h5(imported_study / "results/digits/distilled/import/ipc2/synset.h5") as h5:
+    with open_h5(imported_study / "results/digits/distill/import/ipc2/synset.h5") as h5:
         assert h5.attrs["imported_sha256"] == sha256_file(imported_study / "imported/digits_ipc2.pt")
     assert (imported_study / "results/digits/features/import/ipc1/convnet.h5").is_file()
     # the shipped smoke-import config (all methods) is valid and plans the import jobs too
-    planned = _planned(imported_study, "--configfile", "config/smoke-import.yaml")
-    assert "results/digits/distilled/dm/ipc1/synset.h5" in planned
-    assert not any("/distilled/import/" in path for path in planned)  # same block: the imported sets are current
+    planned = _planned(imported_study, "--configfile", "tests/configs/smoke-import.yaml")
+    assert "results/digits/distill/dm/ipc1/synset.h5" in planned
+    assert not any("/distill/import/" in path for path in planned)  # same block: the imported sets are current
 
 
 @pytest.mark.slow
@@ -248,7 +248,7 @@ def test_replacing_the_imported_file_reruns_its_set_and_what_follows(imported_st
     torch.save({"images": images, "labels": labels}, imported_study / "imported/digits_ipc1.pt")
     planned = _planned(imported_study, "report", "--configfile", "import-only.yaml")
     assert planned == {
-        "results/digits/distilled/import/ipc1/synset.h5",
+        "results/digits/distill/import/ipc1/synset.h5",
         "results/digits/features/import/ipc1/convnet.h5",
         "results/digits/students/import/ipc1/convnet/elf.parquet",
         *(path for path in planned if path.startswith("results/report/")),
@@ -258,7 +258,7 @@ def test_replacing_the_imported_file_reruns_its_set_and_what_follows(imported_st
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["nan", "channels", "labels"])
 def test_bad_file_through_the_cli_leaves_the_finished_set_intact(kind, imported_study, capsys):
-    synset = imported_study / "results/digits/distilled/import/ipc1/synset.h5"
+    synset = imported_study / "results/digits/distill/import/ipc1/synset.h5"
     before = sha256_file(synset)
     images, labels = released(1, 32, seed=1)
     payload, message = _bad(kind, images, labels)

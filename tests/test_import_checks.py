@@ -15,11 +15,11 @@ import pytest
 import torch
 from test_import import released
 
-from elf_pipeline.artifacts.data import read_info
-from elf_pipeline.distill import pixel_space, run_distill
-from elf_pipeline.distill.imported import ImportedSetError, import_synset
-from elf_pipeline.io import open_h5
-from elf_pipeline.zca import fit_zca_to_data
+from elf_pipeline.artifacts.data_file import read_info
+from elf_pipeline.engine.zca import fit_zca_to_data
+from elf_pipeline.infra.io import open_h5
+from elf_pipeline.stages.distill import pixel_space, run_distill
+from elf_pipeline.stages.distill.imported import ImportedSetError, import_synset
 
 IPC, SIZE = 2, 16
 MNIST_DC = (0.1307, 0.3081)  # DC/DSA/DM's MNIST constants (datasets.catalog.RELEASE_STATS)
@@ -30,7 +30,7 @@ NUMBER = r"-?[0-9.]+(?:e[-+]?[0-9]+)?"
 def digits(tmp_path_factory) -> Path:
     """Every training image of scikit-learn's digits at 16 px (the whitening check compares with the
     training split's principal components)."""
-    from elf_pipeline.data import prepare_data
+    from elf_pipeline.stages.data import prepare_data
 
     out = tmp_path_factory.mktemp("checks") / "data.h5"
     prepare_data(source="digits", out=out, image_size=SIZE, resize="interpolate")
@@ -180,7 +180,7 @@ def test_detection_names_every_space_the_statistics_allow():
 # --------------------------------------------------------------------------- side information per image
 
 def test_side_information_counts_features_soft_labels_and_a_running_teacher():
-    from elf_pipeline.side_info import human_bytes, side_information
+    from elf_pipeline.artifacts.side_info import human_bytes, side_information
 
     cifar = (3, 32, 32)
     elf = side_information(cifar, 100, 10, soft_labels=False, feature_shape=(512, 4, 4), teacher_param_bytes=None)
@@ -202,7 +202,7 @@ def test_side_information_counts_features_soft_labels_and_a_running_teacher():
 ])
 def test_student_rows_give_side_information_and_training_time(evaluation, kind, digits_h5, synset_h5, features_h5,
                                                                teacher_pt, tmp_path):
-    from elf_pipeline.students import train_students
+    from elf_pipeline.stages.students import train_students
 
     identity = {"dataset": "digits", "method": "random", "ipc": 2, "teacher": "tiny", "evaluation": "e"}
     frame = train_students(digits_h5, synset_h5, features_h5 if kind == "features" else None, "convnet-w4",
@@ -223,7 +223,7 @@ def test_student_rows_give_side_information_and_training_time(evaluation, kind, 
 
 
 def test_report_tables_show_side_information_and_the_import_check():
-    from elf_pipeline.report.imports import cost_tables, import_tables
+    from elf_pipeline.stages.report.imports import cost_tables, import_tables
 
     base = {"dataset": "cifar10", "ipc": 10, "image_bytes": 3072, "train_seconds": 12.0, "seed": 0}
     runs = pd.DataFrame([
@@ -264,7 +264,7 @@ def test_an_expected_block_is_validated_and_recorded(digits, release, tmp_path):
 
 
 def test_the_report_flags_a_baseline_below_the_published_accuracy():
-    from elf_pipeline.report.imports import expected_tables
+    from elf_pipeline.stages.report.imports import expected_tables
 
     recorded = json.dumps({**EXPECTED, "tolerance": 0.03})
     rows = [{"dataset": "cifar10", "method": "import", "ipc": 10, "arch": arch, "evaluation": evaluation, "seed": seed,
@@ -284,7 +284,7 @@ def test_the_report_flags_a_baseline_below_the_published_accuracy():
 @pytest.fixture(scope="module")
 def digits_teacher(digits, tmp_path_factory) -> Path:
     """A small teacher trained on every digits training image (test accuracy above 0.9)."""
-    from elf_pipeline.teacher import train_teacher
+    from elf_pipeline.stages.teachers import train_teacher
 
     folder = tmp_path_factory.mktemp("teacher")
     train_teacher(digits, folder / "model.pt", folder / "history.json", "convnet-w8",
@@ -298,7 +298,7 @@ SWAP = [1, 0, 2, 3, 4, 5, 6, 7, 8, 9]
 def _imported_features(digits, teacher, folder: Path, labels_of, **block) -> tuple[Path, Path]:
     """A released set (IPC 10) in the DC layout with its labels passed through ``labels_of``,
     imported, then its teacher features extracted."""
-    from elf_pipeline.features import extract_features
+    from elf_pipeline.stages.features import extract_features
 
     images, labels = released(10, SIZE, seed=5)
     torch.save({"data": [[images, labels_of(labels)]]}, folder / "res.pt")
@@ -311,7 +311,7 @@ def _imported_features(digits, teacher, folder: Path, labels_of, **block) -> tup
 
 
 def test_two_swapped_classes_fail_naming_the_permutation(digits, digits_teacher, tmp_path):
-    from elf_pipeline.io import ArtifactError
+    from elf_pipeline.infra.io import ArtifactError
 
     swap = torch.tensor(SWAP)
     with pytest.raises(ArtifactError) as error:
@@ -325,7 +325,7 @@ def test_two_swapped_classes_fail_naming_the_permutation(digits, digits_teacher,
 
 
 def test_the_label_check_accepts_a_label_map_or_warns(digits, digits_teacher, tmp_path):
-    from elf_pipeline.artifacts.features import features_label_order
+    from elf_pipeline.artifacts.feature_file import features_label_order
 
     swap = torch.tensor(SWAP)
     (tmp_path / "map").mkdir()
@@ -342,14 +342,14 @@ def test_the_label_check_accepts_a_label_map_or_warns(digits, digits_teacher, tm
 
 
 def test_a_correctly_labelled_release_passes_the_label_check(digits, digits_teacher, tmp_path):
-    from elf_pipeline.artifacts.features import features_label_order
+    from elf_pipeline.artifacts.feature_file import features_label_order
 
     _, features = _imported_features(digits, digits_teacher, tmp_path, lambda labels: labels)
     assert features_label_order(features)["label_check"] == "identity"
 
 
 def test_label_order_on_small_sets_is_at_most_a_warning():
-    from elf_pipeline.label_order import check_label_order
+    from elf_pipeline.engine.label_order import check_label_order
 
     labels = np.arange(10)
     swapped = np.array(SWAP)[labels]  # IPC 1: a single swap moves two images, too few to be sure

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from elf_pipeline.artifacts.data import load_split
+from elf_pipeline.artifacts.data_file import load_split
 from elf_pipeline.artifacts.synset import read_synset, synset_learned_lr, synset_zca_eps
-from elf_pipeline.distill import run_distill
-from elf_pipeline.distill.imported import ImportedSetError
-from elf_pipeline.students import student_test_split
-from elf_pipeline.zca import fit_zca, fit_zca_to_data
+from elf_pipeline.engine.zca import fit_zca, fit_zca_to_data
+from elf_pipeline.stages.distill import run_distill
+from elf_pipeline.stages.distill.imported import ImportedSetError
+from elf_pipeline.stages.students import student_test_split
 
 IPC, CLASSES = 2, 10
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import elf_pipeline
-from elf_pipeline.io import (
+from elf_pipeline.infra.io import (
     ArtifactError,
     atomic_path,
     canonical_json,

@@ -8,13 +8,13 @@ import torch.nn.functional as F
 from conftest import TEACHER_ARCH
 
 from elf_pipeline.artifacts.checkpoint import load_model
-from elf_pipeline.artifacts.data import load_split
+from elf_pipeline.artifacts.data_file import load_split
 from elf_pipeline.artifacts.synset import read_synset
-from elf_pipeline.elf import ElfLoss, Evaluation, OnlineTeacher
-from elf_pipeline.errors import InputError
-from elf_pipeline.io import sha256_file
+from elf_pipeline.engine.elf import ElfLoss, Evaluation, OnlineTeacher
+from elf_pipeline.infra.errors import InputError
+from elf_pipeline.infra.io import sha256_file
 from elf_pipeline.models import build
-from elf_pipeline.students import train_students
+from elf_pipeline.stages.students import train_students
 
 KD = {"loss_mode": "task", "teacher": "t", "lambda_kd": 0.5, "kd_temperature": 2.0}
 

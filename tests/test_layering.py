@@ -1,16 +1,18 @@
-"""The package's layering, read from the ``import`` statements with ``ast`` (nothing is imported).
+"""The package's layers, stated by folder and read from the ``import`` statements with ``ast``
+(nothing is imported).
 
-Rule: a *stage* is a module that a ``cmd_*`` function of ``elf_pipeline/cli.py`` imports (the
-module behind one subcommand), together with the submodules of a stage package that are not a stage
-themselves (``distill/dc.py`` belongs to the ``distill`` stage). Every other module except the entry
-points (``cli``, ``__main__``) is *core*: artifact formats (``artifacts/``), models, training, losses,
-augmentation, I/O. No stage imports a module of another stage, and no core module imports a stage,
-at module level or inside a function; stages share code only through core modules.
+From the top: the entry points (``cli``, ``__main__``), ``bench/`` (a tool no rule runs),
+``stages/`` (one module or package per workflow stage), ``engine/`` (the trainer and what it
+trains with), ``artifacts/`` (file formats), ``config/`` (torch-free: resolution, checks, schema,
+vocabulary, settings, code sources), ``models/`` and ``datasets/``, and ``infra/`` (errors, I/O,
+resumable state, GPU locks). A module imports its own layer or lower ones, at module level or inside
+a function; no stage imports another stage; every stage is one CLI command of its name.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +21,11 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "elf_pipeline"
 NAME = "elf_pipeline"
-ENTRY_POINTS = {f"{NAME}.cli", f"{NAME}.__main__"}
+# top to bottom; a folder (or top-level module) per entry
+LAYERS = (("entry", {"cli", "__main__"}), ("bench", {"bench"}), ("stages", {"stages"}), ("engine", {"engine"}),
+          ("artifacts", {"artifacts"}), ("config", {"config"}), ("models and datasets", {"models", "datasets"}),
+          ("infra", {"infra"}))
+RANK = {folder: rank for rank, (_, folders) in enumerate(LAYERS) for folder in folders}
 
 
 def _modules() -> dict[str, Path]:
@@ -59,62 +65,73 @@ def imports(module: str) -> set[str]:
     return {name for name in found if name in MODULES and name != module}
 
 
-def stage_modules() -> set[str]:
-    """The modules the ``cmd_*`` functions of the CLI import."""
-    tree = ast.parse(MODULES[f"{NAME}.cli"].read_text())
-    stages: set[str] = set()
-    for function in tree.body:
-        if isinstance(function, ast.FunctionDef) and function.name.startswith("cmd_"):
-            for node in ast.walk(function):
-                stages |= {name for name in _targets(node, f"{NAME}.cli", False) if name in MODULES}
-    return stages - {NAME}
-
-
-STAGES = stage_modules()
+def folder_of(module: str) -> str | None:
+    """The layer folder of a module (``elf_pipeline.engine.elf`` -> ``engine``); None for the package root."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else None
 
 
 def stage_of(module: str) -> str | None:
-    """The stage ``module`` belongs to: the outermost stage package holding it (a package such as
-    ``distill`` or ``report`` is one stage whose modules serve several commands), else itself if the
-    CLI runs it; None for core."""
-    owners = [stage for stage in STAGES if module == stage
-              or (module.startswith(stage + ".") and MODULES[stage].name == "__init__.py")]
-    return min(owners, key=len) if owners else None
+    """``elf_pipeline.stages.distill.dc`` -> ``distill``; None outside ``stages/``."""
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 and parts[1] == "stages" else None
 
 
-def test_the_cli_dispatches_to_the_known_stages():
-    """The classification is read from cli.py; it must find the stages the workflow runs."""
-    expected = {"data", "distill", "distill.experts", "teacher", "features", "students", "report", "reference",
-                "report.figures", "expert_teacher", "study", "ablation", "bench"}
-    assert {f"{NAME}.{name}" for name in expected} <= STAGES
-    assert stage_of(f"{NAME}.distill.mtt") == f"{NAME}.distill"
-    assert stage_of(f"{NAME}.distill.experts") == f"{NAME}.distill"
-    assert stage_of(f"{NAME}.report.figures") == f"{NAME}.report"
-    assert stage_of(f"{NAME}.training") is None and stage_of(f"{NAME}.artifacts.synset") is None
+def test_every_module_lies_in_a_layer():
+    loose = sorted(m for m in MODULES if folder_of(m) is not None and folder_of(m) not in RANK)
+    assert not loose, f"modules outside the layer folders {sorted(RANK)}: {', '.join(loose)}"
+    top_level = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert top_level == ["__init__.py", "__main__.py", "cli.py"], top_level
 
 
-def _cross_stage_edges() -> set[tuple[str, str]]:
-    edges = set()
-    for module in MODULES:
-        if module in ENTRY_POINTS or (own := stage_of(module)) is None:
-            continue
-        for target in imports(module):
-            other = stage_of(target)
-            if other is not None and other != own:
-                edges.add((module, target))
-    return edges
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if folder_of(m) in RANK))
+def test_a_module_imports_its_layer_or_lower(module):
+    own = RANK[folder_of(module)]
+    upward = sorted(t for t in imports(module) if folder_of(t) is not None and RANK[folder_of(t)] < own)
+    assert not upward, f"{module} imports a higher layer: {', '.join(upward)}"
 
 
 def test_no_stage_imports_another_stage():
-    edges = _cross_stage_edges()
-    assert not edges, "stage imports another stage (move the shared code to a core module): " + ", ".join(
-        f"{a} -> {b}" for a, b in sorted(edges))
+    edges = sorted((m, t) for m in MODULES if stage_of(m) for t in imports(m) if stage_of(t) and stage_of(t) != stage_of(m))
+    assert not edges, "stage imports another stage (move the shared code below stages/): " + ", ".join(
+        f"{a} -> {b}" for a, b in edges)
 
 
-@pytest.mark.parametrize("module", sorted(m for m in MODULES if m not in ENTRY_POINTS and stage_of(m) is None))
-def test_core_module_imports_no_stage(module):
-    bad = sorted(target for target in imports(module) if stage_of(target) is not None or target in ENTRY_POINTS)
-    assert not bad, f"core module {module} imports stage module(s) {', '.join(bad)}"
+def test_config_has_no_import_cycle():
+    """The torch-free config package: its modules import each other without a cycle (the Snakefile
+    reads them while parsing)."""
+    config = {m for m in MODULES if folder_of(m) == "config"}
+    graph = {m: imports(m) & config for m in config}
+    done, path = set(), []
+
+    def visit(module):
+        assert module not in path, "import cycle: " + " -> ".join([*path[path.index(module):], module])
+        if module in done:
+            return
+        path.append(module)
+        for target in sorted(graph[module]):
+            visit(target)
+        path.pop()
+        done.add(module)
+
+    for module in sorted(config):
+        visit(module)
+
+
+def test_one_name_per_stage():
+    """Each stage's module is named as its CLI command and its rule file: ``stages/teachers.py``,
+    ``elf-pipeline teachers``, ``workflow/rules/teachers.smk`` (which defines ``rule teachers``)."""
+    from elf_pipeline.cli import ARGUMENTS
+
+    stages = {p.stem for p in (PACKAGE / "stages").iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file()} - {"__init__"}
+    commands = {command.replace("-", "_") for command in ARGUMENTS} - {"bench"}
+    rule_files = {p.stem for p in (PACKAGE.parent / "workflow" / "rules").glob("*.smk")} - {"common", "safekeeping"}
+    assert stages <= commands and stages == rule_files, (stages, commands, rule_files)
+    for stage in stages:
+        rules = re.findall(r"^rule (\w+):", (PACKAGE.parent / "workflow" / "rules" / f"{stage}.smk").read_text(), flags=re.M)
+        assert stage in rules or any(rule.startswith(f"{stage}_") for rule in rules), (stage, rules)
+    extra = commands - stages
+    assert all(any(command.startswith(f"{stage}_") for stage in stages) for command in extra), extra
 
 
 def test_nothing_but_main_imports_the_cli():
@@ -122,11 +139,11 @@ def test_nothing_but_main_imports_the_cli():
     assert not users, f"the CLI is the entry point, imported by: {', '.join(users)}"
 
 
-def test_artifact_formats_import_without_torch():
-    """Torch-free stages and the workflow can read and check artifacts; torch loads only inside the
-    functions that build tensors or modules."""
-    modules = sorted(m for m in MODULES if m.startswith(f"{NAME}.artifacts"))
+def test_config_and_artifact_formats_import_without_torch():
+    """The Snakefile reads the config package, and torch-free stages and the workflow read artifacts;
+    torch loads only inside the functions that build tensors or modules."""
+    modules = sorted(m for m in MODULES if folder_of(m) in ("artifacts", "config"))
     code = f"import importlib, sys\nfor m in {modules!r}:\n    importlib.import_module(m)\nprint('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=PACKAGE.parent)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert len(modules) >= 6 and result.stdout.strip() == "False"
+    assert len(modules) >= 15 and result.stdout.strip() == "False"

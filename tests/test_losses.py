@@ -4,8 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from elf_pipeline.errors import InputError
-from elf_pipeline.losses import (
+from elf_pipeline.engine.losses import (
     FEATURE_LOSSES,
     LOSS_MODES,
     feature_ce,
@@ -16,6 +15,7 @@ from elf_pipeline.losses import (
     feature_l2,
     feature_loss,
 )
+from elf_pipeline.infra.errors import InputError
 
 
 def _softmax(values):
@@ -142,7 +142,7 @@ def test_ce_hand_value_weights_by_raw_teacher_features():
 
 
 def test_kd_divergence_on_known_logits():
-    from elf_pipeline.losses import kd_divergence
+    from elf_pipeline.engine.losses import kd_divergence
 
     student = torch.tensor([[0.0, 0.0]])
     teacher = torch.tensor([[math.log(3.0), 0.0]])  # softmax (0.75, 0.25)
@@ -159,7 +159,7 @@ def test_kd_divergence_on_known_logits():
 
 
 def test_soft_cross_entropy_equals_hard_ce_on_one_hot_labels():
-    from elf_pipeline.losses import soft_cross_entropy, task_loss
+    from elf_pipeline.engine.losses import soft_cross_entropy, task_loss
 
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(16, 10, generator=generator)

@@ -7,15 +7,16 @@ import torch
 from conftest import TEACHER_ARCH
 
 from elf_pipeline.artifacts.checkpoint import load_model
-from elf_pipeline.artifacts.data import load_split
-from elf_pipeline.artifacts.features import load_features
+from elf_pipeline.artifacts.data_file import load_split
+from elf_pipeline.artifacts.feature_file import load_features
 from elf_pipeline.artifacts.synset import read_synset
-from elf_pipeline.augment import DSAConfig, dsa
-from elf_pipeline.config import ConfigError, check_config
-from elf_pipeline.elf import ElfLoss, Evaluation, OnlineTeacher
-from elf_pipeline.io import sha256_file
+from elf_pipeline.config import ConfigError
+from elf_pipeline.config.checks import check_config
+from elf_pipeline.engine.augment import DSAConfig, dsa
+from elf_pipeline.engine.elf import ElfLoss, Evaluation, OnlineTeacher
+from elf_pipeline.infra.io import sha256_file
 from elf_pipeline.models import build
-from elf_pipeline.students import train_students
+from elf_pipeline.stages.students import train_students
 
 ELF = {"loss_mode": "front_rear_task", "teacher": "t"}
 

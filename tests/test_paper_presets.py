@@ -15,16 +15,9 @@ import torch
 import yaml
 from conftest import REPO, SNAKEMAKE, copy_workflow
 
-from elf_pipeline.config import (
-    ConfigError,
-    check_config,
-    student_jobs,
-    teacher_ref,
-    teacher_value,
-    uses_teacher,
-    validate_schema,
-)
-from elf_pipeline.config_adapters import adapter_pairs, adapter_warnings
+from elf_pipeline.config import ConfigError, student_jobs, teacher_ref, teacher_value, uses_teacher, validate_schema
+from elf_pipeline.config.adapters import adapter_pairs, adapter_warnings
+from elf_pipeline.config.checks import check_config
 from elf_pipeline.datasets.catalog import SOURCE_CHANNELS
 from elf_pipeline.models import build
 
@@ -101,15 +94,15 @@ def test_presets_run_the_official_pools_and_warn_about_nothing(name, capsys):
 def test_header_job_counts_are_what_snakemake_plans(name, tmp_path):
     header = "".join(line for line in (REPO / "config" / name).read_text().splitlines(keepends=True)
                      if line.startswith("#"))
-    match = re.search(r"Plan \(`snakemake -n`\): (\d+) jobs: (\d+) train_student", header)
+    match = re.search(r"Plan \(`snakemake -n`\): (\d+) jobs: (\d+) students", header)
     assert match, f"{name}: the header states no plan"
     assert "ESTIMATED" in header and "GPU-hours" in header and "Deliberately different" in header
     workdir = copy_workflow(REPO, tmp_path / "workflow")
     run = subprocess.run([SNAKEMAKE, "-n", "--configfile", f"config/{name}"], cwd=workdir, capture_output=True, text=True)
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     stats = dict(re.findall(r"^(\w+)\s+(\d+)$", run.stdout, flags=re.M))
-    assert (int(stats["total"]), int(stats["train_student"])) == (int(match.group(1)), int(match.group(2)))
-    for rule in ("train_teacher", "distill", "train_full", "extract_features"):
+    assert (int(stats["total"]), int(stats["students"])) == (int(match.group(1)), int(match.group(2)))
+    for rule in ("teachers", "distill", "reference", "features"):
         assert f"{stats[rule]} {rule}" in " ".join(header.split()), (rule, stats[rule])
 
 
@@ -137,7 +130,7 @@ def test_a_student_that_needs_an_adapter_is_named_while_the_config_is_checked(ca
 
 def test_the_adapter_warning_does_not_import_torch():
     code = ("import sys, yaml\n"
-            "from elf_pipeline.config import check_config\n"
+            "from elf_pipeline.config.checks import check_config\n"
             f"config = yaml.safe_load(open({str(REPO / 'config' / 'paper-tiny.yaml')!r}))\n"
             "config['students']['archs'].append('resnet18')\n"
             "config['evaluations']['elf']['teacher']['resnet18'] = 'convnet-w512-d4'\n"

@@ -12,18 +12,18 @@ import torch
 import torch.nn.functional as F
 from conftest import NUM_CLASSES, REPO, SYN_IPC, TEACHER_ARCH
 
-from elf_pipeline import precision as precision_module
 from elf_pipeline.artifacts.checkpoint import load_checkpoint
 from elf_pipeline.cli import build_parser
-from elf_pipeline.compiled_step import CompiledLoss
-from elf_pipeline.elf import ElfLoss, Evaluation, prefers_channels_last
-from elf_pipeline.errors import InputError
-from elf_pipeline.losses import feature_loss, kd_divergence, task_loss
+from elf_pipeline.engine import precision as precision_module
+from elf_pipeline.engine.compiled_step import CompiledLoss
+from elf_pipeline.engine.elf import ElfLoss, Evaluation, prefers_channels_last
+from elf_pipeline.engine.losses import feature_loss, kd_divergence, task_loss
+from elf_pipeline.engine.precision import Numerics, autocast, cpu_has_native_bf16, resolve_compile, resolve_precision
+from elf_pipeline.engine.training import TrainConfig, seeded_generator, train
+from elf_pipeline.infra.errors import InputError
 from elf_pipeline.models import build
-from elf_pipeline.precision import Numerics, autocast, cpu_has_native_bf16, resolve_compile, resolve_precision
-from elf_pipeline.students import train_students
-from elf_pipeline.teacher import train_teacher
-from elf_pipeline.training import TrainConfig, seeded_generator, train
+from elf_pipeline.stages.students import train_students
+from elf_pipeline.stages.teachers import train_teacher
 
 CPU = torch.device("cpu")
 AMX = frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
@@ -138,7 +138,7 @@ def test_student_rows_teacher_checkpoints_and_features_record_the_precision(digi
     assert auto["precision_setting"] == "auto" and auto["precision"] == resolve_precision("auto", CPU)
     assert load_checkpoint(teacher_pt)["precision"] == "fp32"  # a stage called from Python: float32 by default
 
-    from elf_pipeline.features import extract_features
+    from elf_pipeline.stages.features import extract_features
 
     out = tmp_path / "f.h5"
     extract_features(synset_h5, teacher_pt, out, device="cpu", precision="bf16")
@@ -154,11 +154,11 @@ def test_student_rows_teacher_checkpoints_and_features_record_the_precision(digi
 
 def test_every_network_stage_takes_precision_and_the_workflow_passes_it():
     parser = build_parser()
-    stages = {"distill": ["--data", "d", "--out", "o"], "train-experts": ["--data", "d", "--out", "o"],
-              "train-teacher": ["--data", "d", "--out-model", "m", "--out-history", "h"],
-              "extract-features": ["--synset", "s", "--teacher", "t", "--out", "o"],
-              "train-student": ["--data", "d", "--synset", "s", "--out", "o"], "train-full": ["--data", "d", "--out", "o"],
-              "teacher-from-expert": ["--expert", "e", "--data", "d", "--out", "o"]}
+    stages = {"distill": ["--data", "d", "--out", "o"], "experts": ["--data", "d", "--out", "o"],
+              "teachers": ["--data", "d", "--out-model", "m", "--out-history", "h"],
+              "features": ["--synset", "s", "--teacher", "t", "--out", "o"],
+              "students": ["--data", "d", "--synset", "s", "--out", "o"], "reference": ["--data", "d", "--out", "o"],
+              "expert-teacher": ["--expert", "e", "--data", "d", "--out", "o"]}
     for stage, args in stages.items():
         assert parser.parse_args([stage, *args, "--precision", "bf16"]).precision == "bf16"
         assert parser.parse_args([stage, *args]).precision == "auto"

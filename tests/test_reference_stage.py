@@ -1,4 +1,4 @@
-"""The full-real-data reference stage (``train-full``, elf_pipeline/reference.py) through the CLI
+"""The full-real-data reference stage (``reference``, elf_pipeline/stages/reference.py) through the CLI
 on the digits fixture: the rows it writes, their provenance, the class-balanced subset, errors."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import torch
 from conftest import NUM_CLASSES, TRAIN_LIMIT
 
 from elf_pipeline.cli import main
-from elf_pipeline.errors import InputError
-from elf_pipeline.reference import balanced_subset, train_full
+from elf_pipeline.infra.errors import InputError
+from elf_pipeline.stages.reference import balanced_subset, train_full
 
 ARCH = "convnet-w8"
 TRAIN = {"epochs": 1, "batch_size": 10, "dsa": False, "lr": 0.05}
@@ -21,7 +21,7 @@ TRAIN = {"epochs": 1, "batch_size": 10, "dsa": False, "lr": 0.05}
 
 def cli_train_full(digits_h5, out, **settings) -> int:
     block = {"arch": ARCH, "train": TRAIN, "identity": {"dataset": "digits"}, **settings}
-    return main(["train-full", "--data", str(digits_h5), "--settings", json.dumps(block), "--device", "cpu",
+    return main(["reference", "--data", str(digits_h5), "--settings", json.dumps(block), "--device", "cpu",
                  "--out", str(out)])
 
 
@@ -69,9 +69,9 @@ def test_bad_limit_is_one_line_and_writes_nothing(digits_h5, tmp_path, capsys) -
     out = tmp_path / "bad.parquet"
     assert cli_train_full(digits_h5, out, seeds=[0], train_limit=0) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["elf-pipeline train-full: error: train_limit must be >= 1, got 0"]
+    assert err == ["elf-pipeline reference: error: train_limit must be >= 1, got 0"]
     assert not out.exists()
-    with pytest.raises(InputError, match="train_full needs at least one seed"):
+    with pytest.raises(InputError, match="reference needs at least one seed"):
         train_full(digits_h5, ARCH, TRAIN, [], out, {})
     assert not out.exists()
 

@@ -16,11 +16,11 @@ import torch
 from conftest import assert_accuracy_of
 
 from elf_pipeline.cli import main
-from elf_pipeline.data import prepare_data
-from elf_pipeline.distill import run_distill
-from elf_pipeline.features import extract_features
-from elf_pipeline.students import train_students
-from elf_pipeline.teacher import train_teacher
+from elf_pipeline.stages.data import prepare_data
+from elf_pipeline.stages.distill import run_distill
+from elf_pipeline.stages.features import extract_features
+from elf_pipeline.stages.students import train_students
+from elf_pipeline.stages.teachers import train_teacher
 
 TRAIN = {"epochs": 1, "batch_size": 64, "dsa": False, "eval_batch_size": 512}
 ELF = {"loss_mode": "front_rear_task", "feature_loss": "ce"}
@@ -64,13 +64,13 @@ def student_settings(**changes) -> str:
 
 
 def student_args(study: Path, synset: Path | None = None, features: Path | None = None, **evaluation) -> list[str]:
-    return ["train-student", "--data", str(study / "data.h5"), "--synset", str(synset or study / "synset.h5"),
+    return ["students", "--data", str(study / "data.h5"), "--synset", str(synset or study / "synset.h5"),
             "--features", str(features or study / "features.h5"), "--settings", student_settings(evaluation=evaluation),
             "--device", "cpu", "--out", str(study / "student.parquet")]
 
 
 def features_args(study: Path, synset: Path | None = None, teacher: Path | None = None) -> list[str]:
-    return ["extract-features", "--synset", str(synset or study / "synset.h5"), "--teacher",
+    return ["features", "--synset", str(synset or study / "synset.h5"), "--teacher",
             str(teacher or study / "teacher.pt"), "--device", "cpu", "--out", str(study / "features.h5")]
 
 
@@ -84,7 +84,7 @@ def edit_h5(path: Path, name: str, change) -> None:
 def test_missing_dataset_root(study, capsys):
     before = digests(study)
     settings = {"source": "fashion_mnist", "root": str(study / "nowhere"), "image_size": 32}
-    line = run_cli(capsys, "prepare-data", "--settings", json.dumps(settings), "--out", str(study / "data.h5"))
+    line = run_cli(capsys, "data", "--settings", json.dumps(settings), "--out", str(study / "data.h5"))
     assert str(study / "nowhere") in line and "apt-get install dataset-fashion-mnist" in line
     assert digests(study) == before
 
@@ -269,7 +269,7 @@ def test_ipc_larger_than_a_class(study, capsys):
 
 
 def test_out_of_memory_retries_with_smaller_batches(caplog):
-    from elf_pipeline.training import retry_on_oom
+    from elf_pipeline.engine.training import retry_on_oom
 
     tried = []
 
@@ -286,9 +286,9 @@ def test_out_of_memory_retries_with_smaller_batches(caplog):
 
 @pytest.mark.float_path
 def test_evaluate_survives_out_of_memory_with_the_same_accuracy(monkeypatch):
-    import elf_pipeline.training as training
+    import elf_pipeline.engine.training as training
+    from elf_pipeline.engine.training import build_seeded
     from elf_pipeline.models import build
-    from elf_pipeline.training import build_seeded
 
     model = build_seeded(lambda: build("convnet-w16", 1, 10, 16), 0).eval()
     generator = torch.Generator().manual_seed(0)

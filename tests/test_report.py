@@ -3,9 +3,9 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import SYN_IPC
 
-from elf_pipeline.io import ArtifactError
-from elf_pipeline.report import collect, mean_std, summary_tables, write_report
-from elf_pipeline.students import train_students
+from elf_pipeline.infra.io import ArtifactError
+from elf_pipeline.stages.report import collect, mean_std, summary_tables, write_report
+from elf_pipeline.stages.students import train_students
 
 
 def _runs() -> pd.DataFrame:
@@ -59,7 +59,7 @@ def test_summary_tables_delta_is_evaluation_minus_baseline():
 
 
 def test_protocol_line_names_where_the_training_differs():
-    from elf_pipeline.report.summary import protocol_line, setting
+    from elf_pipeline.stages.report.summary import protocol_line, setting
 
     runs = _runs().assign(train_lr=0.01, train_epochs=50)
     assert setting(runs, "train_lr") == "0.01" and setting(runs, "train_epochs") == "50"

@@ -15,8 +15,9 @@ import pytest
 from PIL import Image
 
 from elf_pipeline import config as elf_config
-from elf_pipeline import report
-from elf_pipeline.io import ArtifactError
+from elf_pipeline.config import checks as config_checks
+from elf_pipeline.infra.io import ArtifactError
+from elf_pipeline.stages import report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 REPO = Path(__file__).resolve().parents[1]
@@ -217,8 +218,8 @@ def test_stage_table_from_benchmark_files(tmp_path: Path) -> None:
     assert table.markdown() == """\
 | dataset   | stage         |   jobs |   wall s (total) |   wall s (mean) |   wall s (max) |   CPU s (total) |   peak RSS MiB (max) |
 |-----------|---------------|--------|------------------|-----------------|----------------|-----------------|----------------------|
-| digits    | train_student |      2 |             40.0 |            20.0 |           30.0 |            20.0 |                  500 |
-| digits    | train_full    |      1 |              5.0 |             5.0 |            5.0 |             2.5 |                  800 |"""
+| digits    | students |      2 |             40.0 |            20.0 |           30.0 |            20.0 |                  500 |
+| digits    | reference    |      1 |              5.0 |             5.0 |            5.0 |             2.5 |                  800 |"""
 
 
 def test_extra_tables_hook_and_html(tmp_path: Path) -> None:
@@ -242,7 +243,7 @@ def test_extra_tables_hook_and_html(tmp_path: Path) -> None:
 def test_reference_block_defaults_and_validation() -> None:
     import yaml
 
-    smoke = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    smoke = yaml.safe_load((REPO / "tests" / "configs" / "smoke.yaml").read_text())
     smoke.pop("reference", None)
     assert elf_config.reference_config(smoke) == {"enabled": True, "full": {"epochs": 30, "train_limit": None, "seeds": [0]}}
     assert elf_config.full_train_config(smoke)["epochs"] == 30
@@ -255,7 +256,7 @@ def test_reference_block_defaults_and_validation() -> None:
     assert elf_config.full_train_config(smoke)["batch_size"] == 8
     smoke["reference"] = {"full": {"train": {"epochs": 8}}}
     with pytest.raises(elf_config.ConfigError, match=r"config key reference\.full\.train\.epochs: set reference\.full\.epochs"):
-        elf_config.check_config(smoke)
+        config_checks.check_config(smoke)
     smoke["reference"] = {"full": {"epochz": 3}}
     with pytest.raises(elf_config.ConfigError, match=r"config key reference\.full\.epochz: unknown key"):
         elf_config.validate_schema(smoke, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
@@ -266,7 +267,7 @@ def test_reference_block_defaults_and_validation() -> None:
 
 
 def test_train_full_rows_match_schema_and_repeat(tmp_path: Path, digits_h5: Path) -> None:
-    from elf_pipeline.reference import train_full
+    from elf_pipeline.stages.reference import train_full
 
     train = {"epochs": 1, "batch_size": 16, "dsa": True, "eval_batch_size": 256}
     first = train_full(digits_h5, "convnet-w8", train, [0, 1], tmp_path / "a.parquet", {"dataset": "digits"}, train_limit=20)
@@ -281,7 +282,7 @@ def test_train_full_rows_match_schema_and_repeat(tmp_path: Path, digits_h5: Path
 def test_balanced_subset_takes_every_class() -> None:
     import torch
 
-    from elf_pipeline.reference import balanced_subset
+    from elf_pipeline.stages.reference import balanced_subset
 
     labels = torch.arange(10).repeat(7)
     keep = balanced_subset(labels, 30, 10, torch.Generator().manual_seed(0))
@@ -303,7 +304,7 @@ def assert_png(path: Path) -> tuple[int, int]:
 
 
 def test_result_figures_are_pngs(tmp_path: Path) -> None:
-    from elf_pipeline.report import figures
+    from elf_pipeline.stages import figures
 
     runs_path, reference_path = tmp_path / "runs.parquet", tmp_path / "reference.parquet"
     hand_runs().to_parquet(runs_path, index=False)
@@ -323,8 +324,8 @@ def test_result_figures_are_pngs(tmp_path: Path) -> None:
 def test_synset_grid_denormalises(tmp_path: Path, digits_h5: Path, synset_h5: Path) -> None:
     import h5py
 
-    from elf_pipeline.artifacts.data import load_split
-    from elf_pipeline.report import figures
+    from elf_pipeline.artifacts.data_file import load_split
+    from elf_pipeline.stages import figures
 
     images, _, info = load_split(digits_h5, "train")
     with h5py.File(digits_h5, "r") as h5:
@@ -338,7 +339,7 @@ def test_synset_grid_denormalises(tmp_path: Path, digits_h5: Path, synset_h5: Pa
 
 
 def test_teacher_curve(tmp_path: Path, teacher) -> None:
-    from elf_pipeline.report import figures
+    from elf_pipeline.stages import figures
 
     history = json.loads(Path(teacher[0]).with_suffix(".json").read_text())
     assert history["epochs"]
@@ -363,7 +364,7 @@ def test_cli_writes_report_and_figures(tmp_path: Path, digits_h5: Path, synset_h
                  "--distill-arch", "dm=convnet", "random=convnet"]) == 0
     assert "full real data (upper bound)" in (out / "summary.md").read_text()
     assert len(pd.read_parquet(out / "reference.parquet")) == 2
-    assert main(["plot-synset", "--synset", str(synset_h5), "--data", str(digits_h5), "--out", str(out / "s.png")]) == 0
+    assert main(["report-synset", "--synset", str(synset_h5), "--data", str(digits_h5), "--out", str(out / "s.png")]) == 0
     assert_png(out / "s.png")
     files[0].write_bytes(b"not parquet")
     assert main(["report", "--runs", str(out / "r.parquet"), "--summary", str(out / "s.md"), *map(str, files)]) == 2

@@ -22,12 +22,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from elf_pipeline import report
+from elf_pipeline.stages import report
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-CONFIG = "config/smoke.yaml"
+CONFIG = "tests/configs/smoke.yaml"
 
 pytestmark = pytest.mark.slow
 
@@ -89,7 +89,7 @@ def test_html_report_holds_every_figure_with_caption_and_category(study: Path) -
     tables = decode(results["results/report/summary.html"]["data_uri"]).decode()
     for text in ("<h3>IPC 1 · baseline → elf</h3>", "<td>full real data (upper bound)</td>",
                  "<td>random real subset (reference)</td>", "<h3>Gap closed · IPC 1</h3>",
-                 "<h2>Time and memory per stage</h2>", "<td>train_full</td>", "<td>train_student</td>"):
+                 "<h2>Time and memory per stage</h2>", "<td>reference</td>", "<td>students</td>"):
         assert text in tables, text
 
 
@@ -100,23 +100,23 @@ def test_summary_runs_and_reference_files(study: Path) -> None:
     assert re.search(r"^\| random real subset \(reference\) \| [\d.]+ ± [\d.]+ → [\d.]+ ± [\d.]+ \([+-][\d.]+\)", summary,
                      flags=re.M)
     assert "200 of the 1,438 real training images, 3 epochs, 1 seed" in summary
-    assert re.search(r"^\| digits +\| train_full +\| +2 \|", summary, flags=re.M)
+    assert re.search(r"^\| digits +\| reference +\| +2 \|", summary, flags=re.M)
     runs = report.read_runs(study / "results/report/runs.parquet")  # schema check
     assert len(runs) == 2 * 2 * 2 * 2 * 2  # methods x ipc x archs x evaluations x seeds
     assert pq.read_table(study / "results/report/runs.parquet").num_rows == len(runs)
     reference = report.collect_reference([study / "results/report/reference.parquet"])
     assert sorted(reference["arch"]) == ["convnet", "resnet18"] and (reference["train_images"] == 200).all()
     assert reference["test_acc"].between(0, 1).all()
-    per_job = pd.read_parquet(study / "results/digits/full/convnet.parquet")
+    per_job = pd.read_parquet(study / "results/digits/reference/convnet.parquet")
     assert per_job["train_epochs"].tolist() == [3] and per_job["train_batch_size"].tolist() == [32]
 
 
 def test_figures_logs_and_nothing_left_to_do(study: Path) -> None:
     for path in FIGURES:
         assert_png((study / path).read_bytes(), path)
-    for log in ("report.log", "digits/figures/results.log", "digits/full/convnet.log"):
+    for log in ("report.log", "digits/report/results.log", "digits/reference/convnet.log"):
         assert (study / "results/logs" / log).is_file(), log
-    assert "test accuracy" in (study / "results/logs/digits/full/resnet18.log").read_text()
-    assert (study / "results/benchmarks/digits/full/resnet18.tsv").is_file()
+    assert "test accuracy" in (study / "results/logs/digits/reference/resnet18.log").read_text()
+    assert (study / "results/benchmarks/digits/reference/resnet18.tsv").is_file()
     dry = snakemake(study, "-n", "--configfile", CONFIG)
     assert "Nothing to be done" in dry

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from elf_pipeline.data import prepare_data
-from elf_pipeline.distill import run_distill
-from elf_pipeline.resume import ResumeFile, resume_path
-from elf_pipeline.teacher import train_teacher
+from elf_pipeline.infra.resume import ResumeFile, resume_path
+from elf_pipeline.stages.data import prepare_data
+from elf_pipeline.stages.distill import run_distill
+from elf_pipeline.stages.teachers import train_teacher
 
 
 class Killed(Exception):
@@ -32,7 +32,7 @@ TRAIN = {"epochs": 4, "batch_size": 64, "dsa": True}
 def test_teacher_resumes_bit_identically(data, tmp_path, monkeypatch):
     reference = train_teacher(data, tmp_path / "ref.pt", tmp_path / "ref.json", "convnet-w16", TRAIN, seed=3)
 
-    import elf_pipeline.training as training_module
+    import elf_pipeline.engine.training as training_module
 
     original = training_module.evaluate
     calls = {"n": 0}
@@ -63,7 +63,7 @@ def test_dm_resumes_bit_identically(data, tmp_path, monkeypatch):
     config = {"iterations": 6, "batch_real": 8, "dsa": True}
     run_distill(data, tmp_path / "ref.h5", "dm", 2, config, seed=1, device="cpu")
 
-    import elf_pipeline.distill.dm as dm_module
+    import elf_pipeline.stages.distill.dm as dm_module
 
     original = dm_module.dm_loss
     calls = {"n": 0}

@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from elf_pipeline.config import ConfigError, check_config, validate_schema
+from elf_pipeline.config import ConfigError, validate_schema
+from elf_pipeline.config.checks import check_config
+from elf_pipeline.engine.training import TrainConfig, build_seeded, seeded_generator, train
 from elf_pipeline.models import build
-from elf_pipeline.training import TrainConfig, build_seeded, seeded_generator, train
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = str(REPO / "workflow" / "schemas" / "config.schema.yaml")
@@ -71,7 +72,7 @@ def test_official_schedule_equals_recreating_the_optimiser():
 
 
 def _smoke() -> dict:
-    return yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    return yaml.safe_load((REPO / "tests" / "configs" / "smoke.yaml").read_text())
 
 
 @pytest.mark.parametrize("where, key", [

@@ -26,16 +26,16 @@ from elf_pipeline.config import (
     applied_select_keys,
     candidate_name,
     candidate_settings,
-    check_config,
     select_candidates,
     select_jobs,
     student_settings,
     validate_schema,
 )
-from elf_pipeline.errors import ConfigError, InputError
-from elf_pipeline.report.numbers import NOISE_MARK, delta_cell, gap_closed, paired_deltas, t_interval
-from elf_pipeline.report.tables import detail_tables, gap_tables, selection_table
-from elf_pipeline.select import select_student
+from elf_pipeline.config.checks import check_config
+from elf_pipeline.infra.errors import ConfigError, InputError
+from elf_pipeline.stages.report.numbers import NOISE_MARK, delta_cell, gap_closed, paired_deltas, t_interval
+from elf_pipeline.stages.report.paper_tables import detail_tables, gap_tables, selection_table
+from elf_pipeline.stages.select import select_student
 
 SCHEMA = str(REPO / "workflow" / "schemas" / "config.schema.yaml")
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -109,7 +109,7 @@ def test_applying_a_choice_and_what_rows_record():
 
 @pytest.fixture
 def smoke() -> dict:
-    config = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    config = yaml.safe_load((REPO / "tests" / "configs" / "smoke.yaml").read_text())
     config["datasets"]["digits"]["val_size"] = 50
     config["students"]["select"] = {"lr": [0.01, 0.005], "epochs": [4, 8], "seeds": [0]}
     return config
@@ -251,7 +251,7 @@ def _planned(workdir: Path, config: str) -> set[str]:
 
 
 def _write(workdir: Path, name: str, change=None) -> str:
-    config = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    config = yaml.safe_load((REPO / "tests" / "configs" / "smoke.yaml").read_text())
     config["datasets"]["digits"]["val_size"] = 50
     config["distillation"]["methods"] = {"random": {}}
     config["distillation"]["ipc"] = [1]

@@ -35,7 +35,7 @@ from conftest import copy_workflow, missing_dependency
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 SCRIPTS = REPO / "tests" / "slurm"
-GPU_RULES = {"distill", "train_teacher", "extract_features", "train_student", "train_full", "train_experts"}
+GPU_RULES = {"distill", "teachers", "features", "students", "reference", "experts"}
 # A cluster without slurmdbd: job states come from squeue, polled soon after submission and every
 # 2 s (Snakemake's default 10 s would be most of this test's time: its jobs take seconds).
 SLURM_OPTIONS = ["--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",
@@ -78,7 +78,7 @@ def cluster(tmp_path_factory) -> Iterator[dict[str, str]]:
 
 
 def reduced_smoke_config(repo: Path) -> dict:
-    config = yaml.safe_load((repo / "config" / "smoke.yaml").read_text())
+    config = yaml.safe_load((repo / "tests" / "configs" / "smoke.yaml").read_text())
     config["datasets"] = {"digits": {**config["datasets"]["digits"], "image_size": 16, "train_limit": 300}}
     config["distillation"]["ipc"] = [1]
     config["distillation"]["methods"] = {"random": {}}
@@ -184,7 +184,7 @@ def test_every_job_was_submitted_with_sbatch_and_completed_on_the_cluster(study:
         assert slurm_job(job_id, study.env)["JobState"] == "COMPLETED", job_id
         assert log.is_relative_to(study.cluster / ".snakemake" / "slurm_logs") and log.name == f"{job_id}.log"
         assert "Finished jobid" in log.read_text(), log
-    assert "train_student" in {rule_of(name) for name in job_names(study.resumed).values()}
+    assert "students" in {rule_of(name) for name in job_names(study.resumed).values()}
 
 
 def test_gpu_rules_request_a_gpu_and_cpu_rules_do_not(study: Study) -> None:
@@ -195,7 +195,7 @@ def test_gpu_rules_request_a_gpu_and_cpu_rules_do_not(study: Study) -> None:
         assert (gpus == "gres:gpu:1") == (rule in GPU_RULES), f"{rule} (SLURM job {job_id}): TresPerJob={gpus!r}"
         assert job["NumCPUs"] == "1"  # threads: 1 in the config
         seen.add(rule)
-    assert {"prepare_data", "distill", "train_teacher", "extract_features", "train_student"} <= seen
+    assert {"data", "distill", "teachers", "features", "students"} <= seen
 
 
 def test_cluster_results_equal_local_results(study: Study) -> None:
@@ -211,7 +211,7 @@ def test_cluster_results_equal_local_results(study: Study) -> None:
 def test_failed_job_is_reported_with_its_logs_and_leaves_no_partial_output(study: Study) -> None:
     failed = study.failed
     assert failed.returncode != 0
-    error = failed.output[failed.output.index("Error in rule train_student"):]
+    error = failed.output[failed.output.index("Error in rule students"):]
     assert STUDENT_LOG in error and ".snakemake/slurm_logs/rule_train_student/" in error
     assert "error: loss became nan in epoch 2" in study.after_failure[STUDENT_LOG]
     failed_jobs = [job_id for job_id, name in job_names(failed).items() if name.endswith("_elf")]
@@ -236,7 +236,7 @@ def test_rerun_resumes_and_submits_only_the_failed_job(study: Study) -> None:
 def planned_resources(profile: str, tmp_path: Path, *extra: str) -> dict[str, dict[str, str]]:
     """rule -> resources of its jobs in a dry run through ``profile`` (one entry per rule)."""
     dry = run([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--profile", str(REPO / "workflow" / "profiles" / profile),
-               "--configfile", str(REPO / "config" / "smoke.yaml"), "-n", *extra], tmp_path, dict(os.environ))
+               "--configfile", str(REPO / "tests" / "configs" / "smoke.yaml"), "-n", *extra], tmp_path, dict(os.environ))
     assert dry.returncode == 0, dry.output[-3000:]
     planned: dict[str, dict[str, str]] = {}
     for rule, resources in re.findall(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", dry.output, flags=re.M):
@@ -250,7 +250,7 @@ def test_slurm_profile_sets_memory_runtime_and_gpus_per_rule(tmp_path: Path) -> 
     assert profile["executor"] == "slurm"
     defaults, per_rule = profile["default-resources"], profile["set-resources"]
     planned = planned_resources("slurm", tmp_path)
-    assert {"prepare_data", "distill", "train_teacher", "extract_features", "train_student", "report"} <= planned.keys()
+    assert {"data", "distill", "teachers", "features", "students", "report"} <= planned.keys()
     for rule, resources in planned.items():
         if rule == "all":
             continue
@@ -264,7 +264,7 @@ def test_default_profile_runs_locally_and_gpu_rules_claim_the_gpu_resource(tmp_p
     assert "executor" not in profile and profile["cores"] == "all"
     planned = planned_resources("default", tmp_path, "--resources", "gpu=4")
     assert {rule for rule, resources in planned.items() if resources.get("gpu") == "1"} == GPU_RULES & planned.keys()
-    assert "mem_mb" not in planned["train_student"]  # no cluster limits locally
+    assert "mem_mb" not in planned["students"]  # no cluster limits locally
 
 
 def test_a_job_stopped_by_the_scheduler_leaves_no_temporary_file(tmp_path: Path) -> None:
@@ -273,8 +273,8 @@ def test_a_job_stopped_by_the_scheduler_leaves_no_temporary_file(tmp_path: Path)
     script = (
         "import sys, time\n"
         "from elf_pipeline.cli import _exit_on_sigterm\n"
-        "from elf_pipeline.io import atomic_path\n"
-        "_exit_on_sigterm('train-student')\n"
+        "from elf_pipeline.infra.io import atomic_path\n"
+        "_exit_on_sigterm('students')\n"
         "with atomic_path(sys.argv[1]) as tmp:\n"
         "    tmp.write_text('half written')\n"
         "    print('writing', flush=True)\n"
@@ -287,5 +287,5 @@ def test_a_job_stopped_by_the_scheduler_leaves_no_temporary_file(tmp_path: Path)
     assert [path.name for path in out.parent.iterdir() if path.name.endswith(".tmp")]  # the partial file exists
     job.terminate()
     assert job.wait(timeout=60) == 143
-    assert "train-student: terminated by signal 15" in job.stderr.read()
+    assert "students: terminated by signal 15" in job.stderr.read()
     assert list(out.parent.iterdir()) == []

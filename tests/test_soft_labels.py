@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from elf_pipeline.artifacts.checkpoint import load_model
-from elf_pipeline.artifacts.data import load_split
+from elf_pipeline.artifacts.data_file import load_split
 from elf_pipeline.artifacts.synset import SyntheticSet, read_synset, synset_label_kind, write_synset
-from elf_pipeline.errors import ArtifactError, InputError
-from elf_pipeline.students import train_students
+from elf_pipeline.infra.errors import ArtifactError, InputError
+from elf_pipeline.stages.students import train_students
 
 TRAIN = {"epochs": 3, "batch_size": 10, "dsa": False}
 EPOCHS = 30  # where the training itself is compared: long enough for the labels to tell

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from elf_pipeline.sources import command_sources, module_closure
+from elf_pipeline.config.sources import command_sources, module_closure
 
 PACKAGE = Path(__file__).resolve().parents[1] / "elf_pipeline"
 # rule command -> the stage module its cmd_ function imports
-STAGES = {"prepare-data": "elf_pipeline.data", "distill": "elf_pipeline.distill", "train-experts": "elf_pipeline.distill.experts",
-          "train-teacher": "elf_pipeline.teacher", "extract-features": "elf_pipeline.features",
-          "train-student": "elf_pipeline.students", "report": "elf_pipeline.report", "train-full": "elf_pipeline.reference",
-          "plot-results": "elf_pipeline.report.figures", "study": "elf_pipeline.study",
-          "teacher-from-expert": "elf_pipeline.expert_teacher"}
+STAGES = {"data": "elf_pipeline.stages.data", "distill": "elf_pipeline.stages.distill", "experts": "elf_pipeline.stages.experts",
+          "teachers": "elf_pipeline.stages.teachers", "features": "elf_pipeline.stages.features",
+          "students": "elf_pipeline.stages.students", "report": "elf_pipeline.stages.report", "reference": "elf_pipeline.stages.reference",
+          "report-results": "elf_pipeline.stages.report.figures", "study": "elf_pipeline.stages.study",
+          "expert-teacher": "elf_pipeline.stages.expert_teacher"}
 
 
 def _loaded(module: str) -> set[str]:
@@ -47,18 +47,24 @@ def test_every_module_a_stage_loads_is_an_input_of_its_rule(command):
 
 def test_known_drift_is_covered():
     """resume.py (imported by training) and the dataset readers were once missing from the inputs."""
-    teacher = {p.name for p in command_sources(PACKAGE, "train-teacher")}
-    prepare = {str(p.relative_to(PACKAGE)) for p in command_sources(PACKAGE, "prepare-data")}
+    teacher = {p.name for p in command_sources(PACKAGE, "teachers")}
+    prepare = {str(p.relative_to(PACKAGE)) for p in command_sources(PACKAGE, "data")}
     assert "resume.py" in teacher and "datasets/cifar.py" in prepare and "students.py" not in prepare
     report = {p.name for p in command_sources(PACKAGE, "report")}
     assert "torch" not in report and "training.py" not in report and "students.py" not in report
 
 
-def test_excluded_methods_are_not_followed():
-    dm = {p.name for p in command_sources(PACKAGE, "distill",
-                                         exclude=[f"elf_pipeline.distill.{m}" for m in ("dc", "mtt", "experts", "imported",
-                                                                                         "random_subset")])}
-    assert "dm.py" in dm and not {"dc.py", "mtt.py", "experts.py"} & dm
+def test_a_distill_job_runs_its_own_method_module_only():
+    """The distill stage imports each method by name from the registry; a job's code inputs are the
+    stage without the other methods' modules (what the workflow's distill rule lists)."""
+    from elf_pipeline.config.methods import other_method_modules
+
+    everything = {p.name for p in command_sources(PACKAGE, "distill")}
+    assert {"dm.py", "dc.py", "mtt.py", "imported.py", "random_subset.py", "common.py"} <= everything
+    dm = {p.name for p in command_sources(PACKAGE, "distill", exclude=other_method_modules("dm"))}
+    assert {"dm.py", "common.py", "__init__.py"} <= dm and not {"dc.py", "mtt.py", "imported.py", "random_subset.py"} & dm
+    dsa = {p.name for p in command_sources(PACKAGE, "distill", exclude=other_method_modules("dsa"))}
+    assert "dc.py" in dsa and "dm.py" not in dsa
 
 
 def test_closure_follows_every_import_form(tmp_path):

@@ -8,11 +8,11 @@ import torch.nn.functional as F
 from conftest import NUM_CLASSES, SYN_IPC, TEACHER_ARCH
 
 from elf_pipeline.artifacts.synset import read_synset
-from elf_pipeline.elf import ElfLoss, Evaluation
-from elf_pipeline.losses import feature_loss
+from elf_pipeline.engine.elf import ElfLoss, Evaluation
+from elf_pipeline.engine.losses import feature_loss
 from elf_pipeline.models import build
 from elf_pipeline.models.adapter import FeatureAdapter
-from elf_pipeline.students import train_students
+from elf_pipeline.stages.students import train_students
 
 TRAIN = {"epochs": 2, "batch_size": 8, "eval_batch_size": 128, "dsa": True}
 ELF = {"loss_mode": "front_rear_task", "feature_loss": "ce", "lambda_front": 0.5, "lambda_rear": 2.0}

@@ -16,12 +16,13 @@ import pytest
 import yaml
 from conftest import copy_workflow
 
-import elf_pipeline.ablation as ablation
-from elf_pipeline.ablation import ablation_table, write_ablation
+import elf_pipeline.stages.study.ablation as ablation
 from elf_pipeline.cli import main
-from elf_pipeline.config import ConfigError, check_config, study_archs, study_jobs, validate_schema
-from elf_pipeline.students import train_students
-from elf_pipeline.study import design, design_distance, rank_correlation, write_norm, write_similarity
+from elf_pipeline.config import ConfigError, study_archs, study_jobs, validate_schema
+from elf_pipeline.config.checks import check_config
+from elf_pipeline.stages.students import train_students
+from elf_pipeline.stages.study import design, design_distance, rank_correlation, write_norm, write_similarity
+from elf_pipeline.stages.study.ablation import ablation_table, write_ablation
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -45,7 +46,7 @@ def test_design_distance_counts_differing_choices(arch, distance, differs):
 def test_design_is_symmetric_and_torch_free():
     assert design_distance("resnet18-bn", "convnet-bn")[0] == design_distance("convnet-bn", "resnet18-bn")[0] == 4
     assert design("resnet18-imagenet")["pooling"] == "max + strided conv"
-    code = "import sys; import elf_pipeline.study as s; s.design_distance('vgg11', 'convnet'); assert 'torch' not in sys.modules"
+    code = "import sys; import elf_pipeline.stages.study as s; s.design_distance('vgg11', 'convnet'); assert 'torch' not in sys.modules"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
 
@@ -142,7 +143,7 @@ def planned(workdir: Path, *args: str) -> set[str]:
 
 
 def variant(workdir: Path, name: str, change) -> str:
-    config = yaml.safe_load((workdir / "config" / "study-smoke.yaml").read_text())
+    config = yaml.safe_load((workdir / "tests" / "configs" / "study-smoke.yaml").read_text())
     change(config)
     (workdir / "config" / name).write_text(yaml.safe_dump(config))
     return f"config/{name}"
@@ -156,15 +157,15 @@ TABLES = {f"results/study/{part}.{ext}" for part in ("similarity", "norm") for e
 def study_run(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("study_run")
     copy_workflow(REPO, workdir)
-    first = planned(workdir, *TARGETS, "--configfile", "config/study-smoke.yaml")
+    first = planned(workdir, *TARGETS, "--configfile", "tests/configs/study-smoke.yaml")
     assert TABLES <= first and not any("/full/" in p or "/report/" in p for p in first)
-    snakemake(workdir, *TARGETS, "--configfile", "config/study-smoke.yaml")
+    snakemake(workdir, *TARGETS, "--configfile", "tests/configs/study-smoke.yaml")
     return workdir
 
 
 @pytest.mark.slow
 def test_study_targets_write_the_tables(study_run: Path):
-    smoke = yaml.safe_load((study_run / "config" / "study-smoke.yaml").read_text())["studies"]
+    smoke = yaml.safe_load((study_run / "tests" / "configs" / "study-smoke.yaml").read_text())["studies"]
     similarity = pd.read_parquet(study_run / "results/study/similarity.parquet")
     assert similarity["arch"].tolist() == [smoke["reference"], *smoke["similarity"]["archs"]]
     assert similarity[[f"acc_{e}" for e in smoke["evaluations"]]].stack().between(0, 1).all()
@@ -173,7 +174,7 @@ def test_study_targets_write_the_tables(study_run: Path):
     for part in ("similarity", "norm"):
         assert (study_run / f"results/study/{part}.png").read_bytes()[:8] == PNG
         assert (study_run / f"results/study/{part}.md").read_text().startswith("# Study:")
-    # the study's students are ordinary train_student results of the one synthetic set
+    # the study's students are ordinary students results of the one synthetic set
     students = sorted(p.relative_to(study_run / "results/digits/students").as_posix()
                       for p in (study_run / "results/digits/students").rglob("*.parquet"))
     archs = ["convnet", *smoke["similarity"]["archs"], *[a for pair in smoke["norm"]["pairs"].items() for a in pair]]
@@ -182,7 +183,7 @@ def test_study_targets_write_the_tables(study_run: Path):
 
 @pytest.mark.slow
 def test_finished_study_has_nothing_to_do(study_run: Path):
-    assert planned(study_run, *TARGETS, "--configfile", "config/study-smoke.yaml") == set()
+    assert planned(study_run, *TARGETS, "--configfile", "tests/configs/study-smoke.yaml") == set()
 
 
 @pytest.mark.slow
@@ -192,14 +193,14 @@ def test_changing_the_teacher_layer_replans_only_that_evaluations_students(study
     students = {p for p in plan if "/students/" in p}
     assert students == {f"results/digits/students/random/ipc2/{a}/elf.parquet"
                         for a in ("convnet", "convnet-bn", "alexnet", "alexnet-in")}
-    assert not any("/features/" in p or "/teachers/" in p or "/distilled/" in p for p in plan)
+    assert not any("/features/" in p or "/teachers/" in p or "/distill/" in p for p in plan)
     assert plan - students - TABLES <= {f"results/report/{n}" for n in ("runs.parquet", "reference.parquet", "ddranking.parquet", "summary.md",
                                                                           "summary.html")}
 
 
 @pytest.mark.slow
 def test_report_includes_the_configured_study_tables(study_run: Path):
-    result = snakemake(study_run, "report", "-n", "--configfile", "config/study-smoke.yaml")
+    result = snakemake(study_run, "report", "-n", "--configfile", "tests/configs/study-smoke.yaml")
     report_inputs = re.search(r"rule report:\n\s+input: (.+)", result.stdout + result.stderr)
     assert report_inputs and "results/study/similarity.parquet" in report_inputs.group(1)
     assert "results/study/norm.parquet" in report_inputs.group(1)
@@ -237,7 +238,7 @@ def test_study_target_without_its_config_fails_before_any_job(study_run: Path, c
     (lambda c: [c["studies"].pop(part) for part in ("similarity", "norm")], "config key studies: configures no part of the study"),
 ])
 def test_bad_study_config_names_the_key(change, message):
-    config = yaml.safe_load((REPO / "config" / "study-smoke.yaml").read_text())
+    config = yaml.safe_load((REPO / "tests" / "configs" / "study-smoke.yaml").read_text())
     validate_schema(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
     check_config(config)
     assert study_archs(config) == ["convnet", "convnet-bn", "alexnet", "alexnet-in"]
@@ -256,7 +257,7 @@ PROTOCOLS = {"baseline": ("task", "ce", "coupled"), "elf": ("front_rear_task", "
 
 
 def result_rows(cells: dict[tuple[str, str], tuple[list, list]], **extra) -> pd.DataFrame:
-    """Result rows as train_student writes them: (arch, evaluation) -> (val_acc per seed, test_acc per seed)."""
+    """Result rows as students writes them: (arch, evaluation) -> (val_acc per seed, test_acc per seed)."""
     rows = []
     for (arch, evaluation), (vals, tests) in cells.items():
         loss_mode, loss, form = PROTOCOLS[evaluation]
@@ -341,7 +342,7 @@ def test_ablation_some_arch_without_validation_leaves_the_row_unranked():
 
 def test_ablation_through_the_cli(tmp_path, capsys, monkeypatch):
     paths = []
-    for (arch, evaluation), cell in CELLS.items():  # one file per train_student job
+    for (arch, evaluation), cell in CELLS.items():  # one file per students job
         paths.append(tmp_path / f"{arch}_{evaluation}.parquet")
         result_rows({(arch, evaluation): cell}).to_parquet(paths[-1])
     titles = []
@@ -366,7 +367,7 @@ def test_ablation_through_the_cli(tmp_path, capsys, monkeypatch):
 
 def ablation_config() -> dict:
     """The smoke study with an ablation: an extra evaluation only the ablation trains."""
-    config = yaml.safe_load((REPO / "config" / "study-smoke.yaml").read_text())
+    config = yaml.safe_load((REPO / "tests" / "configs" / "study-smoke.yaml").read_text())
     config["evaluations"]["elf_l2"] = {**config["evaluations"]["elf"], "feature_loss": "l2"}
     config["students"]["evaluations"] = ["baseline", "elf"]
     config["studies"]["ablation"] = {"archs": ["convnet-bn", "resnet18"], "evaluations": ["baseline", "elf", "elf_l2"]}

@@ -5,10 +5,10 @@ import torch
 from conftest import NUM_CLASSES, TEACHER_ARCH, TRAIN_LIMIT, TRAINED_TEACHER, assert_accuracy_of
 
 from elf_pipeline.artifacts.checkpoint import load_checkpoint, load_model
-from elf_pipeline.artifacts.data import load_split
+from elf_pipeline.artifacts.data_file import load_split
+from elf_pipeline.engine.training import build_seeded, evaluate, real_test_accuracy
 from elf_pipeline.models import build
-from elf_pipeline.teacher import train_teacher
-from elf_pipeline.training import build_seeded, evaluate, real_test_accuracy
+from elf_pipeline.stages.teachers import train_teacher
 
 TRAIN = {"epochs": 1, "batch_size": 25, "dsa": False}
 
@@ -77,8 +77,8 @@ def test_training_split_larger_than_memory_limit_is_streamed(tmp_path, caplog):
     """With a tiny in-memory limit the teacher streams data.h5 in chunks; results stay reproducible."""
     import logging
 
-    from elf_pipeline.data import prepare_data
-    from elf_pipeline.teacher import train_teacher
+    from elf_pipeline.stages.data import prepare_data
+    from elf_pipeline.stages.teachers import train_teacher
 
     data = tmp_path / "data.h5"
     prepare_data("digits", data, image_size=16, resize="interpolate", train_limit=200)

@@ -14,15 +14,8 @@ import pytest
 import yaml
 from conftest import copy_workflow
 
-from elf_pipeline.config import (
-    ConfigError,
-    check_config,
-    evaluation_config,
-    student_jobs,
-    teacher_name,
-    used_teacher_names,
-    validate_schema,
-)
+from elf_pipeline.config import ConfigError, evaluation_config, student_jobs, teacher_name, used_teacher_names, validate_schema
+from elf_pipeline.config.checks import check_config
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = str(REPO / "workflow" / "schemas" / "config.schema.yaml")
@@ -30,7 +23,7 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 
 def _config(pool) -> dict:
-    config = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    config = yaml.safe_load((REPO / "tests" / "configs" / "smoke.yaml").read_text())
     config["teachers"]["wide"] = copy.deepcopy(config["teachers"]["convnet"]) | {"arch": "convnet-w256"}
     config["teachers"]["unused"] = copy.deepcopy(config["teachers"]["convnet"]) | {"arch": "convnet-w32"}
     config["evaluations"]["elf"]["teacher"] = pool
@@ -90,7 +83,7 @@ def test_workflow_extracts_features_once_per_set_and_used_teacher(tmp_path):
                               for m in ("dm", "random") for i in (1, 2) for t in ("convnet", "wide"))
     assert "results/digits/teachers/wide/model.pt" in outputs
     assert not any("/teachers/unused/" in p for p in outputs)  # vgg11 is not a student here
-    commands = [line for line in text.splitlines() if "train-student" in line and '"arch": "resnet18"' in line
+    commands = [line for line in text.splitlines() if "students" in line and '"arch": "resnet18"' in line
                 and "elf.parquet" in line]
     assert commands and all("/features/" in line and "wide.h5" in line for line in commands)
     settings = json.loads(re.search(r"--settings '([^']+)'", commands[0]).group(1))

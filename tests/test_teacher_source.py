@@ -15,13 +15,14 @@ import yaml
 from conftest import copy_workflow
 
 from elf_pipeline.artifacts.checkpoint import load_model
-from elf_pipeline.artifacts.experts import read_epochs
-from elf_pipeline.artifacts.features import load_features
-from elf_pipeline.config import ConfigError, check_config, distillation_teachers, student_jobs, teacher_name, validate_schema
-from elf_pipeline.distill.experts import train_expert
-from elf_pipeline.expert_teacher import teacher_from_expert
-from elf_pipeline.features import extract_features
-from elf_pipeline.training import evaluate
+from elf_pipeline.artifacts.expert_file import read_epochs
+from elf_pipeline.artifacts.feature_file import load_features
+from elf_pipeline.config import ConfigError, distillation_teachers, student_jobs, teacher_name, validate_schema
+from elf_pipeline.config.checks import check_config
+from elf_pipeline.engine.training import evaluate
+from elf_pipeline.stages.expert_teacher import teacher_from_expert
+from elf_pipeline.stages.experts import train_expert
+from elf_pipeline.stages.features import extract_features
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = str(REPO / "workflow" / "schemas" / "config.schema.yaml")
@@ -36,7 +37,7 @@ def expert_h5(tmp_path_factory, digits_h5) -> Path:
 
 
 def test_expert_becomes_a_teacher_checkpoint(expert_h5, digits_h5, synset_h5, tmp_path):
-    from elf_pipeline.artifacts.data import load_split
+    from elf_pipeline.artifacts.data_file import load_split
 
     last, first = tmp_path / "last.pt", tmp_path / "first.pt"
     meta = teacher_from_expert(expert_h5, digits_h5, last, device="cpu")
@@ -63,7 +64,7 @@ def test_expert_epoch_outside_the_trajectory_is_refused(expert_h5, digits_h5, tm
 
 
 def _config(**evaluation) -> dict:
-    config = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    config = yaml.safe_load((REPO / "tests" / "configs" / "smoke.yaml").read_text())
     config["distillation"]["methods"]["mtt"] = {"iterations": 2, "syn_steps": 2, "expert_epochs": 1, "max_start_epoch": 1}
     config["experts"] = {"num_experts": 2, "epochs": 2, "train_limit": 100}
     config["evaluations"]["elf_distill"] = {"loss_mode": "front_rear_task", **evaluation}
@@ -122,8 +123,8 @@ def test_workflow_plans_the_expert_teacher_only_for_mtt(tmp_path):
     assert "results/digits/teachers/distillation-expert0/model.pt" in outputs
     assert "results/digits/features/mtt/ipc1/distillation-expert0.h5" in outputs
     assert not any("/features/random/" in p and "distillation" in p for p in outputs)
-    assert re.search(r"teacher-from-expert --expert results/digits/experts/convnet/expert_0\.h5 .*--settings .{\"epoch\": null}.", text)
+    assert re.search(r"expert-teacher --expert results/digits/experts/convnet/expert_0\.h5 .*--settings .{\"epoch\": null}.", text)
     # online targets read the teacher checkpoint and no features file
-    online = [line for line in text.splitlines() if "train-student" in line and "elf_online" in line]
+    online = [line for line in text.splitlines() if "students" in line and "elf_online" in line]
     assert online and all("--teacher-model results/digits/teachers/convnet/model.pt" in line and "--features" not in line
                           for line in online)

@@ -7,13 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from elf_pipeline.artifacts.features import load_features
-from elf_pipeline.elf import ElfLoss, Evaluation
+from elf_pipeline.artifacts.feature_file import load_features
+from elf_pipeline.engine.elf import ElfLoss, Evaluation
 from elf_pipeline.models import build
 from elf_pipeline.models.base import HEAD
 from elf_pipeline.models.registry import torchvision_names
 from elf_pipeline.models.tv import _construct
-from elf_pipeline.students import train_students
+from elf_pipeline.stages.students import train_students
 
 # families with one small member each are checked at every size; the rest at 32 px
 SMALL = ["tv-mobilenet_v2", "tv-shufflenet_v2_x0_5", "tv-resnet18", "tv-vit_tiny", "tv-mnasnet0_5", "tv-squeezenet1_1"]

@@ -3,10 +3,8 @@ import torch
 import torch.nn.functional as F
 from conftest import assert_accuracy_of
 
-from elf_pipeline.augment import DSAConfig
-from elf_pipeline.errors import InputError
-from elf_pipeline.models import build
-from elf_pipeline.training import (
+from elf_pipeline.engine.augment import DSAConfig
+from elf_pipeline.engine.training import (
     Timer,
     TrainConfig,
     TrainingDiverged,
@@ -17,6 +15,8 @@ from elf_pipeline.training import (
     task_loss,
     train,
 )
+from elf_pipeline.infra.errors import InputError
+from elf_pipeline.models import build
 
 ARCH = "convnet-w4-d1-nn"
 
@@ -208,15 +208,15 @@ def test_seeded_generator_and_timer():
 
 @pytest.mark.float_path
 def test_cpu_test_pass_uses_cache_sized_chunks_with_the_same_predictions(digits_h5):
-    from elf_pipeline.artifacts.data import load_split
-    from elf_pipeline.models import build
-    from elf_pipeline.training import (
+    from elf_pipeline.artifacts.data_file import load_split
+    from elf_pipeline.engine.training import (
         CPU_CHUNK_BYTES,
         PARALLEL_CHUNK_BYTES,
         evaluate,
         inference_chunk,
         widest_activation_bytes,
     )
+    from elf_pipeline.models import build
 
     images, labels, info = load_split(digits_h5, "test")
     model = build("convnet", info.channels, info.num_classes, info.image_size)
@@ -244,7 +244,7 @@ def test_cpu_test_pass_uses_cache_sized_chunks_with_the_same_predictions(digits_
 def test_allocator_thresholds_are_accepted_on_glibc():
     import platform
 
-    from elf_pipeline.allocator import keep_freed_memory
+    from elf_pipeline.infra.allocator import keep_freed_memory
 
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("the allocator tuning applies to glibc only")

@@ -15,14 +15,14 @@ import pytest
 import yaml
 from conftest import copy_workflow
 
-from elf_pipeline.artifacts.data import load_split, read_info
-from elf_pipeline.data import prepare_data
+from elf_pipeline.artifacts.data_file import load_split, read_info
 from elf_pipeline.datasets.base import DataSourceError
-from elf_pipeline.distill import run_distill
-from elf_pipeline.reference import train_full
-from elf_pipeline.students import train_students
-from elf_pipeline.teacher import train_teacher
-from elf_pipeline.training import evaluate
+from elf_pipeline.engine.training import evaluate
+from elf_pipeline.stages.data import prepare_data
+from elf_pipeline.stages.distill import run_distill
+from elf_pipeline.stages.reference import train_full
+from elf_pipeline.stages.students import train_students
+from elf_pipeline.stages.teachers import train_teacher
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -115,7 +115,7 @@ def test_without_val_split_the_column_is_empty(digits_h5, synset_h5, tmp_path):
 
 def test_workflow_passes_val_size_to_prepare_data(tmp_path):
     copy_workflow(REPO, tmp_path)
-    config = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    config = yaml.safe_load((REPO / "tests" / "configs" / "smoke.yaml").read_text())
     config["datasets"]["digits"]["val_size"] = 100
     config["datasets"]["digits"]["test_limit"] = 200
     (tmp_path / "config" / "v.yaml").write_text(yaml.safe_dump(config))
@@ -123,4 +123,4 @@ def test_workflow_passes_val_size_to_prepare_data(tmp_path):
                             cwd=tmp_path, capture_output=True, text=True, timeout=600)
     text = result.stdout + result.stderr
     assert result.returncode == 0, text[-3000:]
-    assert re.search(r'prepare-data --settings .*"test_limit": 200, .*"val_seed": 0, "val_size": 100', text)
+    assert re.search(r'data --settings .*"test_limit": 200, .*"val_seed": 0, "val_size": 100', text)

@@ -6,18 +6,19 @@ import torch
 import yaml
 from conftest import REPO, SYN_IPC
 
-from elf_pipeline.config import ConfigError, check_config, validate_schema
-from elf_pipeline.elf import ElfLoss, Evaluation, fit_students
-from elf_pipeline.models import build
-from elf_pipeline.students import train_students
-from elf_pipeline.training import TrainConfig, build_seeded, evaluate, seeded_generator
-from elf_pipeline.vectorized import (
+from elf_pipeline.config import ConfigError, validate_schema
+from elf_pipeline.config.checks import check_config
+from elf_pipeline.engine.elf import ElfLoss, Evaluation, fit_students
+from elf_pipeline.engine.training import TrainConfig, build_seeded, evaluate, seeded_generator
+from elf_pipeline.engine.vectorized import (
     choose_trainer,
     evaluate_vectorized,
     train_vectorized,
     vectorization_blocker,
     vectorize_setting,
 )
+from elf_pipeline.models import build
+from elf_pipeline.stages.students import train_students
 
 CLASSES = 4
 SIZE = 16
@@ -215,8 +216,8 @@ def test_a_failing_compiler_falls_back_to_eager_with_a_note(monkeypatch):
 def test_vectorized_divergence_names_its_epoch_although_losses_sync_in_blocks(monkeypatch):
     """Losses reach the host every SYNC_EPOCHS epochs; a run that turns NaN still stops with the
     epoch it happened in, and a finite run keeps one history entry per epoch."""
-    import elf_pipeline.vectorized as vectorized
-    from elf_pipeline.training import TrainingDiverged
+    import elf_pipeline.engine.vectorized as vectorized
+    from elf_pipeline.engine.training import TrainingDiverged
 
     monkeypatch.setattr(vectorized, "SYNC_EPOCHS", 4)
     images, labels, _, _, _ = _data()
@@ -253,7 +254,7 @@ def test_vectorized_divergence_names_its_epoch_although_losses_sync_in_blocks(mo
     ("false", "cuda", False, 100, 256, False),
 ])
 def test_cuda_graphs_setting(setting, device, compile, n, batch, expected):
-    from elf_pipeline.vectorized import graphs_setting
+    from elf_pipeline.engine.vectorized import graphs_setting
 
     use, why = graphs_setting(setting, torch.device(device), compile, n, batch)
     assert use is expected and why

@@ -39,7 +39,7 @@ def planned_outputs(workdir: Path, *args: str) -> set[str]:
 
 
 def write_config(workdir: Path, name: str, change) -> str:
-    config = yaml.safe_load((workdir / "config" / "smoke.yaml").read_text())
+    config = yaml.safe_load((workdir / "tests" / "configs" / "smoke.yaml").read_text())
     change(config)
     path = workdir / "config" / name
     path.write_text(yaml.safe_dump(config))
@@ -52,7 +52,7 @@ def study(smoke_study: Path) -> Path:
 
 
 def test_smoke_outputs(study: Path) -> None:
-    smoke = yaml.safe_load((study / "config" / "smoke.yaml").read_text())
+    smoke = yaml.safe_load((study / "tests" / "configs" / "smoke.yaml").read_text())
     runs = pd.read_parquet(study / "results/report/runs.parquet")
     expected = (len(smoke["distillation"]["methods"]) * len(smoke["distillation"]["ipc"])
                 * len(smoke["students"]["archs"]) * len(smoke["evaluations"]) * len(smoke["students"]["seeds"]))
@@ -75,14 +75,14 @@ def test_smoke_outputs(study: Path) -> None:
     assert pq.read_table(study / "results/report/runs.parquet").num_rows == expected
     summary = (study / "results/report/summary.md").read_text()
     assert "## digits · dm · IPC 2" in summary and "| resnet18 |" in summary and "Δ elf" in summary
-    for artifact in ("digits/data.h5", "digits/distilled/dm/ipc1/synset.h5", "digits/teachers/convnet/model.pt",
+    for artifact in ("digits/data.h5", "digits/distill/dm/ipc1/synset.h5", "digits/teachers/convnet/model.pt",
                      "digits/features/dm/ipc1/convnet.h5", "digits/features/random/ipc2/convnet.h5"):
         assert (study / "results" / artifact).is_file(), artifact
     assert list((study / "results/benchmarks").rglob("*.tsv")), "heavy rules record benchmarks"
 
 
 def test_finished_run_has_nothing_to_do(study: Path) -> None:
-    assert planned_outputs(study, "--configfile", "config/smoke.yaml") == set()
+    assert planned_outputs(study, "--configfile", "tests/configs/smoke.yaml") == set()
 
 
 def test_changing_one_evaluation_reruns_only_its_students(study: Path) -> None:
@@ -101,7 +101,7 @@ def test_adding_an_architecture_runs_only_its_jobs(study: Path) -> None:
     students = {p for p in planned if "/students/" in p}
     assert len(students) == 2 * 2 * 2 and all("/convnet-bn/" in p for p in students)
     # plus the new architecture's full-real-data reference row and the report
-    assert all("/students/" in p or "/report/" in p or p == "results/digits/full/convnet-bn.parquet" for p in planned)
+    assert all("/students/" in p or "/report/" in p or p == "results/digits/reference/convnet-bn.parquet" for p in planned)
 
 
 def test_a_per_architecture_lr_reruns_only_that_architectures_students(study: Path) -> None:
@@ -119,7 +119,7 @@ def edited_plan(study: Path, module: Path) -> set[str]:
     original, stat = module.read_text(), module.stat()
     try:
         module.write_text(original + "\n# an edit\n")
-        return planned_outputs(study, "--configfile", "config/smoke.yaml")
+        return planned_outputs(study, "--configfile", "tests/configs/smoke.yaml")
     finally:
         module.write_text(original)
         os.utime(module, (stat.st_atime, stat.st_mtime))
@@ -129,7 +129,7 @@ def test_editing_student_module_reruns_students_not_upstream(study: Path) -> Non
     planned = edited_plan(study, study / "elf_pipeline" / "students.py")
     assert any("/students/" in p for p in planned)
     assert len({p for p in planned if "/students/" in p}) == 2 * 2 * 2 * 2
-    for upstream in ("/distilled/", "/teachers/", "/features/", "data.h5"):
+    for upstream in ("/distill/", "/teachers/", "/features/", "data.h5"):
         assert not any(upstream in p for p in planned), upstream
 
 
@@ -191,7 +191,7 @@ def test_killed_workflow_resumes_to_identical_metrics(study: Path, tmp_path: Pat
     assert len(targets) == 8  # methods x ipc x evaluations
     for target in targets:
         (workdir / target).unlink()
-    process = subprocess.Popen([SNAKEMAKE, "--cores", "2", *targets, "--configfile", "config/smoke.yaml"],
+    process = subprocess.Popen([SNAKEMAKE, "--cores", "2", *targets, "--configfile", "tests/configs/smoke.yaml"],
                                cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     deadline = time.monotonic() + 300
@@ -208,41 +208,41 @@ def test_killed_workflow_resumes_to_identical_metrics(study: Path, tmp_path: Pat
     incomplete = workdir / ".snakemake" / "incomplete"
     assert incomplete.is_dir() and any(incomplete.iterdir()), "no job was cut off by the kill"
     # a killed Snakemake leaves its lock behind: release it, then redo the incomplete jobs
-    snakemake(workdir, "--configfile", "config/smoke.yaml", "--unlock")
-    snakemake(workdir, *targets, "--configfile", "config/smoke.yaml", "--rerun-incomplete")
+    snakemake(workdir, "--configfile", "tests/configs/smoke.yaml", "--unlock")
+    snakemake(workdir, *targets, "--configfile", "tests/configs/smoke.yaml", "--rerun-incomplete")
     key = ["dataset", "method", "ipc", "arch", "evaluation", "seed"]
     for target in targets:
         resumed = pd.read_parquet(workdir / target).sort_values(key).reset_index(drop=True)
         reference = pd.read_parquet(study / target).sort_values(key).reset_index(drop=True)
         pd.testing.assert_frame_equal(resumed[key + ["test_acc", "val_acc"]], reference[key + ["test_acc", "val_acc"]])
     # what is left is the report over the retrained students, nothing upstream of them
-    left = planned_outputs(workdir, "--configfile", "config/smoke.yaml")
+    left = planned_outputs(workdir, "--configfile", "tests/configs/smoke.yaml")
     assert "results/report/runs.parquet" in left and all(p.startswith("results/report/") for p in left), left
 
 
 def test_editing_one_method_reruns_only_its_synthetic_sets(study: Path) -> None:
     planned = edited_plan(study, study / "elf_pipeline" / "distill" / "dm.py")
     synsets = {p for p in planned if p.endswith("synset.h5")}
-    assert synsets == {"results/digits/distilled/dm/ipc1/synset.h5", "results/digits/distilled/dm/ipc2/synset.h5"}
+    assert synsets == {"results/digits/distill/dm/ipc1/synset.h5", "results/digits/distill/dm/ipc2/synset.h5"}
     assert not any("/random/" in p for p in planned)
     assert not any("/teachers/" in p for p in planned)
 
 
 def _rules_of(planned: set[str]) -> set[str]:
     """Which kinds of job a plan holds, by output folder."""
-    kinds = {"/report/figures/": "figures", "/report/": "report", "data.h5": "prepare_data",
-             "/distilled/": "distill", "/teachers/": "train_teacher", "/features/": "extract_features",
-             "/students/": "train_student", "/full/": "train_full"}  # first match wins: figures/teachers/ is a figure
+    kinds = {"/report/figures/": "figures", "/report/": "report", "data.h5": "data",
+             "/distill/": "distill", "/teachers/": "teachers", "/features/": "features",
+             "/students/": "students", "/full/": "reference"}  # first match wins: figures/teachers/ is a figure
     return {next((kind for key, kind in kinds.items() if key in path), path) for path in planned}
 
 
 @pytest.mark.parametrize("module, rules", [
     # imported by training (teacher, students, references, distillation), not by the data or report stages
-    ("resume.py", {"distill", "train_teacher", "extract_features", "train_student", "train_full", "figures", "report"}),
-    # read by prepare_data: everything downstream of data.h5
-    ("datasets/cifar.py", {"prepare_data", "distill", "train_teacher", "extract_features", "train_student",
-                           "train_full", "figures", "report"}),
-    ("losses.py", {"train_student", "figures", "report"}),
+    ("resume.py", {"distill", "teachers", "features", "students", "reference", "figures", "report"}),
+    # read by data: everything downstream of data.h5
+    ("datasets/cifar.py", {"data", "distill", "teachers", "features", "students",
+                           "reference", "figures", "report"}),
+    ("losses.py", {"students", "figures", "report"}),
     ("report/schema.py", {"report", "figures"}),  # figures reads its tables through report
 ])
 def test_editing_a_module_reruns_exactly_the_rules_that_import_it(study: Path, module: str, rules: set[str]) -> None:
@@ -252,4 +252,4 @@ def test_editing_a_module_reruns_exactly_the_rules_that_import_it(study: Path, m
 def test_moved_study_has_nothing_to_do(study: Path, tmp_path: Path) -> None:
     moved = tmp_path / "elsewhere"
     shutil.copytree(study, moved, symlinks=True)
-    assert planned_outputs(moved, "--configfile", "config/smoke.yaml") == set()
+    assert planned_outputs(moved, "--configfile", "tests/configs/smoke.yaml") == set()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from elf_pipeline.zca import fit_zca
+from elf_pipeline.engine.zca import fit_zca
 
 
 @pytest.fixture(scope="module")

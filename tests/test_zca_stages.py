@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from elf_pipeline.artifacts.data import load_split
+from elf_pipeline.artifacts.data_file import load_split
 from elf_pipeline.artifacts.synset import SyntheticSet, read_synset, synset_zca_eps, write_synset
-from elf_pipeline.elf import Evaluation, fit_students
-from elf_pipeline.features import extract_features
-from elf_pipeline.io import ArtifactError
-from elf_pipeline.students import student_test_split, train_students
-from elf_pipeline.training import TrainConfig
-from elf_pipeline.zca import fit_zca
+from elf_pipeline.engine.elf import Evaluation, fit_students
+from elf_pipeline.engine.training import TrainConfig
+from elf_pipeline.engine.zca import fit_zca
+from elf_pipeline.infra.io import ArtifactError
+from elf_pipeline.stages.features import extract_features
+from elf_pipeline.stages.students import student_test_split, train_students
 
 EPS = 0.1
 ARCH = "convnet-w16"
@@ -97,7 +97,7 @@ def _distance_to_rows(batch: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 def test_online_teacher_of_a_whitened_set_sees_pixel_images(sets, digits_h5, teacher_pt, tmp_path, monkeypatch):
     """The teacher was trained on pixel images: during training on a whitened set the online teacher
     must be fed the synthetic images mapped back through the inverse whitening, never the whitened ones."""
-    import elf_pipeline.students as students
+    import elf_pipeline.stages.students as students
 
     plain, white, _ = sets
     seen: list[torch.Tensor] = []

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from elf_pipeline.io import ArtifactError, atomic_path, not_torch_file
+from elf_pipeline.infra.io import ArtifactError, atomic_path, not_torch_file
 from elf_pipeline.models import build
 
 if TYPE_CHECKING:

@@ -14,8 +14,8 @@ import os
 
 import pandas as pd
 
-from elf_pipeline.errors import ArtifactError, InputError
-from elf_pipeline.io import write_json
+from elf_pipeline.infra.errors import ArtifactError, InputError
+from elf_pipeline.infra.io import write_json
 
 METRIC = "val_acc"
 COLUMNS = ["seed", METRIC]  # all the choice reads of a candidate's rows

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 import h5py
 import numpy as np
 
-from elf_pipeline.errors import NonFiniteResult
-from elf_pipeline.io import (
+from elf_pipeline.infra.errors import NonFiniteResult
+from elf_pipeline.infra.io import (
     ArtifactError,
     atomic_path,
     canonical_json,

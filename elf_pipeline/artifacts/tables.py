@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from elf_pipeline.errors import ArtifactError
-from elf_pipeline.io import atomic_path
+from elf_pipeline.infra.errors import ArtifactError
+from elf_pipeline.infra.io import atomic_path
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "runs.schema.yaml"
 TITLE_KEY, NOTE_KEY = b"elf_title", b"elf_note"

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from elf_pipeline.datasets.catalog import ROOT_LAYOUT
-from elf_pipeline.errors import DataSourceError
+from elf_pipeline.infra.errors import DataSourceError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 

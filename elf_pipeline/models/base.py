@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from elf_pipeline.errors import InputError
+from elf_pipeline.infra.errors import InputError
 
 HEAD = "head"
 

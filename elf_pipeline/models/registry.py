@@ -19,7 +19,7 @@ import importlib
 import re
 from typing import Any
 
-from elf_pipeline.errors import InputError, UnknownArchitecture
+from elf_pipeline.infra.errors import InputError, UnknownArchitecture
 
 # name -> (module, factory, keyword arguments)
 FIXED: dict[str, tuple[str, str, dict[str, Any]]] = {

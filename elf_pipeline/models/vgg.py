@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from elf_pipeline.errors import InputError
+from elf_pipeline.infra.errors import InputError
 from elf_pipeline.models.base import ReLU, StagedNet, flat_head, make_norm
 
 VGG11 = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]

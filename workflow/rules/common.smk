@@ -12,16 +12,16 @@ REPO = Path(workflow.basedir).parent.parent if Path(workflow.basedir).name == "r
 sys.path.insert(0, str(REPO))
 
 from elf_pipeline import config as elf_config  # noqa: E402  (torch-free)
-from elf_pipeline import configfile as config_file  # noqa: E402  (torch-free)
-from elf_pipeline import distill_settings  # noqa: E402  (torch-free)
-from elf_pipeline.sources import command_sources  # noqa: E402  (torch-free)
+from elf_pipeline.config import checks as config_checks  # noqa: E402  (torch-free)
+from elf_pipeline.config import files as config_file  # noqa: E402  (torch-free)
+from elf_pipeline.config.sources import command_sources  # noqa: E402  (torch-free)
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 try:
     config_file.check_files(workflow.overwrite_configfiles or [])  # a key given twice, an empty file
     elf_config.validate_schema(config, str(SCHEMA))
     validate(config, schema=str(SCHEMA))  # fills schema defaults
-    elf_config.check_config(config)
+    config_checks.check_config(config)
 except elf_config.ConfigError as error:
     raise WorkflowError(f"invalid configuration: {error}") from None
 
@@ -70,40 +70,12 @@ wildcard_constraints:
 
 
 def stage_sources(command, exclude=()):
-    """The package files a rule's command runs (elf_pipeline/sources.py derives them from the imports),
+    """The package files a rule's command runs (elf_pipeline/config/sources.py derives them from the imports),
     listed as inputs so that editing one reruns exactly the jobs that run it; relative to the working
     directory, so a finished study moved elsewhere with its results/ and .snakemake/ stays done."""
     return [local_path(path) for path in command_sources(REPO / "elf_pipeline", command, exclude)]
 
 
-# distill/<module>.py implementing each method; a job depends on its own method's module only.
-METHOD_MODULES = distill_settings.MODULES
-
-
-def distill_sources(wildcards):
-    own = METHOD_MODULES.get(wildcards.method)
-    others = {module for module in METHOD_MODULES.values() if module != own}
-    if wildcards.method != "mtt":
-        others.add("experts")  # MTT's expert trajectories
-    return stage_sources("distill", exclude=[f"elf_pipeline.distill.{module}" for module in sorted(others)])
-
-
-SOURCES = {
-    name: stage_sources(command)
-    for name, command in {
-        "prepare_data": "prepare-data",
-        "train_experts": "train-experts",
-        "train_teacher": "train-teacher",
-        "extract_features": "extract-features",
-        "train_student": "train-student",
-        "select_student": "select-student",
-        "report": "report",
-        "train_full": "train-full",
-        "figures": "plot-results",
-        "study": "study",
-        "distillation_teacher": "teacher-from-expert",
-    }.items()
-}
 # Optional Parquet tables appended to summary.md/summary.html (e.g. empirical-study targets): rules
 # included after this file append their output paths here; see report.extra_tables.
 EXTRA_REPORT_TABLES = []
@@ -113,46 +85,11 @@ def as_json(block):
     return json.dumps(block, sort_keys=True)
 
 
-def expert_files(dataset):
-    """Every expert trajectory file of the configured experts block (one job each)."""
-    experts = elf_config.experts_config(config)
-    return [f"{RESULTS}/{dataset}/experts/{experts['arch']}/expert_{k}.h5" for k in range(experts["num_experts"])]
-
-
-def distill_experts(wildcards):
-    """The expert trajectories a distillation job matches: only MTT has any."""
-    return expert_files(wildcards.dataset) if elf_config.uses_experts(wildcards.method) else []
-
-
-def distill_imports(wildcards):
-    """The files method import reads (so replacing one reruns its synthetic set and everything after)."""
-    return elf_config.import_files(config, wildcards.dataset, wildcards.method, int(wildcards.ipc))
-
-
 def student_parquets():
     return [
         f"{RESULTS}/{job['dataset']}/students/{job['method']}/ipc{job['ipc']}/{job['arch']}/{job['evaluation']}.parquet"
         for job in elf_config.student_jobs(config)
     ]
-
-
-def student_features(wildcards):
-    """What a student reads of its teacher: the stored features (ELF's cached targets) and/or the
-    checkpoint (online ELF targets, KD logits, relabelling)."""
-    if not elf_config.uses_teacher(config, wildcards.evaluation):
-        return []
-    teacher = elf_config.teacher_name(config, wildcards.evaluation, wildcards.arch)
-    files = []
-    if elf_config.uses_teacher_features(config, wildcards.evaluation):
-        files.append(f"{RESULTS}/{wildcards.dataset}/features/{wildcards.method}/ipc{wildcards.ipc}/{teacher}.h5")
-    if elf_config.uses_teacher_checkpoint(config, wildcards.evaluation):
-        files.append(f"{RESULTS}/{wildcards.dataset}/teachers/{teacher}/model.pt")
-    return files
-
-
-def student_teacher_args(wildcards, input):
-    flags = {".h5": "--features", ".pt": "--teacher-model"}
-    return " ".join(f"{flags[Path(path).suffix]} {path}" for path in input.features)
 
 
 # --------------------------------------------------------------------------- students.select
@@ -167,41 +104,17 @@ def select_folder(job):
     return f"{RESULTS}/{job['dataset']}/select/{job['method']}/ipc{job['ipc']}/{job['arch']}"
 
 
-def candidate_files(wildcards):
-    """One baseline result per candidate of students.select, in config order (the choice's ties)."""
-    folder = select_folder(select_identity(wildcards))
-    return [f"{folder}/{elf_config.candidate_name(c)}.parquet" for c in elf_config.select_candidates(config)]
-
-
-def student_choice(wildcards):
-    """A student's choice.json where its values are selected (else nothing)."""
-    if not elf_config.applied_select_keys(config, wildcards.evaluation, wildcards.arch):
-        return []
-    return [f"{select_folder(select_identity(wildcards))}/choice.json"]
-
-
 def choice_files():
     """Every choice.json of the study (the report's Selection table)."""
     return [f"{select_folder(job)}/choice.json" for job in elf_config.select_jobs(config)]
 
 
-def student_identity(wildcards):
-    """The names a student's rows carry (dataset, method, IPC, evaluation, teacher)."""
-    return {
-        "dataset": wildcards.dataset,
-        "method": wildcards.method,
-        "ipc": int(wildcards.ipc),
-        "evaluation": wildcards.evaluation,
-        "teacher": elf_config.teacher_name(config, wildcards.evaluation, wildcards.arch),
-    }
-
-
 # --------------------------------------------------------------------------- report
 
 
-def full_parquets():
+def reference_parquets():
     """The full-real-data reference results (empty when reference.enabled is false)."""
-    return [f"{RESULTS}/{job['dataset']}/full/{job['arch']}.parquet" for job in elf_config.reference_jobs(config)]
+    return [f"{RESULTS}/{job['dataset']}/reference/{job['arch']}.parquet" for job in elf_config.reference_jobs(config)]
 
 
 def used_teachers():
@@ -212,99 +125,3 @@ def used_teachers():
 
 def distill_arch_args():
     return " ".join(f"{method}={elf_config.distill_arch(config, method)}" for method in config["distillation"]["methods"])
-
-
-def benchmark_files():
-    """The benchmark file of every heavy job of this study (those missing, e.g. of jobs cached from
-    an older run, are skipped by the report). Patterns come from the rules themselves."""
-    study = config["distillation"]
-    patterns = {
-        name: str(getattr(rules, name).benchmark)
-        for name in ("distill", "train_experts", "train_teacher", "train_student", "train_full")
-        if hasattr(rules, name)
-    }
-    files = []
-    for dataset in config["datasets"]:
-        for method in study["methods"]:
-            files += [patterns["distill"].format(dataset=dataset, method=method, ipc=ipc) for ipc in study["ipc"]]
-        if "train_experts" in patterns and any(elf_config.uses_experts(m) for m in study["methods"]):
-            experts = elf_config.experts_config(config)
-            files += [
-                patterns["train_experts"].format(dataset=dataset, expert_arch=experts["arch"], index=k)
-                for k in range(experts["num_experts"])
-            ]
-        files += [patterns["train_teacher"].format(dataset=dataset, teacher=teacher) for teacher in used_teachers()]
-    files += [patterns["train_student"].format(**job) for job in elf_config.student_jobs(config)]
-    if "train_full" in patterns:
-        files += [patterns["train_full"].format(**job) for job in elf_config.reference_jobs(config)]
-    return files
-
-
-def figure_targets():
-    """Every report figure of the study."""
-    targets = []
-    for dataset in config["datasets"]:
-        targets += [f"{RESULTS}/report/figures/{dataset}/accuracy.png", f"{RESULTS}/report/figures/{dataset}/gap_closed.png"]
-        targets += [
-            f"{RESULTS}/report/figures/{dataset}/synsets/{method}_ipc{ipc}.png"
-            for method in config["distillation"]["methods"]
-            for ipc in config["distillation"]["ipc"]
-        ]
-        targets += [f"{RESULTS}/report/figures/{dataset}/teachers/{teacher}.png" for teacher in used_teachers()]
-    return targets
-
-
-# --------------------------------------------------------------------------- empirical study (study.smk)
-
-STUDY = config.get("studies") or {}
-# A configured study is part of the whole run: its tables are appended to summary.md.
-EXTRA_REPORT_TABLES += [f"{RESULTS}/study/{part}.parquet" for part in elf_config.STUDY_PARTS if STUDY.get(part)]
-
-
-def study_block(part):
-    """The `studies` block, refusing a study target whose part is not configured."""
-    if not STUDY:
-        raise WorkflowError(
-            "config key studies: missing (the empirical study needs dataset, method, ipc and "
-            "similarity.archs / norm.pairs / ablation; see config/study-smoke.yaml)"
-        )
-    if not STUDY.get(part):
-        raise WorkflowError(f"config key studies.{part}: missing (needed by target study_{part})")
-    return STUDY
-
-
-def study_parquets(part):
-    """The student results one part of the study reads: its architectures (and the reference) under
-    its evaluations (studies.evaluations; the ablation's own for part ablation)."""
-    study = study_block(part)
-    if part == "ablation":
-        archs, evaluations = set(study["ablation"]["archs"]), set(study["ablation"]["evaluations"])
-    else:
-        archs, evaluations = {study.get("reference", "convnet")}, set(study.get("evaluations", ["baseline"]))
-        if part == "similarity":
-            archs.update(study["similarity"]["archs"])
-        else:
-            archs.update(arch for pair in study["norm"]["pairs"].items() for arch in pair)
-    return [
-        f"{RESULTS}/{job['dataset']}/students/{job['method']}/ipc{job['ipc']}/{job['arch']}/{job['evaluation']}.parquet"
-        for job in elf_config.study_jobs(config)
-        if job["arch"] in archs and job["evaluation"] in evaluations
-    ]
-
-
-def study_args():
-    return {"reference": STUDY.get("reference", "convnet"), "evaluations": " ".join(STUDY.get("evaluations", ["baseline"]))}
-
-
-# --------------------------------------------------------------------------- teacher: {source: distillation}
-
-
-def expert_of(teacher):
-    """(expert index, epoch or None) of a distillation-model teacher name."""
-    match = re.fullmatch(rf"{elf_config.DISTILLATION_TEACHER}(\d+)(?:-epoch(\d+))?", teacher)
-    return int(match.group(1)), int(match.group(2)) if match.group(2) else None
-
-
-def distillation_expert(wildcards):
-    arch = elf_config.experts_config(config)["arch"]
-    return f"{RESULTS}/{wildcards.dataset}/experts/{arch}/expert_{expert_of(wildcards.teacher)[0]}.h5"

@@ -1,9 +1,9 @@
-rule train_experts:
+rule experts:
     """One MTT expert trajectory: a network trained on the real data, its parameters after every
     epoch (one file per expert, so adding experts trains only the new ones)."""
     input:
         data=f"{RESULTS}/{{dataset}}/data.h5",
-        code=SOURCES["train_experts"],
+        code=stage_sources("experts"),
     output:
         f"{RESULTS}/{{dataset}}/experts/{{expert_arch}}/expert_{{index}}.h5",
     log:
@@ -23,5 +23,5 @@ rule train_experts:
         settings=lambda w: as_json(elf_config.expert_settings(config, int(w.index))),
         device=TRAIN_RUN_ARGS,
     shell:
-        f"{PYTHON} train-experts --data {{input.data:q}} --settings {{params.settings:q}} {{params.device}} "
+        f"{PYTHON} experts --data {{input.data:q}} --settings {{params.settings:q}} {{params.device}} "
         "--out {output:q} > {log:q} 2>&1"

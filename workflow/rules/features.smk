@@ -1,10 +1,10 @@
-rule extract_features:
+rule features:
     """The teacher's output after every block for every synthetic image (one HDF5 per set x teacher)."""
     input:
         data=f"{RESULTS}/{{dataset}}/data.h5",
-        synset=f"{RESULTS}/{{dataset}}/distilled/{{method}}/ipc{{ipc}}/synset.h5",
+        synset=f"{RESULTS}/{{dataset}}/distill/{{method}}/ipc{{ipc}}/synset.h5",
         teacher=f"{RESULTS}/{{dataset}}/teachers/{{teacher}}/model.pt",
-        code=SOURCES["extract_features"],
+        code=stage_sources("features"),
     output:
         f"{RESULTS}/{{dataset}}/features/{{method}}/ipc{{ipc}}/{{teacher}}.h5",
     log:
@@ -18,5 +18,5 @@ rule extract_features:
     params:
         device=RUN_ARGS,
     shell:
-        f"{PYTHON} extract-features --synset {{input.synset:q}} --teacher {{input.teacher:q}} --data {{input.data:q}} "
+        f"{PYTHON} features --synset {{input.synset:q}} --teacher {{input.teacher:q}} --data {{input.data:q}} "
         "{params.device} --out {output:q} > {log:q} 2>&1"

@@ -1,15 +1,15 @@
-rule train_full:
+rule reference:
     """Full-real-data reference: one student architecture trained on the real training set (all
     reference seeds), the upper-bound row of the report tables."""
     input:
         data=f"{RESULTS}/{{dataset}}/data.h5",
-        code=SOURCES["train_full"],
+        code=stage_sources("reference"),
     output:
-        f"{RESULTS}/{{dataset}}/full/{{arch}}.parquet",
+        f"{RESULTS}/{{dataset}}/reference/{{arch}}.parquet",
     log:
-        f"{LOGS}/{{dataset}}/full/{{arch}}.log",
+        f"{LOGS}/{{dataset}}/reference/{{arch}}.log",
     benchmark:
-        f"{BENCH}/{{dataset}}/full/{{arch}}.tsv"
+        f"{BENCH}/{{dataset}}/reference/{{arch}}.tsv"
     conda:
         ENV
     threads: THREADS
@@ -19,5 +19,5 @@ rule train_full:
         settings=lambda w: as_json(elf_config.full_settings(config, w.dataset, w.arch)),
         device=TRAIN_RUN_ARGS,
     shell:
-        f"{PYTHON} train-full --data {{input.data:q}} --settings {{params.settings:q}} {{params.device}} "
+        f"{PYTHON} reference --data {{input.data:q}} --settings {{params.settings:q}} {{params.device}} "
         "--out {output:q} > {log:q} 2>&1"

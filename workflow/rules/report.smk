@@ -1,12 +1,38 @@
+def benchmark_files():
+    """The benchmark file of every heavy job of this study (those missing, e.g. of jobs cached from
+    an older run, are skipped by the report). Patterns come from the rules themselves."""
+    study = config["distillation"]
+    patterns = {
+        name: str(getattr(rules, name).benchmark)
+        for name in ("distill", "experts", "teachers", "students", "reference")
+        if hasattr(rules, name)
+    }
+    files = []
+    for dataset in config["datasets"]:
+        for method in study["methods"]:
+            files += [patterns["distill"].format(dataset=dataset, method=method, ipc=ipc) for ipc in study["ipc"]]
+        if "experts" in patterns and any(elf_config.uses_experts(m) for m in study["methods"]):
+            experts = elf_config.experts_config(config)
+            files += [
+                patterns["experts"].format(dataset=dataset, expert_arch=experts["arch"], index=k)
+                for k in range(experts["num_experts"])
+            ]
+        files += [patterns["teachers"].format(dataset=dataset, teacher=teacher) for teacher in used_teachers()]
+    files += [patterns["students"].format(**job) for job in elf_config.student_jobs(config)]
+    if "reference" in patterns:
+        files += [patterns["reference"].format(**job) for job in elf_config.reference_jobs(config)]
+    return files
+
+
 rule report:
     """All student rows -> runs.parquet, the reference rows, the Markdown summary and its HTML twin."""
     input:
         runs=student_parquets(),
-        full=full_parquets(),
+        full=reference_parquets(),
         extra=lambda w: EXTRA_REPORT_TABLES,
         selections=choice_files(),
         schema=local_path(REPO / "workflow" / "schemas" / "runs.schema.yaml"),
-        code=SOURCES["report"],
+        code=stage_sources("report"),
     output:
         runs=f"{RESULTS}/report/runs.parquet",
         reference=f"{RESULTS}/report/reference.parquet",
@@ -27,12 +53,26 @@ rule report:
         "--selections {input.selections:q} --benchmarks {params.benchmarks:q} --distill-arch {params.distill_archs} > {log:q} 2>&1"
 
 
-rule plot_results:
+def figure_targets():
+    """Every report figure of the study."""
+    targets = []
+    for dataset in config["datasets"]:
+        targets += [f"{RESULTS}/report/figures/{dataset}/accuracy.png", f"{RESULTS}/report/figures/{dataset}/gap_closed.png"]
+        targets += [
+            f"{RESULTS}/report/figures/{dataset}/synsets/{method}_ipc{ipc}.png"
+            for method in config["distillation"]["methods"]
+            for ipc in config["distillation"]["ipc"]
+        ]
+        targets += [f"{RESULTS}/report/figures/{dataset}/teachers/{teacher}.png" for teacher in used_teachers()]
+    return targets
+
+
+rule report_results:
     """Accuracy bars (baseline vs ELF per architecture) and gap closed, per dataset."""
     input:
         runs=rules.report.output.runs,
         reference=rules.report.output.reference,
-        code=SOURCES["figures"],
+        code=stage_sources("report-results"),
     output:
         accuracy=report(
             f"{RESULTS}/report/figures/{{dataset}}/accuracy.png",
@@ -47,23 +87,23 @@ rule plot_results:
             subcategory="{dataset}",
         ),
     log:
-        f"{LOGS}/{{dataset}}/figures/results.log",
+        f"{LOGS}/{{dataset}}/report/results.log",
     conda:
         ENV
     threads: 1
     params:
         distill_archs=distill_arch_args(),
     shell:
-        f"{PYTHON} plot-results --runs {{input.runs:q}} --reference {{input.reference:q}} --dataset {{wildcards.dataset}} "
+        f"{PYTHON} report-results --runs {{input.runs:q}} --reference {{input.reference:q}} --dataset {{wildcards.dataset}} "
         "--distill-arch {params.distill_archs} --out-accuracy {output.accuracy:q} --out-gap {output.gap:q} > {log:q} 2>&1"
 
 
-rule plot_synset:
+rule report_synset:
     """The images of one synthetic set as a class grid, de-normalised with the dataset statistics."""
     input:
-        synset=f"{RESULTS}/{{dataset}}/distilled/{{method}}/ipc{{ipc}}/synset.h5",
+        synset=f"{RESULTS}/{{dataset}}/distill/{{method}}/ipc{{ipc}}/synset.h5",
         data=f"{RESULTS}/{{dataset}}/data.h5",
-        code=SOURCES["figures"],
+        code=stage_sources("report-synset"),
     output:
         report(
             f"{RESULTS}/report/figures/{{dataset}}/synsets/{{method}}_ipc{{ipc}}.png",
@@ -73,19 +113,19 @@ rule plot_synset:
             labels={"method": "{method}", "IPC": "{ipc}"},
         ),
     log:
-        f"{LOGS}/{{dataset}}/figures/synset_{{method}}_ipc{{ipc}}.log",
+        f"{LOGS}/{{dataset}}/report/synset_{{method}}_ipc{{ipc}}.log",
     conda:
         ENV
     threads: 1
     shell:
-        f"{PYTHON} plot-synset --synset {{input.synset:q}} --data {{input.data:q}} --out {{output:q}} > {{log:q}} 2>&1"
+        f"{PYTHON} report-synset --synset {{input.synset:q}} --data {{input.data:q}} --out {{output:q}} > {{log:q}} 2>&1"
 
 
-rule plot_teacher:
+rule report_teacher:
     """A teacher's training loss and test accuracy per epoch."""
     input:
         history=f"{RESULTS}/{{dataset}}/teachers/{{teacher}}/history.json",
-        code=SOURCES["figures"],
+        code=stage_sources("report-teacher"),
     output:
         report(
             f"{RESULTS}/report/figures/{{dataset}}/teachers/{{teacher}}.png",
@@ -95,11 +135,11 @@ rule plot_teacher:
             labels={"teacher": "{teacher}"},
         ),
     log:
-        f"{LOGS}/{{dataset}}/figures/teacher_{{teacher}}.log",
+        f"{LOGS}/{{dataset}}/report/teacher_{{teacher}}.log",
     conda:
         ENV
     threads: 1
     params:
         title=lambda w: f"{w.dataset}: teacher {w.teacher} ({config['teachers'][w.teacher]['arch']})",
     shell:
-        f"{PYTHON} plot-teacher --history {{input.history:q}} --title {{params.title:q}} --out {{output:q}} > {{log:q}} 2>&1"
+        f"{PYTHON} report-teacher --history {{input.history:q}} --title {{params.title:q}} --out {{output:q}} > {{log:q}} 2>&1"

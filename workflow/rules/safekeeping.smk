@@ -1,9 +1,9 @@
-# A failed run leaves the study as it was (elf_pipeline/safekeeping.py): before any job starts, the
+# A failed run leaves the study as it was (elf_pipeline/infra/safekeeping.py): before any job starts, the
 # existing outputs of the planned jobs are hard-linked aside with their metadata records; after a
 # failure every output that Snakemake deleted is linked back with its old record.
 from snakemake.persistence import MetadataRecord
 
-from elf_pipeline import safekeeping  # noqa: E402  (torch-free)
+from elf_pipeline.infra import safekeeping  # noqa: E402  (torch-free)
 
 KEEP_DIR = f"{RESULTS}/.kept"
 # The config files of the study in results_dir (written when a run starts): a run of another config
