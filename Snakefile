@@ -1,5 +1,5 @@
 # ELF: cross-architecture evaluation of dataset distillation.
-#   snakemake --cores all [--use-conda] [--configfile config/smoke.yaml]
+#   snakemake --cores all [--use-conda] [--configfile tests/configs/smoke.yaml]
 from snakemake.utils import min_version
 
 min_version("9.0")

@@ -140,7 +140,7 @@ def _run_smoke_study(workdir: Path) -> None:
 
 @pytest.fixture(scope="session")
 def smoke_pristine(tmp_path_factory) -> Path:
-    """config/smoke.yaml run to completion through Snakemake in a private copy of the repository,
+    """tests/configs/smoke.yaml run to completion through Snakemake in a private copy of the repository,
     once per test run: under pytest-xdist (`make test` runs two workers, `--dist loadfile`) the first
     worker that needs it runs it while the other waits on a lock (and fails at once if it failed).
     Never changed: the fixtures below hand out copies (``copytree(symlinks=True)`` keeps a study finished)."""

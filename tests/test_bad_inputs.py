@@ -35,7 +35,7 @@ def study(smoke_pristine, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def smoke(study) -> dict:
-    """The study's config (config/smoke.yaml as it ran)."""
+    """The study's config (tests/configs/smoke.yaml as it ran)."""
     return yaml.safe_load((study / "tests" / "configs" / "smoke.yaml").read_text())
 
 
@@ -177,7 +177,7 @@ def test_unconfigured_target(study, target):
 
 # --------------------------------------------------------------------------- config files
 
-SMOKE_TEXT = "{smoke}"  # the study's config/smoke.yaml
+SMOKE_TEXT = "{smoke}"  # the study's tests/configs/smoke.yaml
 
 # (name, file text, what the strict reader says, what the Snakefile says or None where Snakemake
 # itself stops before the Snakefile runs: its own line, without a traceback)
@@ -241,7 +241,7 @@ def test_results_dir_of_another_config_is_named(study, tmp_path):
     other.write_text((study / "tests" / "configs" / "smoke.yaml").read_text())
     run = snakemake(study, "-n", "--configfile", str(other))
     assert run.returncode == 0
-    one_line(run, r"warning: results_dir results holds the study of config config/smoke.yaml, this run uses .*other.yaml")
+    one_line(run, r"warning: results_dir results holds the study of config tests/configs/smoke.yaml, this run uses .*other.yaml")
     run = snakemake(study, "-n", "--configfile", "tests/configs/smoke.yaml")
     assert "holds the study of config" not in run.stderr
     assert snapshot(study) == before

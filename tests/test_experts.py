@@ -19,7 +19,8 @@ from elf_pipeline import config as elf_config
 from elf_pipeline.artifacts.data_file import load_split
 from elf_pipeline.artifacts.expert_file import read_epochs, read_expert_info
 from elf_pipeline.config import checks as config_checks
-from elf_pipeline.engine.training import build_seeded, evaluate
+from elf_pipeline.engine.evaluation import evaluate
+from elf_pipeline.engine.training import build_seeded
 from elf_pipeline.engine.zca import fit_zca
 from elf_pipeline.infra.io import read_provenance
 from elf_pipeline.models import build

@@ -199,7 +199,7 @@ def _planned(workdir: Path, *args: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def imported_study(tmp_path_factory) -> Path:
-    """config/smoke-import.yaml with its .pt files, run to completion for method import alone, in a
+    """tests/configs/smoke-import.yaml with its .pt files, run to completion for method import alone, in a
     private copy of the workflow (so later edits of the checkout cannot invalidate its results)."""
     workdir = tmp_path_factory.mktemp("import_study")
     copy_workflow(REPO, workdir)

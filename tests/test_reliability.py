@@ -269,7 +269,7 @@ def test_ipc_larger_than_a_class(study, capsys):
 
 
 def test_out_of_memory_retries_with_smaller_batches(caplog):
-    from elf_pipeline.engine.training import retry_on_oom
+    from elf_pipeline.engine.evaluation import retry_on_oom
 
     tried = []
 
@@ -286,7 +286,7 @@ def test_out_of_memory_retries_with_smaller_batches(caplog):
 
 @pytest.mark.float_path
 def test_evaluate_survives_out_of_memory_with_the_same_accuracy(monkeypatch):
-    import elf_pipeline.engine.training as training
+    import elf_pipeline.engine.evaluation as training
     from elf_pipeline.engine.training import build_seeded
     from elf_pipeline.models import build
 

@@ -32,7 +32,7 @@ TRAIN = {"epochs": 4, "batch_size": 64, "dsa": True}
 def test_teacher_resumes_bit_identically(data, tmp_path, monkeypatch):
     reference = train_teacher(data, tmp_path / "ref.pt", tmp_path / "ref.json", "convnet-w16", TRAIN, seed=3)
 
-    import elf_pipeline.engine.training as training_module
+    import elf_pipeline.engine.evaluation as training_module
 
     original = training_module.evaluate
     calls = {"n": 0}

@@ -6,7 +6,8 @@ from conftest import NUM_CLASSES, TEACHER_ARCH, TRAIN_LIMIT, TRAINED_TEACHER, as
 
 from elf_pipeline.artifacts.checkpoint import load_checkpoint, load_model
 from elf_pipeline.artifacts.data_file import load_split
-from elf_pipeline.engine.training import build_seeded, evaluate, real_test_accuracy
+from elf_pipeline.engine.evaluation import evaluate, real_test_accuracy
+from elf_pipeline.engine.training import build_seeded
 from elf_pipeline.models import build
 from elf_pipeline.stages.teachers import train_teacher
 

@@ -19,7 +19,7 @@ from elf_pipeline.artifacts.expert_file import read_epochs
 from elf_pipeline.artifacts.feature_file import load_features
 from elf_pipeline.config import ConfigError, distillation_teachers, student_jobs, teacher_name, validate_schema
 from elf_pipeline.config.checks import check_config
-from elf_pipeline.engine.training import evaluate
+from elf_pipeline.engine.evaluation import evaluate
 from elf_pipeline.stages.expert_teacher import teacher_from_expert
 from elf_pipeline.stages.experts import train_expert
 from elf_pipeline.stages.features import extract_features

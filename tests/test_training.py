@@ -4,12 +4,12 @@ import torch.nn.functional as F
 from conftest import assert_accuracy_of
 
 from elf_pipeline.engine.augment import DSAConfig
+from elf_pipeline.engine.evaluation import evaluate
 from elf_pipeline.engine.training import (
     Timer,
     TrainConfig,
     TrainingDiverged,
     build_seeded,
-    evaluate,
     resolve_device,
     seeded_generator,
     task_loss,
@@ -209,7 +209,7 @@ def test_seeded_generator_and_timer():
 @pytest.mark.float_path
 def test_cpu_test_pass_uses_cache_sized_chunks_with_the_same_predictions(digits_h5):
     from elf_pipeline.artifacts.data_file import load_split
-    from elf_pipeline.engine.training import (
+    from elf_pipeline.engine.evaluation import (
         CPU_CHUNK_BYTES,
         PARALLEL_CHUNK_BYTES,
         evaluate,

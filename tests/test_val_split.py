@@ -17,7 +17,7 @@ from conftest import copy_workflow
 
 from elf_pipeline.artifacts.data_file import load_split, read_info
 from elf_pipeline.datasets.base import DataSourceError
-from elf_pipeline.engine.training import evaluate
+from elf_pipeline.engine.evaluation import evaluate
 from elf_pipeline.stages.data import prepare_data
 from elf_pipeline.stages.distill import run_distill
 from elf_pipeline.stages.reference import train_full

@@ -9,7 +9,8 @@ from conftest import REPO, SYN_IPC
 from elf_pipeline.config import ConfigError, validate_schema
 from elf_pipeline.config.checks import check_config
 from elf_pipeline.engine.elf import ElfLoss, Evaluation, fit_students
-from elf_pipeline.engine.training import TrainConfig, build_seeded, evaluate, seeded_generator
+from elf_pipeline.engine.evaluation import evaluate
+from elf_pipeline.engine.training import TrainConfig, build_seeded, seeded_generator
 from elf_pipeline.engine.vectorized import (
     choose_trainer,
     evaluate_vectorized,

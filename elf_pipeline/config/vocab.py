@@ -7,6 +7,7 @@ that the schema's enums are these names.
 from __future__ import annotations
 
 from elf_pipeline.config.methods import METHODS as _REGISTRY
+from elf_pipeline.config.schema import subschema
 
 # distillation methods: the registry in config/methods.py (each entry names the module implementing it)
 METHODS = tuple(_REGISTRY)
@@ -20,7 +21,9 @@ LOSS_MODES: dict[str, tuple[bool, bool, bool]] = {
     "front_rear": (True, True, False),
     "task": (False, False, True),
 }
-FEATURE_LOSSES = ("ce", "ce_softmax", "l2", "l1", "cos", "cos_batch")  # losses.FEATURE_LOSSES implements each
+# feature losses: the schema's enum (evaluations.*.feature_loss), which engine/losses.py implements one
+# function each (a test keeps the two in sync): adding one is its function there and its name in the enum.
+FEATURE_LOSSES = tuple(subschema("evaluations", "*", "feature_loss")["enum"])
 TEACHER_TARGETS = ("cached", "online")
 ADAPTER_FORMS = ("pair", "coupled")
 IMPORT_NORMALIZATIONS = ("dataset", "published", "unit", "uint8")  # pixel spaces of an imported set

@@ -41,9 +41,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from elf_pipeline.config.vocab import ADAPTER_FORMS, TEACHER_TARGETS
+from elf_pipeline.engine.evaluation import evaluate
 from elf_pipeline.engine.losses import LOSS_MODES, feature_loss, kd_divergence
 from elf_pipeline.engine.precision import full_precision
-from elf_pipeline.engine.training import Timer, TrainConfig, build_seeded, evaluate, seeded_generator, train
+from elf_pipeline.engine.training import Timer, TrainConfig, build_seeded, seeded_generator, train
 from elf_pipeline.engine.vectorized import choose_trainer, evaluate_vectorized, train_vectorized, vectorize_setting
 from elf_pipeline.infra.errors import InputError
 from elf_pipeline.models import build

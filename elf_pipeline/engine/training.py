@@ -1,15 +1,25 @@
-"""The one SGD training and evaluation loop shared by teachers, experts and students."""
+"""The trainer shared by teachers, experts, the distillation methods' inner loops and students.
+
+``run_epochs`` is the one epoch loop: the schedule (epochs, lr decay), each epoch's batches, the
+loss history and the divergence check, and resuming. It drives a step strategy, which owns the
+model(s), the optimiser, how an epoch is shuffled and augmented, and how one step runs:
+
+- ``SeedLoop`` (here): one model, eager or compiled (``train`` is its entry point);
+- ``vectorized.VectorizedSeeds``: every seed of a student at once under ``vmap``, eager, compiled
+  or replayed as a CUDA graph (``vectorized.train_vectorized``).
+
+Evaluation (test passes, OOM retries, real-data splits) lives in ``engine.evaluation``.
+"""
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import TypeVar
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +27,7 @@ from torch import nn
 
 from elf_pipeline.engine.augment import DSAConfig, dsa, dsa_config
 from elf_pipeline.engine.compiled_step import CompiledLoss, LossFn
-from elf_pipeline.engine.precision import autocast, full_precision
+from elf_pipeline.engine.precision import full_precision
 from elf_pipeline.infra.errors import InputError, TrainingDiverged
 from elf_pipeline.infra.resume import ResumeFile
 
@@ -115,8 +125,8 @@ def progress(iterable: Iterable, total: int, desc: str):
 
 BatchStream = Callable[[torch.Generator], Iterable[tuple[torch.Tensor, torch.Tensor]]]
 
-# The protocol shared by the loop (``train``) and the vectorised trainer (``vectorized``): the
-# optimiser, the epochs with their lr decay, the shuffle and batches of an epoch, the divergence check.
+# The protocol every strategy shares: the optimiser, the epochs with their lr decay, the shuffle and
+# batches of an epoch, the divergence check.
 
 
 def sgd(parameters: Iterable[torch.Tensor], config: TrainConfig) -> torch.optim.SGD:
@@ -155,11 +165,131 @@ def check_finite(loss: float, epoch: int, desc: str, config: TrainConfig, seed_i
     return loss
 
 
-def _memory_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, generator: torch.Generator):
-    order = epoch_order(len(labels), generator)
-    for part in batch_slices(len(labels), batch_size):
-        index = order[part]
-        yield images[index.to(images.device)], labels[index.to(labels.device)], index
+class StepStrategy(Protocol):
+    """What ``run_epochs`` drives.
+
+    ``optimizer`` is the one whose lr the schedule decays; ``seeds`` is how many losses a step returns;
+    ``sync_epochs`` is how many epochs pass between host reads of the losses (a read stalls a GPU);
+    ``batches()`` is one epoch's ``(x, y, index)``, shuffled and augmented from the seeds' generators
+    (``y``'s last dimension is the batch); ``step(x, y, index)`` runs forward, backward and the update and
+    returns each seed's mean batch loss (detached, shape ``[seeds]``, on ``device``); ``lr_changed()``
+    follows a decay. A resumable strategy also has ``state()`` and ``load_state(state)``.
+    """
+
+    optimizer: torch.optim.Optimizer
+    seeds: int
+    sync_epochs: int
+    device: torch.device
+    names_seeds: bool
+
+    def batches(self) -> Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]: ...
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor: ...
+
+    def lr_changed(self) -> None: ...
+
+
+def run_epochs(strategy: StepStrategy, config: TrainConfig, desc: str, histories: list[list[float]] | None = None,
+               on_epoch: Callable[[int, float], None] | None = None, resume: ResumeFile | None = None,
+               extra_state: dict | None = None) -> list[list[float]]:
+    """Train ``strategy`` for ``config.total_epochs``; returns each seed's mean loss per epoch.
+
+    An epoch's loss is the sum over its batches of (mean batch loss x batch size), over the images
+    seen. Losses are read on the host every ``strategy.sync_epochs`` epochs and at the end; a NaN or
+    Inf stops training with ``TrainingDiverged`` naming the epoch (and the seed). ``on_epoch(epoch,
+    loss)`` follows each read epoch of the first seed. With ``resume``, the strategy's state, the
+    history and ``extra_state`` are saved periodically and restored on the next call, so a killed
+    job continues bit-identically.
+    """
+    histories = histories if histories is not None else [[] for _ in range(strategy.seeds)]
+    start = 0
+    state = resume.load() if resume is not None else None
+    if state is not None:
+        strategy.load_state(state)
+        histories[0][:] = list(state["history"])
+        start = int(state["epoch"])
+        if extra_state is not None:
+            extra_state.update(state["extra"])
+    pending: list[tuple[torch.Tensor, int]] = []  # (summed losses [seeds], images) of epochs not read yet
+
+    def read() -> None:
+        first = len(histories[0])
+        totals = torch.stack([total for total, _ in pending]).tolist()  # one host sync
+        for offset, (epoch_totals, (_, seen)) in enumerate(zip(totals, pending, strict=True)):
+            for s, total in enumerate(epoch_totals):
+                loss = check_finite(total / max(seen, 1), first + offset + 1, desc, config, s if strategy.names_seeds else None)
+                histories[s].append(loss)
+            if on_epoch is not None:
+                on_epoch(first + offset + 1, histories[0][-1])
+        pending.clear()
+
+    epochs = config.total_epochs
+    for epoch in train_epochs(strategy.optimizer, config, desc, start, on_decay=strategy.lr_changed):
+        total, seen = torch.zeros(strategy.seeds, device=strategy.device), 0
+        for x, y, index in strategy.batches():
+            total += strategy.step(x, y, index) * y.shape[-1]
+            seen += y.shape[-1]
+        pending.append((total, seen))
+        if len(pending) >= strategy.sync_epochs or epoch + 1 == epochs:
+            read()
+        if resume is not None and not pending and resume.due() and epoch + 1 < epochs:
+            resume.save({**strategy.state(), "history": histories[0], "epoch": epoch + 1, "extra": extra_state or {}})
+    return histories
+
+
+class SeedLoop:
+    """One model trained by mini-batch SGD with per-batch DSA: the step strategy of ``train``.
+
+    ``images``/``labels`` may live on the host while the model is on a device: each batch is moved
+    on its own. With ``stream``, ``stream(generator)`` yields one shuffled epoch of ``(x, y)`` and the
+    loss function gets ``index=None``. The loss runs under ``precision``'s autocast, through
+    ``torch.compile`` with ``compile`` (``CompiledLoss``: a compiler failure runs eagerly from then on,
+    noted in ``notes``).
+    """
+
+    seeds, sync_epochs, names_seeds = 1, 1, False
+
+    def __init__(self, model: nn.Module, images: torch.Tensor | None, labels: torch.Tensor | None, config: TrainConfig,
+                 generator: torch.Generator, loss_fn: LossFn, extra_parameters: Iterable[nn.Parameter],
+                 stream: BatchStream | None, precision: str, compile: bool, notes: list[str]):
+        self.model, self.images, self.labels, self.generator, self.stream = model, images, labels, generator, stream
+        self.batch_size, self.dsa, self.precision = config.batch_size, config.dsa, precision
+        self.device = next(model.parameters()).device
+        self.optimizer = sgd([p for p in model.parameters() if p.requires_grad] + list(extra_parameters), config)
+        self.loss = CompiledLoss(loss_fn, compile, notes)
+        model.train()
+
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        batches = self._memory_batches() if self.stream is None else ((x, y, None) for x, y in self.stream(self.generator))
+        for x, y, index in batches:
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            if self.dsa is not None:
+                x = dsa(x, self.dsa, self.generator)
+            yield x, y, index
+
+    def _memory_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        order = epoch_order(len(self.labels), self.generator)
+        for part in batch_slices(len(self.labels), self.batch_size):
+            index = order[part]
+            yield self.images[index.to(self.images.device)], self.labels[index.to(self.labels.device)], index
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss.forward_backward(self.optimizer, self.model, x, y, index, self.precision)
+        self.optimizer.step()
+        return loss.detach().reshape(1)
+
+    def lr_changed(self) -> None:
+        pass
+
+    def state(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state()}
+
+    def load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
 
 
 def train(model: nn.Module, images: torch.Tensor | None, labels: torch.Tensor | None, config: TrainConfig,
@@ -168,226 +298,16 @@ def train(model: nn.Module, images: torch.Tensor | None, labels: torch.Tensor | 
           resume: ResumeFile | None = None, extra_state: dict | None = None,
           stream: BatchStream | None = None, precision: str = "fp32", compile: bool = False,
           notes: list[str] | None = None) -> list[float]:
-    """Mini-batch SGD with a step decay and per-batch DSA; returns the mean loss of each epoch.
+    """Mini-batch SGD with a step decay and per-batch DSA (``SeedLoop`` driven by ``run_epochs``);
+    returns the mean loss of each epoch.
 
-    ``images``/``labels`` may live on the host while the model is on a device: each batch is
-    moved on its own, so the whole training set never has to fit in device memory.
     ``loss_fn(model, x_augmented, y, index)`` receives the batch indices so callers can look up
-    per-sample targets (ELF teacher features).
-
-    With ``resume``, the model, optimiser, generator, loss history and the caller's
-    ``extra_state`` (a dict of tensors/primitives, e.g. records written by ``on_epoch``) are saved
-    periodically and restored on the next call, so a killed job continues bit-identically.
-
-    With ``stream`` (for data larger than memory, e.g. ``artifacts.data.iter_batches``), ``stream(generator)``
-    yields one shuffled epoch of ``(x, y)`` batches and ``images``/``labels`` are unused; the loss
-    function then gets ``index=None``.
-
-    The loss function runs under ``precision``'s autocast (``fp32``/``bf16``; loss, gradients and
-    optimiser state stay float32), through ``torch.compile`` with ``compile`` (``CompiledLoss``: a
-    compiler failure runs eagerly from then on, its reason appended to ``notes``).
+    per-sample targets (ELF teacher features). ``on_epoch``, ``resume`` and ``extra_state``: see
+    ``run_epochs``; ``stream``, ``precision``, ``compile`` and ``notes``: see ``SeedLoop``.
     """
-    device = next(model.parameters()).device
-    parameters = [p for p in model.parameters() if p.requires_grad] + list(extra_parameters)
-    optimizer = sgd(parameters, config)
-    epochs = config.total_epochs
-    history: list[float] = []
-    start_epoch = 0
-    state = resume.load() if resume is not None else None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        history, start_epoch = list(state["history"]), int(state["epoch"])
-        if extra_state is not None:
-            extra_state.update(state["extra"])
-    model.train()
-    step = CompiledLoss(loss_fn, compile, notes if notes is not None else [])
-    for epoch in train_epochs(optimizer, config, desc, start_epoch):
-        if stream is None:
-            batches = _memory_batches(images, labels, config.batch_size, generator)
-        else:
-            batches = ((x, y, None) for x, y in stream(generator))
-        total = torch.zeros((), device=device)
-        seen = 0
-        for x, y, index in batches:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if config.dsa is not None:
-                x = dsa(x, config.dsa, generator)
-            optimizer.zero_grad(set_to_none=True)
-            loss = step.forward_backward(optimizer, model, x, y, index, precision)
-            optimizer.step()
-            total += loss.detach() * len(y)
-            seen += len(y)
-        epoch_loss = check_finite(float(total) / max(seen, 1), epoch + 1, desc, config)  # one host sync per epoch
-        history.append(epoch_loss)
-        if on_epoch is not None:
-            on_epoch(epoch + 1, epoch_loss)
-        if resume is not None and resume.due() and epoch + 1 < epochs:
-            resume.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-                         "history": history, "epoch": epoch + 1, "extra": extra_state or {}})
-    return history
-
-
-T = TypeVar("T")
-
-
-def retry_on_oom(run: Callable[[int], T], batch_size: int, what: str) -> T:
-    """Call ``run(batch_size)``; on a GPU out-of-memory error halve the batch and try again."""
-    while True:
-        try:
-            return run(batch_size)
-        except torch.OutOfMemoryError:
-            if batch_size <= 1:
-                raise
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            log.warning("%s ran out of device memory at batch size %d; retrying with %d", what, batch_size, batch_size // 2)
-            batch_size //= 2
-
-
-@torch.inference_mode()
-def evaluate_stream(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], precision: str = "fp32") -> float:
-    """Top-1 accuracy over streamed ``(x, y)`` batches (data larger than memory)."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    seen = 0
-    for x, y in batches:
-        y = y.to(device, non_blocking=True)
-        with autocast(device, precision):  # the argmax of low-precision logits is exact
-            correct += (model(x.to(device, non_blocking=True)).argmax(dim=1) == y).sum()
-        seen += len(y)
-    model.train(was_training)
-    return float(correct) / max(seen, 1)
-
-
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1024,
-             precision: str = "fp32") -> float:
-    """Top-1 accuracy in eval mode (batch norm uses running statistics) at ``precision``; halves the
-    batch on OOM."""
-    return retry_on_oom(lambda size: _evaluate(model, images, labels, size, precision), batch_size, "evaluation")
-
-
-# On a CPU with one thread (the workflow's jobs), inference is fastest when one chunk's widest
-# activation stays in the caches: the normalisation, activation and pooling between the convolutions
-# are memory-bound, and a batch of hundreds of 32 px feature maps streams through DRAM at every one
-# of them. With several threads every operator is a parallel region that ends in a barrier; when
-# other work takes a core, a descheduled thread holds its siblings at every barrier, so small chunks
-# lose most of their time there. Several threads therefore take chunks 8x larger (`make bench
-# BENCH_CONTEND=2` measures the test pass idle and beside competing jobs; docs/performance.md).
-CPU_CHUNK_BYTES = 8 * 2**20
-PARALLEL_CHUNK_BYTES = 64 * 2**20
-
-
-@torch.inference_mode()
-def widest_activation_bytes(model: nn.Module, sample: torch.Tensor) -> int:
-    """Bytes of the largest output of any leaf module for one image of ``sample``."""
-    widest = [sample[:1].numel() * sample.element_size()]
-
-    def record(_module, _inputs, output):
-        if isinstance(output, torch.Tensor):
-            widest[0] = max(widest[0], output.numel() * output.element_size())
-
-    handles = [module.register_forward_hook(record) for module in model.modules() if not any(module.children())]
-    was_training = model.training
-    try:
-        model.eval()(sample[:1])
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
-    return widest[0]
-
-
-def inference_chunk(model: nn.Module, sample: torch.Tensor, batch_size: int) -> int:
-    """Images per forward pass of a test pass: ``batch_size`` on a GPU; on a CPU at most as many as
-    keep the widest activation within ``CPU_CHUNK_BYTES`` with one torch thread, within
-    ``PARALLEL_CHUNK_BYTES`` with several (the same predictions either way)."""
-    if sample.device.type != "cpu":
-        return batch_size
-    budget = CPU_CHUNK_BYTES if torch.get_num_threads() == 1 else PARALLEL_CHUNK_BYTES
-    return max(1, min(batch_size, budget // widest_activation_bytes(model, sample)))
-
-
-def input_memory_format(model: nn.Module) -> torch.memory_format:
-    """The memory format of the model's convolution weights, for its inputs (channels-last models
-    take channels-last inputs, so oneDNN/cuDNN need no layout conversion)."""
-    weight = next((p for p in model.parameters() if p.dim() == 4), None)
-    if weight is not None and weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous():
-        return torch.channels_last
-    return torch.contiguous_format
-
-
-@torch.inference_mode()
-def _evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int, precision: str) -> float:
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    chunk = inference_chunk(model, images[:1].to(device), batch_size) if len(labels) else batch_size
-    layout = input_memory_format(model) if images.dim() == 4 else torch.contiguous_format
-    for start in range(0, len(labels), chunk):
-        x = images[start:start + chunk].to(device, non_blocking=True).contiguous(memory_format=layout)
-        y = labels[start:start + chunk].to(device, non_blocking=True)
-        with autocast(device, precision):
-            correct += (model(x).argmax(dim=1) == y).sum()
-    model.train(was_training)
-    return float(correct) / len(labels)
-
-
-@dataclass
-class RealData:
-    """A real training split, in memory (``images``/``labels``) or streamed from disk (``stream``)."""
-
-    images: torch.Tensor | None
-    labels: torch.Tensor | None
-    stream: BatchStream | None
-    count: int
-
-
-def real_training_data(data: str, batch_size: int, generator: torch.Generator, train_limit: int | None = None,
-                       max_in_memory_gb: float = 4.0) -> RealData:
-    """The training split of ``data.h5`` (optionally a seeded subset of ``train_limit`` images): loaded
-    when it fits in ``max_in_memory_gb`` as uint8, otherwise streamed in shuffled chunks."""
-    from elf_pipeline.artifacts.data_file import iter_batches, load_split, split_nbytes, split_size
-
-    if split_nbytes(data, "train", train_limit) <= max_in_memory_gb * (1 << 30):
-        images, labels, _ = load_split(data, "train")
-        if train_limit is not None and train_limit < len(labels):
-            keep = torch.randperm(len(labels), generator=generator)[:train_limit]
-            images, labels = images[keep], labels[keep]
-        return RealData(images, labels, None, len(labels))
-    count = min(train_limit or split_size(data, "train"), split_size(data, "train"))
-    steps = math.ceil(count / batch_size)
-
-    def stream(epoch_generator: torch.Generator):
-        return itertools.islice(iter_batches(data, "train", batch_size, epoch_generator), steps)
-
-    log.info("streaming %d training images from %s (larger than %.1f GB)", count, data, max_in_memory_gb)
-    return RealData(None, None, stream, count)
-
-
-def real_test_accuracy(data: str, batch_size: int, max_in_memory_gb: float = 4.0,
-                       split: str = "test", precision: str = "fp32") -> Callable[[nn.Module], float]:
-    """A function giving a model's accuracy on a split (test by default; loaded once, or streamed if large)."""
-    from elf_pipeline.artifacts.data_file import iter_batches, load_split, split_nbytes
-
-    if split_nbytes(data, split) <= max_in_memory_gb * (1 << 30):
-        images, labels, _ = load_split(data, split)
-        return lambda model: evaluate(model, images, labels, batch_size, precision)
-    return lambda model: evaluate_stream(model, iter_batches(data, split, batch_size), precision)
-
-
-def real_val_accuracy(data: str, batch_size: int, max_in_memory_gb: float = 4.0,
-                      precision: str = "fp32") -> Callable[[nn.Module], float | None]:
-    """Accuracy on the validation split, or a function giving None where ``data.h5`` has none."""
-    from elf_pipeline.artifacts.data_file import has_split
-
-    if not has_split(data, "val"):
-        return lambda model: None
-    return real_test_accuracy(data, batch_size, max_in_memory_gb, split="val", precision=precision)
+    loop = SeedLoop(model, images, labels, config, generator, loss_fn, extra_parameters, stream, precision, compile,
+                    notes if notes is not None else [])
+    return run_epochs(loop, config, desc, on_epoch=on_epoch, resume=resume, extra_state=extra_state)[0]
 
 
 class Timer:

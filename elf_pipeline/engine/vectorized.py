@@ -1,6 +1,7 @@
-"""Train several seeds of one architecture in one vectorised pass (``torch.func``).
+"""Train several seeds of one architecture in one vectorised pass (``torch.func``): the second step
+strategy of the trainer (``training.run_epochs``), beside the per-seed loop (``training.SeedLoop``).
 
-The per-seed loop (``training.train``) runs one model at a time.  Here the parameters of all seeds
+The per-seed loop runs one model at a time.  Here the parameters of all seeds
 are stacked (``stack_module_state``) and one ``vmap``-ed ``functional_call`` computes every seed's
 loss for its own batch, so each layer runs once for all seeds (on a GPU: a few large kernels
 instead of many small ones).  The protocol is the loop's, seed by seed:
@@ -27,17 +28,10 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from elf_pipeline.engine.augment import dsa
+from elf_pipeline.engine.augment import DSAConfig, dsa
+from elf_pipeline.engine.evaluation import inference_chunk
 from elf_pipeline.engine.precision import autocast
-from elf_pipeline.engine.training import (
-    TrainConfig,
-    batch_slices,
-    check_finite,
-    epoch_order,
-    inference_chunk,
-    sgd,
-    train_epochs,
-)
+from elf_pipeline.engine.training import TrainConfig, batch_slices, epoch_order, run_epochs, sgd
 from elf_pipeline.infra.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -88,7 +82,10 @@ def choose_trainer(setting: str, modules: Sequence[nn.Module], device: torch.dev
     return "vectorized", f"vectorize_seeds is {setting}"
 
 
-SYNC_EPOCHS = 25  # epochs between host syncs of the vectorised trainer (loss history, divergence check)
+# Epochs between host reads of the losses (history, divergence check): a read per epoch would stall
+# the GPU after every epoch (one step each for a small synthetic set); reading every SYNC_EPOCHS still
+# stops a diverged run early and names its epoch.
+SYNC_EPOCHS = 25
 
 
 class _Job(nn.Module):
@@ -211,89 +208,68 @@ def graphs_setting(value: object, device: torch.device, compile: bool, n: int, b
     return True, f"cuda_graphs is {text}"
 
 
-class _Step:
-    """One training step of every seed (forward, backward, SGD update): replayed as a CUDA graph,
-    compiled or eager, falling back to eager (with a note in ``run``) where graphs or compiling fail."""
+class VectorizedSeeds:
+    """Every seed's model in one step (forward, backward, SGD update of the stacked parameters):
+    replayed as a CUDA graph, compiled or eager, falling back to eager (with a note in ``run``) where
+    graphs or compiling fail. Each seed shuffles with its own generator at the start of an epoch and
+    draws its own augmentation for every batch, in the order the per-seed loop draws them."""
+
+    names_seeds = True
 
     def __init__(self, template: nn.Module, params: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
-                 amp: bool, compile: bool, use_graphs: bool, run: VectorizedRun):
+                 images: torch.Tensor, labels: torch.Tensor, generators: Sequence[torch.Generator], batch_size: int,
+                 augmentation: DSAConfig | None, amp: bool, compile: bool, use_graphs: bool, run: VectorizedRun):
         def seed_loss(seed_params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
                       index: torch.Tensor) -> torch.Tensor:
             return functional_call(template, seed_params, (x, y, index))
 
-        self.eager = self.step = vmap(seed_loss)
+        self.eager = self.forward = vmap(seed_loss)
         if compile:
-            self.step, run.compiled = torch.compile(self.eager), True
+            self.forward, run.compiled = torch.compile(self.eager), True
         self.params, self.optimizer, self.amp, self.use_graphs, self.run = params, optimizer, amp, use_graphs, run
+        self.images, self.labels, self.generators = images, labels, generators
+        self.batch_size, self.augmentation = batch_size, augmentation
+        self.seeds, self.device, self.sync_epochs = len(generators), images.device, SYNC_EPOCHS
         self.graphed: GraphedStep | None = None
+
+    def batches(self):
+        """One epoch of every seed's batches, ``(x [seeds, batch, ...], y, index)``."""
+        orders = torch.stack([epoch_order(len(self.labels), generator) for generator in self.generators])
+        if self.device.type == "cuda":  # one asynchronous copy per epoch instead of a blocking one per batch
+            orders = orders.pin_memory()
+        orders = orders.to(self.device, non_blocking=True)
+        for part in batch_slices(len(self.labels), self.batch_size):
+            index = orders[:, part]
+            x = self.images[index]  # [seeds, batch, C, H, W]
+            if self.augmentation is not None:
+                x = torch.stack([dsa(x[s], self.augmentation, generator) for s, generator in enumerate(self.generators)])
+            yield x, self.labels[index], index
 
     def lr_changed(self) -> None:
         if self.graphed is not None:
             self.graphed.capture()  # SGD bakes the lr into the graph
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    def step(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """The seeds' losses of this batch ([seeds], float, detached) after the update."""
         if self.use_graphs and self.graphed is None:
-            self.graphed = _capture(self.step, self.params, self.optimizer, x, y, index, self.amp, self.run)
+            self.graphed = _capture(self.forward, self.params, self.optimizer, x, y, index, self.amp, self.run)
             self.use_graphs = self.graphed is not None
         if self.graphed is not None:
             return self.graphed(x, y, index)
         self.optimizer.zero_grad(set_to_none=True)
         try:
-            losses = _forward_backward(self.step, self.params, x, y, index, x.device, self.amp)
+            losses = _forward_backward(self.forward, self.params, x, y, index, x.device, self.amp)
         except Exception as err:  # noqa: BLE001 - any compiler failure: run eagerly instead
-            if self.step is self.eager:
+            if self.forward is self.eager:
                 raise
             note = f"torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); ran eagerly"
             log.warning(note)
             self.run.notes.append(note)
-            self.step, self.run.compiled = self.eager, False
+            self.forward, self.run.compiled = self.eager, False
             self.optimizer.zero_grad(set_to_none=True)
-            losses = _forward_backward(self.step, self.params, x, y, index, x.device, self.amp)
+            losses = _forward_backward(self.forward, self.params, x, y, index, x.device, self.amp)
         self.optimizer.step()
         return losses.detach().float()
-
-
-class _EpochLosses:
-    """Per-seed epoch losses, kept on the device and checked and recorded on the host in one sync
-    every ``SYNC_EPOCHS`` epochs: a sync per epoch would stall the GPU after every epoch (one step
-    each for a small synthetic set), and checking every SYNC_EPOCHS still stops a diverged run early
-    and names its epoch."""
-
-    def __init__(self, histories: list[list[float]], desc: str, config: TrainConfig):
-        self.histories, self.desc, self.config = histories, desc, config
-        self.pending: list[torch.Tensor] = []
-
-    def add(self, losses: torch.Tensor) -> None:
-        self.pending.append(losses)
-        if len(self.pending) >= SYNC_EPOCHS:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        first = len(self.histories[0])
-        values = torch.stack(self.pending).tolist()
-        self.pending.clear()
-        for offset, epoch_losses in enumerate(values):
-            for s, value in enumerate(epoch_losses):
-                self.histories[s].append(check_finite(value, first + offset + 1, self.desc, self.config, s))
-
-
-def _seed_batches(images: torch.Tensor, labels: torch.Tensor, config: TrainConfig,
-                  generators: Sequence[torch.Generator]):
-    """One epoch of every seed's batches, ``(x [seeds, batch, ...], y, index)``: each seed shuffles
-    with its own generator at the start of the epoch and draws its own augmentation for every batch."""
-    orders = torch.stack([epoch_order(len(labels), generator) for generator in generators])
-    if images.device.type == "cuda":  # one asynchronous copy per epoch instead of a blocking one per batch
-        orders = orders.pin_memory()
-    orders = orders.to(images.device, non_blocking=True)
-    for part in batch_slices(len(labels), config.batch_size):
-        index = orders[:, part]
-        x = images[index]  # [seeds, batch, C, H, W]
-        if config.dsa is not None:
-            x = torch.stack([dsa(x[s], config.dsa, generator) for s, generator in enumerate(generators)])
-        yield x, labels[index], index
 
 
 def train_vectorized(models: Sequence[nn.Module], objectives: Sequence[nn.Module], images: torch.Tensor,
@@ -326,14 +302,9 @@ def train_vectorized(models: Sequence[nn.Module], objectives: Sequence[nn.Module
     use_graphs, why = graphs_setting(cuda_graphs, device, compile, len(labels), config.batch_size)
     if device.type == "cuda":
         log.info("%s: CUDA graphs %s (%s)", desc, "on" if use_graphs else "off", why)
-    step = _Step(jobs[0], params, optimizer, amp, compile, use_graphs, run)
-    losses = _EpochLosses(run.histories, desc, config)
-    for _epoch in train_epochs(optimizer, config, desc, on_decay=step.lr_changed):
-        total = torch.zeros(len(models), device=device)
-        for x, y, index in _seed_batches(images, labels, config, generators):
-            total += step(x, y, index) * index.shape[1]
-        losses.add(total / len(labels))
-    losses.flush()
+    seeds = VectorizedSeeds(jobs[0], params, optimizer, images, labels, generators, config.batch_size, config.dsa, amp,
+                            compile, use_graphs, run)
+    run_epochs(seeds, config, desc, histories=run.histories)
     with torch.no_grad():
         for s, job in enumerate(jobs):
             for name, parameter in job.named_parameters():

@@ -21,8 +21,9 @@ from torch.nn.utils import vector_to_parameters
 from elf_pipeline.artifacts.checkpoint import save_checkpoint
 from elf_pipeline.artifacts.data_file import load_split
 from elf_pipeline.artifacts.expert_file import parameter_layout, read_epochs, read_expert_info
+from elf_pipeline.engine.evaluation import evaluate
 from elf_pipeline.engine.precision import Numerics
-from elf_pipeline.engine.training import evaluate, resolve_device
+from elf_pipeline.engine.training import resolve_device
 from elf_pipeline.infra.errors import InputError
 from elf_pipeline.infra.io import ArtifactError, sha256_file
 from elf_pipeline.models import build

@@ -22,18 +22,9 @@ from elf_pipeline.artifacts.data_file import load_split, read_info
 from elf_pipeline.artifacts.expert_file import expert_writer, parameter_layout
 from elf_pipeline.config.schema import defaults
 from elf_pipeline.engine.augment import dsa_config
+from elf_pipeline.engine.evaluation import evaluate, real_test_accuracy, real_training_data
 from elf_pipeline.engine.precision import Numerics
-from elf_pipeline.engine.training import (
-    Timer,
-    TrainConfig,
-    build_seeded,
-    evaluate,
-    real_test_accuracy,
-    real_training_data,
-    resolve_device,
-    seeded_generator,
-    train,
-)
+from elf_pipeline.engine.training import Timer, TrainConfig, build_seeded, resolve_device, seeded_generator, train
 from elf_pipeline.engine.zca import fit_zca
 from elf_pipeline.infra.errors import InputError
 from elf_pipeline.infra.io import sha256_file

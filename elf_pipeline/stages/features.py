@@ -20,9 +20,10 @@ import torch
 from elf_pipeline.artifacts.checkpoint import load_model
 from elf_pipeline.artifacts.feature_file import write_features
 from elf_pipeline.artifacts.synset import read_synset, synset_zca_eps
+from elf_pipeline.engine.evaluation import retry_on_oom
 from elf_pipeline.engine.label_order import check_label_order, describe
 from elf_pipeline.engine.precision import Numerics, autocast
-from elf_pipeline.engine.training import resolve_device, retry_on_oom
+from elf_pipeline.engine.training import resolve_device
 from elf_pipeline.engine.zca import fit_zca_to_data
 from elf_pipeline.infra.io import ArtifactError, open_h5
 

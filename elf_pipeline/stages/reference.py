@@ -18,8 +18,9 @@ import torch
 
 from elf_pipeline import __version__
 from elf_pipeline.artifacts.data_file import has_split, load_split
+from elf_pipeline.engine.evaluation import evaluate
 from elf_pipeline.engine.precision import Numerics
-from elf_pipeline.engine.training import Timer, TrainConfig, build_seeded, evaluate, resolve_device, seeded_generator, train
+from elf_pipeline.engine.training import Timer, TrainConfig, build_seeded, resolve_device, seeded_generator, train
 from elf_pipeline.infra.errors import InputError
 from elf_pipeline.infra.io import atomic_path, config_hash, sha256_file
 from elf_pipeline.models import build

@@ -9,18 +9,9 @@ import os
 from elf_pipeline.artifacts.checkpoint import save_checkpoint
 from elf_pipeline.artifacts.data_file import read_info
 from elf_pipeline.config.schema import default
+from elf_pipeline.engine.evaluation import real_test_accuracy, real_training_data, real_val_accuracy
 from elf_pipeline.engine.precision import Numerics
-from elf_pipeline.engine.training import (
-    Timer,
-    TrainConfig,
-    build_seeded,
-    real_test_accuracy,
-    real_training_data,
-    real_val_accuracy,
-    resolve_device,
-    seeded_generator,
-    train,
-)
+from elf_pipeline.engine.training import Timer, TrainConfig, build_seeded, resolve_device, seeded_generator, train
 from elf_pipeline.infra.errors import InputError
 from elf_pipeline.infra.io import config_hash, sha256_file, write_json
 from elf_pipeline.infra.resume import ResumeFile, resume_path

@@ -13,6 +13,7 @@ sys.path.insert(0, str(REPO))
 
 from elf_pipeline import config as elf_config  # noqa: E402  (torch-free)
 from elf_pipeline.config import checks as config_checks  # noqa: E402  (torch-free)
+from elf_pipeline.config import methods as distill_methods  # noqa: E402  (torch-free)
 from elf_pipeline.config import files as config_file  # noqa: E402  (torch-free)
 from elf_pipeline.config.sources import command_sources  # noqa: E402  (torch-free)
 
@@ -85,13 +86,6 @@ def as_json(block):
     return json.dumps(block, sort_keys=True)
 
 
-def student_parquets():
-    return [
-        f"{RESULTS}/{job['dataset']}/students/{job['method']}/ipc{job['ipc']}/{job['arch']}/{job['evaluation']}.parquet"
-        for job in elf_config.student_jobs(config)
-    ]
-
-
 # --------------------------------------------------------------------------- students.select
 
 
@@ -102,26 +96,3 @@ def select_identity(wildcards):
 
 def select_folder(job):
     return f"{RESULTS}/{job['dataset']}/select/{job['method']}/ipc{job['ipc']}/{job['arch']}"
-
-
-def choice_files():
-    """Every choice.json of the study (the report's Selection table)."""
-    return [f"{select_folder(job)}/choice.json" for job in elf_config.select_jobs(config)]
-
-
-# --------------------------------------------------------------------------- report
-
-
-def reference_parquets():
-    """The full-real-data reference results (empty when reference.enabled is false)."""
-    return [f"{RESULTS}/{job['dataset']}/reference/{job['arch']}.parquet" for job in elf_config.reference_jobs(config)]
-
-
-def used_teachers():
-    """The trained teachers (keys of teachers) the evaluations use; distillation-model teachers are
-    not trained here."""
-    return [name for name in elf_config.used_teacher_names(config) if name in config["teachers"]]
-
-
-def distill_arch_args():
-    return " ".join(f"{method}={elf_config.distill_arch(config, method)}" for method in config["distillation"]["methods"])

@@ -1,7 +1,7 @@
 def distill_sources(wildcards):
     """The distill stage's files without the other methods' modules: a job depends on its own method's
     module only (config/methods.py registers which module implements each method)."""
-    others = elf_config.other_method_modules(wildcards.method)
+    others = distill_methods.other_method_modules(wildcards.method)
     return stage_sources("distill", exclude=others)
 
 

@@ -1,3 +1,30 @@
+def student_parquets():
+    return [
+        f"{RESULTS}/{job['dataset']}/students/{job['method']}/ipc{job['ipc']}/{job['arch']}/{job['evaluation']}.parquet"
+        for job in elf_config.student_jobs(config)
+    ]
+
+
+def choice_files():
+    """Every choice.json of the study (the report's Selection table)."""
+    return [f"{select_folder(job)}/choice.json" for job in elf_config.select_jobs(config)]
+
+
+def reference_parquets():
+    """The full-real-data reference results (empty when reference.enabled is false)."""
+    return [f"{RESULTS}/{job['dataset']}/reference/{job['arch']}.parquet" for job in elf_config.reference_jobs(config)]
+
+
+def used_teachers():
+    """The trained teachers (keys of teachers) the evaluations use; distillation-model teachers are
+    not trained here."""
+    return [name for name in elf_config.used_teacher_names(config) if name in config["teachers"]]
+
+
+def distill_arch_args():
+    return " ".join(f"{method}={elf_config.distill_arch(config, method)}" for method in config["distillation"]["methods"])
+
+
 def benchmark_files():
     """The benchmark file of every heavy job of this study (those missing, e.g. of jobs cached from
     an older run, are skipped by the report). Patterns come from the rules themselves."""

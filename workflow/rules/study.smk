@@ -11,7 +11,7 @@ def study_block(part):
     if not STUDY:
         raise WorkflowError(
             "config key studies: missing (the empirical study needs dataset, method, ipc and "
-            "similarity.archs / norm.pairs / ablation; see config/study-smoke.yaml)"
+            "similarity.archs / norm.pairs / ablation; see tests/configs/study-smoke.yaml)"
         )
     if not STUDY.get(part):
         raise WorkflowError(f"config key studies.{part}: missing (needed by target study_{part})")

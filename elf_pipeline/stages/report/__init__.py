@@ -13,10 +13,11 @@ Gap closed, per architecture ``a`` (``c`` = the distillation architecture, e.g. 
 all on the same synthetic set (dataset, method, IPC), accuracies averaged over seeds. It is left
 undefined where the denominator is at most ``GAP_EPS`` (no cross-architecture gap to close).
 
-Modules: ``schema`` (conformance of the result rows), ``numbers`` (means, gap closed), ``document``
-(Markdown/HTML model), ``tables`` (the tables), ``benchmarks`` (time and memory per stage),
-``summary`` (the stage itself), ``figures`` (the report's PNG figures), ``plotting`` (matplotlib,
-shared with the study) and ``study_tables`` (the empirical study's per-cell statistics and pages).
+Modules: ``conformance`` (the result rows against their schema), ``numbers`` (means, gap closed),
+``document`` (Markdown/HTML model), ``paper_tables`` (the tables), ``benchmarks`` (time and memory per
+stage), ``imports`` (imported sets' checks), ``ddranking`` (DD-Ranking's scores), ``summary`` (the
+``report`` command) and ``figures`` (the ``report-results``, ``report-synset`` and ``report-teacher``
+figures).
 """
 
 from __future__ import annotations
