@@ -14,7 +14,7 @@ from PIL import Image
 
 from elf_pipeline.cli import main
 from elf_pipeline.infra.errors import ArtifactError
-from elf_pipeline.stages import figures
+from elf_pipeline.stages.report import figures
 
 TAB_BLUE, TAB_ORANGE = np.array([31, 119, 180]), np.array([255, 127, 14])
 

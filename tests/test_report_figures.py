@@ -208,7 +208,7 @@ def test_stage_table_from_benchmark_files(tmp_path: Path) -> None:
     header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
     files = []
     for stage, job, seconds, rss in (("students", "a", 10.0, 300.0), ("students", "b", 30.0, 500.0),
-                                      ("full", "convnet", 5.0, 800.0)):
+                                      ("reference", "convnet", 5.0, 800.0)):
         path = tmp_path / "benchmarks" / "digits" / stage / f"{job}.tsv"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(header + f"{seconds}\t0:00:10\t{rss}\t1\t1\t1\t0\t0\t50\t{seconds / 2}\n")
@@ -216,10 +216,10 @@ def test_stage_table_from_benchmark_files(tmp_path: Path) -> None:
     files.append(tmp_path / "benchmarks" / "digits" / "students" / "missing.tsv")  # skipped
     table = report.stage_table(report.read_benchmarks(files))
     assert table.markdown() == """\
-| dataset   | stage         |   jobs |   wall s (total) |   wall s (mean) |   wall s (max) |   CPU s (total) |   peak RSS MiB (max) |
-|-----------|---------------|--------|------------------|-----------------|----------------|-----------------|----------------------|
-| digits    | students |      2 |             40.0 |            20.0 |           30.0 |            20.0 |                  500 |
-| digits    | reference    |      1 |              5.0 |             5.0 |            5.0 |             2.5 |                  800 |"""
+| dataset   | stage     |   jobs |   wall s (total) |   wall s (mean) |   wall s (max) |   CPU s (total) |   peak RSS MiB (max) |
+|-----------|-----------|--------|------------------|-----------------|----------------|-----------------|----------------------|
+| digits    | students  |      2 |             40.0 |            20.0 |           30.0 |            20.0 |                  500 |
+| digits    | reference |      1 |              5.0 |             5.0 |            5.0 |             2.5 |                  800 |"""
 
 
 def test_extra_tables_hook_and_html(tmp_path: Path) -> None:
@@ -304,7 +304,7 @@ def assert_png(path: Path) -> tuple[int, int]:
 
 
 def test_result_figures_are_pngs(tmp_path: Path) -> None:
-    from elf_pipeline.stages import figures
+    from elf_pipeline.stages.report import figures
 
     runs_path, reference_path = tmp_path / "runs.parquet", tmp_path / "reference.parquet"
     hand_runs().to_parquet(runs_path, index=False)
@@ -325,7 +325,7 @@ def test_synset_grid_denormalises(tmp_path: Path, digits_h5: Path, synset_h5: Pa
     import h5py
 
     from elf_pipeline.artifacts.data_file import load_split
-    from elf_pipeline.stages import figures
+    from elf_pipeline.stages.report import figures
 
     images, _, info = load_split(digits_h5, "train")
     with h5py.File(digits_h5, "r") as h5:
@@ -339,7 +339,7 @@ def test_synset_grid_denormalises(tmp_path: Path, digits_h5: Path, synset_h5: Pa
 
 
 def test_teacher_curve(tmp_path: Path, teacher) -> None:
-    from elf_pipeline.stages import figures
+    from elf_pipeline.stages.report import figures
 
     history = json.loads(Path(teacher[0]).with_suffix(".json").read_text())
     assert history["epochs"]

@@ -126,7 +126,7 @@ def edited_plan(study: Path, module: Path) -> set[str]:
 
 
 def test_editing_student_module_reruns_students_not_upstream(study: Path) -> None:
-    planned = edited_plan(study, study / "elf_pipeline" / "students.py")
+    planned = edited_plan(study, study / "elf_pipeline" / "stages" / "students.py")
     assert any("/students/" in p for p in planned)
     assert len({p for p in planned if "/students/" in p}) == 2 * 2 * 2 * 2
     for upstream in ("/distill/", "/teachers/", "/features/", "data.h5"):
@@ -221,7 +221,7 @@ def test_killed_workflow_resumes_to_identical_metrics(study: Path, tmp_path: Pat
 
 
 def test_editing_one_method_reruns_only_its_synthetic_sets(study: Path) -> None:
-    planned = edited_plan(study, study / "elf_pipeline" / "distill" / "dm.py")
+    planned = edited_plan(study, study / "elf_pipeline" / "stages" / "distill" / "dm.py")
     synsets = {p for p in planned if p.endswith("synset.h5")}
     assert synsets == {"results/digits/distill/dm/ipc1/synset.h5", "results/digits/distill/dm/ipc2/synset.h5"}
     assert not any("/random/" in p for p in planned)
@@ -232,18 +232,18 @@ def _rules_of(planned: set[str]) -> set[str]:
     """Which kinds of job a plan holds, by output folder."""
     kinds = {"/report/figures/": "figures", "/report/": "report", "data.h5": "data",
              "/distill/": "distill", "/teachers/": "teachers", "/features/": "features",
-             "/students/": "students", "/full/": "reference"}  # first match wins: figures/teachers/ is a figure
+             "/students/": "students", "/reference/": "reference"}  # first match wins: figures/teachers/ is a figure
     return {next((kind for key, kind in kinds.items() if key in path), path) for path in planned}
 
 
 @pytest.mark.parametrize("module, rules", [
     # imported by training (teacher, students, references, distillation), not by the data or report stages
-    ("resume.py", {"distill", "teachers", "features", "students", "reference", "figures", "report"}),
+    ("infra/resume.py", {"distill", "teachers", "features", "students", "reference", "figures", "report"}),
     # read by data: everything downstream of data.h5
     ("datasets/cifar.py", {"data", "distill", "teachers", "features", "students",
                            "reference", "figures", "report"}),
-    ("losses.py", {"students", "figures", "report"}),
-    ("report/schema.py", {"report", "figures"}),  # figures reads its tables through report
+    ("engine/losses.py", {"students", "figures", "report"}),
+    ("stages/report/conformance.py", {"report", "figures"}),  # the figures read their tables through it
 ])
 def test_editing_a_module_reruns_exactly_the_rules_that_import_it(study: Path, module: str, rules: set[str]) -> None:
     assert _rules_of(edited_plan(study, study / "elf_pipeline" / module)) == rules

@@ -1,14 +1,3 @@
-def expert_of(teacher):
-    """(expert index, epoch or None) of a distillation-model teacher name."""
-    match = re.fullmatch(rf"{elf_config.DISTILLATION_TEACHER}(\d+)(?:-epoch(\d+))?", teacher)
-    return int(match.group(1)), int(match.group(2)) if match.group(2) else None
-
-
-def distillation_expert(wildcards):
-    arch = elf_config.experts_config(config)["arch"]
-    return f"{RESULTS}/{wildcards.dataset}/experts/{arch}/expert_{expert_of(wildcards.teacher)[0]}.h5"
-
-
 # teacher: {source: distillation} -- the distillation model itself as the ELF teacher. Only MTT keeps
 # its distillation models (the experts); teacher `distillation-expert<k>[-epoch<e>]` is expert k
 # after epoch e (default: its last), written as an ordinary teacher checkpoint.

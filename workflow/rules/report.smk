@@ -1,56 +1,3 @@
-def student_parquets():
-    return [
-        f"{RESULTS}/{job['dataset']}/students/{job['method']}/ipc{job['ipc']}/{job['arch']}/{job['evaluation']}.parquet"
-        for job in elf_config.student_jobs(config)
-    ]
-
-
-def choice_files():
-    """Every choice.json of the study (the report's Selection table)."""
-    return [f"{select_folder(job)}/choice.json" for job in elf_config.select_jobs(config)]
-
-
-def reference_parquets():
-    """The full-real-data reference results (empty when reference.enabled is false)."""
-    return [f"{RESULTS}/{job['dataset']}/reference/{job['arch']}.parquet" for job in elf_config.reference_jobs(config)]
-
-
-def used_teachers():
-    """The trained teachers (keys of teachers) the evaluations use; distillation-model teachers are
-    not trained here."""
-    return [name for name in elf_config.used_teacher_names(config) if name in config["teachers"]]
-
-
-def distill_arch_args():
-    return " ".join(f"{method}={elf_config.distill_arch(config, method)}" for method in config["distillation"]["methods"])
-
-
-def benchmark_files():
-    """The benchmark file of every heavy job of this study (those missing, e.g. of jobs cached from
-    an older run, are skipped by the report). Patterns come from the rules themselves."""
-    study = config["distillation"]
-    patterns = {
-        name: str(getattr(rules, name).benchmark)
-        for name in ("distill", "experts", "teachers", "students", "reference")
-        if hasattr(rules, name)
-    }
-    files = []
-    for dataset in config["datasets"]:
-        for method in study["methods"]:
-            files += [patterns["distill"].format(dataset=dataset, method=method, ipc=ipc) for ipc in study["ipc"]]
-        if "experts" in patterns and any(elf_config.uses_experts(m) for m in study["methods"]):
-            experts = elf_config.experts_config(config)
-            files += [
-                patterns["experts"].format(dataset=dataset, expert_arch=experts["arch"], index=k)
-                for k in range(experts["num_experts"])
-            ]
-        files += [patterns["teachers"].format(dataset=dataset, teacher=teacher) for teacher in used_teachers()]
-    files += [patterns["students"].format(**job) for job in elf_config.student_jobs(config)]
-    if "reference" in patterns:
-        files += [patterns["reference"].format(**job) for job in elf_config.reference_jobs(config)]
-    return files
-
-
 rule report:
     """All student rows -> runs.parquet, the reference rows, the Markdown summary and its HTML twin."""
     input:
@@ -78,20 +25,6 @@ rule report:
         f"{PYTHON} report --runs {{output.runs:q}} --summary {{output.summary:q}} --html {{output.html:q}} "
         "--reference-out {output.reference:q} --ddranking-out {output.ddranking:q} {input.runs:q} --full {input.full:q} --extra {input.extra:q} "
         "--selections {input.selections:q} --benchmarks {params.benchmarks:q} --distill-arch {params.distill_archs} > {log:q} 2>&1"
-
-
-def figure_targets():
-    """Every report figure of the study."""
-    targets = []
-    for dataset in config["datasets"]:
-        targets += [f"{RESULTS}/report/figures/{dataset}/accuracy.png", f"{RESULTS}/report/figures/{dataset}/gap_closed.png"]
-        targets += [
-            f"{RESULTS}/report/figures/{dataset}/synsets/{method}_ipc{ipc}.png"
-            for method in config["distillation"]["methods"]
-            for ipc in config["distillation"]["ipc"]
-        ]
-        targets += [f"{RESULTS}/report/figures/{dataset}/teachers/{teacher}.png" for teacher in used_teachers()]
-    return targets
 
 
 rule report_results:

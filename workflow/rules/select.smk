@@ -1,9 +1,3 @@
-def candidate_files(wildcards):
-    """One baseline result per candidate of students.select, in config order (the choice's ties)."""
-    folder = select_folder(select_identity(wildcards))
-    return [f"{folder}/{elf_config.candidate_name(c)}.parquet" for c in elf_config.select_candidates(config)]
-
-
 rule select_candidate:
     """students.select: the selection evaluation (baseline) of one student at one candidate, select seeds."""
     input:

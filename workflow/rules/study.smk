@@ -1,45 +1,6 @@
 # The paper's empirical study (config block `studies`): `snakemake study_similarity study_norm study_ablation`.
 # Its students are ordinary students jobs on one synthetic set; these rules only tabulate them.
 
-STUDY = config.get("studies") or {}
-# A configured study is part of the whole run: its tables are appended to summary.md.
-EXTRA_REPORT_TABLES += [f"{RESULTS}/study/{part}.parquet" for part in elf_config.STUDY_PARTS if STUDY.get(part)]
-
-
-def study_block(part):
-    """The `studies` block, refusing a study target whose part is not configured."""
-    if not STUDY:
-        raise WorkflowError(
-            "config key studies: missing (the empirical study needs dataset, method, ipc and "
-            "similarity.archs / norm.pairs / ablation; see tests/configs/study-smoke.yaml)"
-        )
-    if not STUDY.get(part):
-        raise WorkflowError(f"config key studies.{part}: missing (needed by target study_{part})")
-    return STUDY
-
-
-def study_parquets(part):
-    """The student results one part of the study reads: its architectures (and the reference) under
-    its evaluations (studies.evaluations; the ablation's own for part ablation)."""
-    study = study_block(part)
-    if part == "ablation":
-        archs, evaluations = set(study["ablation"]["archs"]), set(study["ablation"]["evaluations"])
-    else:
-        archs, evaluations = {study.get("reference", "convnet")}, set(study.get("evaluations", ["baseline"]))
-        if part == "similarity":
-            archs.update(study["similarity"]["archs"])
-        else:
-            archs.update(arch for pair in study["norm"]["pairs"].items() for arch in pair)
-    return [
-        f"{RESULTS}/{job['dataset']}/students/{job['method']}/ipc{job['ipc']}/{job['arch']}/{job['evaluation']}.parquet"
-        for job in elf_config.study_jobs(config)
-        if job["arch"] in archs and job["evaluation"] in evaluations
-    ]
-
-
-def study_args():
-    return {"reference": STUDY.get("reference", "convnet"), "evaluations": " ".join(STUDY.get("evaluations", ["baseline"]))}
-
 
 rule study_similarity:
     """Accuracy gap to the distillation model vs. design distance (differing design choices)."""
