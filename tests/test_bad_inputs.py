@@ -310,7 +310,7 @@ def _bad_file(kind: str | None, study: Path, tmp_path: Path) -> Path:
     if kind == "data.h5":
         return _truncated(results / "data.h5", bad)
     if kind == "synset.h5":
-        return _truncated(results / "distilled" / "random" / "ipc1" / "synset.h5", bad)
+        return _truncated(results / "distill" / "random" / "ipc1" / "synset.h5", bad)
     if kind == "parquet":
         return _truncated(results / "students" / "random" / "ipc1" / "convnet" / "baseline.parquet", bad)
     if kind == "model.pt":
@@ -352,7 +352,7 @@ def _import_files(study: Path, tmp_path: Path) -> dict[str, Path]:
         files[name] = tmp_path / f"{name}.pt"
         files[name].write_bytes(content)
     files["hdf5"] = tmp_path / "hdf5.pt"
-    shutil.copy(study / "results" / "digits" / "distilled" / "random" / "ipc1" / "synset.h5", files["hdf5"])
+    shutil.copy(study / "results" / "digits" / "distill" / "random" / "ipc1" / "synset.h5", files["hdf5"])
     files["folder"] = tmp_path / "folder.pt"
     files["folder"].mkdir()
     files["nhwc"] = tmp_path / "nhwc.pt"
@@ -446,7 +446,7 @@ def test_failing_import_keeps_the_study(study, smoke, tmp_path):
     import h5py
     import torch
 
-    with h5py.File(study / "results" / "digits" / "distilled" / "random" / "ipc1" / "synset.h5", "r") as h5:
+    with h5py.File(study / "results" / "digits" / "distill" / "random" / "ipc1" / "synset.h5", "r") as h5:
         images, labels = h5["images"][()], h5["labels"][()]
     release = tmp_path / "images_best.pt"
     torch.save({"images": torch.from_numpy(images), "labels": torch.from_numpy(labels)}, release)
@@ -483,7 +483,7 @@ def test_failing_import_keeps_the_study(study, smoke, tmp_path):
 
 def test_corrupt_intermediate_does_not_cost_the_files_after_it(study, tmp_path):
     """A truncated synthetic set: the jobs after it fail naming it, and their outputs stay."""
-    synset = study / "results" / "digits" / "distilled" / "random" / "ipc2" / "synset.h5"
+    synset = study / "results" / "digits" / "distill" / "random" / "ipc2" / "synset.h5"
     saved = tmp_path / "synset.h5"
     shutil.copy2(synset, saved)
     try:

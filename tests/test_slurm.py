@@ -212,7 +212,7 @@ def test_failed_job_is_reported_with_its_logs_and_leaves_no_partial_output(study
     failed = study.failed
     assert failed.returncode != 0
     error = failed.output[failed.output.index("Error in rule students"):]
-    assert STUDENT_LOG in error and ".snakemake/slurm_logs/rule_train_student/" in error
+    assert STUDENT_LOG in error and ".snakemake/slurm_logs/rule_students/" in error
     assert "error: loss became nan in epoch 2" in study.after_failure[STUDENT_LOG]
     failed_jobs = [job_id for job_id, name in job_names(failed).items() if name.endswith("_elf")]
     assert len(failed_jobs) == 1 and slurm_job(failed_jobs[0], study.env)["JobState"] == "FAILED"
@@ -225,9 +225,9 @@ def test_rerun_resumes_and_submits_only_the_failed_job(study: Study) -> None:
     # keep-going (slurm profile): the jobs independent of the failed one all finished in the first run
     finished_before = {name for job_id, name in job_names(study.failed).items()
                        if slurm_job(job_id, study.env)["JobState"] == "COMPLETED"}
-    assert {"rule_prepare_data/digits", "rule_extract_features/digits_random_1_convnet",
-            "rule_train_student/digits_random_1_convnet_baseline"} <= finished_before
-    assert list(job_names(study.resumed).values()) == ["rule_train_student/digits_random_1_convnet_elf"]
+    assert {"rule_data/digits", "rule_features/digits_random_1_convnet",
+            "rule_students/digits_random_1_convnet_baseline"} <= finished_before
+    assert list(job_names(study.resumed).values()) == ["rule_students/digits_random_1_convnet_elf"]
     assert (study.cluster / STUDENT_DIR / "elf.parquet").exists()
 
 

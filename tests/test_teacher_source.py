@@ -125,6 +125,6 @@ def test_workflow_plans_the_expert_teacher_only_for_mtt(tmp_path):
     assert not any("/features/random/" in p and "distillation" in p for p in outputs)
     assert re.search(r"expert-teacher --expert results/digits/experts/convnet/expert_0\.h5 .*--settings .{\"epoch\": null}.", text)
     # online targets read the teacher checkpoint and no features file
-    online = [line for line in text.splitlines() if "students" in line and "elf_online" in line]
+    online = [line for line in text.splitlines() if " students --data" in line and "elf_online" in line]
     assert online and all("--teacher-model results/digits/teachers/convnet/model.pt" in line and "--features" not in line
                           for line in online)
