@@ -203,7 +203,7 @@ ARGUMENTS: dict[str, tuple[str, list[tuple[tuple[str, ...], dict]]]] = {
     "students": ("train and test one architecture under one evaluation", [
         DATA, (("--synset",), REQUIRED), (("--features",), {"default": None}),
         (("--teacher-model",), {"default": None, "help": "teacher checkpoint (evaluations with teacher_targets: online)"}),
-        (("--choice",), {"default": None, "help": "choice.json of select-student (settings select_keys take its values)"}),
+        (("--choice",), {"default": None, "help": "choice.json of select (settings select_keys take its values)"}),
         DEVICE, PRECISION, COMPILE, OUT]),
     "select": ("candidate results -> choice.json: the values with the best validation accuracy", [
         (("inputs",), {"nargs": "+", "help": "one result file per candidate, in the order of the settings' candidates"}),
@@ -211,7 +211,7 @@ ARGUMENTS: dict[str, tuple[str, list[tuple[tuple[str, ...], dict]]]] = {
     "report": ("student Parquet files -> runs.parquet + summary.md (+ reference.parquet, summary.html)", [
         (("--runs",), REQUIRED), (("--summary",), REQUIRED),
         (("inputs",), {"nargs": "+", "help": "student result files"}),
-        (("--full",), {"nargs": "*", "default": [], "help": "full-real-data reference result files (train-full)"}),
+        (("--full",), {"nargs": "*", "default": [], "help": "full-real-data reference result files (reference)"}),
         (("--reference-out",), {"default": None, "help": "write the collected reference rows here"}),
         (("--html",), {"default": None, "help": "also write the tables as HTML here"}),
         (("--ddranking-out",), {"default": None, "help": "write DD-Ranking's HLR / IOR / LRS per set here (Parquet)"}),

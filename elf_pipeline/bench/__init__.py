@@ -87,14 +87,14 @@ class BenchSettings:
 def resolve_data(data: str | os.PathLike | None, work: str | os.PathLike, root: str | None = FASHION_MNIST_ROOT,
                  source: str = "fashion_mnist", image_size: int = 32) -> Path:
     """``data`` when it exists, else ``<work>/<source>/data.h5``, prepared from ``root`` on first use
-    by the ``prepare-data`` stage, run in its own process as the workflow runs it."""
+    by the ``data`` stage, run in its own process as the workflow runs it."""
     if data is not None and Path(data).exists():
         return Path(data)
     out = Path(work) / source / "data.h5"
     if not out.exists():
         log.info("preparing %s from %s into %s", source, root, out)
         settings = {"source": source, "image_size": image_size, "resize": "pad", "root": root}
-        command = [sys.executable, "-m", "elf_pipeline", "prepare-data", "--settings", json.dumps(settings), "--out", str(out)]
+        command = [sys.executable, "-m", "elf_pipeline", "data", "--settings", json.dumps(settings), "--out", str(out)]
         path = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")]))
         done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path})
         if done.returncode:

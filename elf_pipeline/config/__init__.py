@@ -314,7 +314,7 @@ def import_files(config: dict, dataset: str, method: str, ipc: int) -> list[str]
 
 
 def data_settings(config: dict, dataset: str) -> dict:
-    """prepare-data: the dataset block without its distillation overrides (and without val_seed
+    """data: the dataset block without its distillation overrides (and without val_seed
     unless a validation split is drawn, so that editing it alone reruns nothing)."""
     block = {k: v for k, v in config["datasets"][dataset].items() if k != "distillation"}
     if not block.get("val_size"):
@@ -328,7 +328,7 @@ def distill_settings(config: dict, dataset: str, method: str, ipc: int) -> dict:
 
 
 def expert_settings(config: dict, index: int) -> dict:
-    """train-experts: what training expert ``index`` depends on (not num_experts: adding experts
+    """experts: what training expert ``index`` depends on (not num_experts: adding experts
     leaves the existing ones untouched)."""
     block = {k: v for k, v in experts_config(config).items() if k != "num_experts"}
     return parse_stage_settings("experts", {**block, "index": index})
@@ -339,7 +339,7 @@ def teacher_settings(config: dict, teacher: str) -> dict:
 
 
 def student_settings(config: dict, evaluation: str, arch: str, identity: dict) -> dict:
-    """train-student: the resolved block; with ``students.select``, also the keys the job takes from
+    """students: the resolved block; with ``students.select``, also the keys the job takes from
     its choice file (which then decides their values, not the config)."""
     block = {"arch": arch, "evaluation": evaluation_config(config, evaluation, arch),
              "train": student_train_config(config, evaluation, arch), "seeds": list(config["students"]["seeds"]),
@@ -351,7 +351,7 @@ def student_settings(config: dict, evaluation: str, arch: str, identity: dict) -
 
 
 def candidate_settings(config: dict, arch: str, candidate: str, identity: dict) -> dict:
-    """train-student for one candidate of ``students.select``: the selection evaluation's resolved
+    """students for one candidate of ``students.select``: the selection evaluation's resolved
     block with the candidate's values on top, trained with the select seeds."""
     values = {candidate_name(c): c for c in select_candidates(config)}[candidate]
     evaluation = select_evaluation(config)
@@ -363,7 +363,7 @@ def candidate_settings(config: dict, arch: str, candidate: str, identity: dict) 
 
 
 def selection_settings(config: dict, identity: dict) -> dict:
-    """select-student: the candidates (in config order) and the cell they are chosen for."""
+    """select: the candidates (in config order) and the cell they are chosen for."""
     return parse_stage_settings("select", {
         "candidates": select_candidates(config), "seeds": list(select_config(config)["seeds"]),
         "evaluation": select_evaluation(config), "identity": identity})

@@ -24,7 +24,7 @@ them (each result row says whether they were used, and which form):
 once on the un-augmented images; ``online`` runs the teacher checkpoint on the same augmented batch
 the student sees (under no_grad), so ``t`` matches ``x`` exactly.
 
-The ``train-student`` stage (``students``) and the benchmark (``bench``) both train through
+The ``students`` stage and the benchmark (``bench``) both train through
 ``fit_students``.
 """
 

@@ -1,4 +1,4 @@
-"""Dataset preparation, the ``prepare-data`` stage: raw files -> ``data.h5``.
+"""Dataset preparation, the ``data`` stage: raw files -> ``data.h5``.
 
 A raw dataset is read (``datasets/``), resized, cut into its splits (training subset, validation
 split) and handed block by block to ``artifacts.data.write_data``, which defines the ``data.h5``

@@ -1,4 +1,4 @@
-"""Expert trajectories for MTT, the ``train-experts`` stage: networks trained on real data,
+"""Expert trajectories for MTT, the ``experts`` stage: networks trained on real data,
 parameters saved after every epoch.
 
 One file per expert (layout in ``artifacts.experts``), so adding experts never retrains the others.

@@ -1,4 +1,4 @@
-"""Feature extraction, the ``extract-features`` stage: synthetic set + teacher -> ``features.h5``.
+"""Feature extraction, the ``features`` stage: synthetic set + teacher -> ``features.h5``.
 
 The teacher's output at every layer for every synthetic image is stored once (layout in
 ``artifacts.features``), so choosing another teacher layer for an evaluation never re-extracts.

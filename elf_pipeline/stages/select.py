@@ -1,4 +1,4 @@
-"""The ``select-student`` stage: choose a student's training values (``students.select``) on the
+"""The ``select`` stage: choose a student's training values (``students.select``) on the
 validation accuracy of the baseline trained at each candidate, and write ``choice.json``."""
 
 from __future__ import annotations

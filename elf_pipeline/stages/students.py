@@ -1,4 +1,4 @@
-"""The ``train-student`` stage: train evaluation models (students) on a synthetic set, with or
+"""The ``students`` stage: train evaluation models (students) on a synthetic set, with or
 without ELF (the objective and the trainer are in ``elf``), test them and write one row per run.
 
 ``teacher_targets: cached`` (the published protocol) reads the teacher's features from the
