@@ -166,19 +166,23 @@ def smoke_pristine(tmp_path_factory) -> Path:
     return pristine
 
 
-@pytest.fixture(scope="session")
-def smoke_study(smoke_pristine, tmp_path_factory) -> Path:
-    """A copy of the finished smoke study for this session; tests that change it restore what they touched."""
-    workdir = tmp_path_factory.mktemp("study") / "study"
+def study_copy(smoke_pristine: Path, tmp_path_factory, name: str) -> Path:
+    """A private copy of the finished smoke study (``copytree(symlinks=True)`` keeps it finished)."""
+    workdir = tmp_path_factory.mktemp(name) / "study"
     shutil.copytree(smoke_pristine, workdir, symlinks=True)
     return workdir
 
 
 @pytest.fixture(scope="session")
+def smoke_study(smoke_pristine, tmp_path_factory) -> Path:
+    """A copy of the finished smoke study for this session; tests that change it restore what they touched."""
+    return study_copy(smoke_pristine, tmp_path_factory, "study")
+
+
+@pytest.fixture(scope="session")
 def smoke_report(smoke_pristine, tmp_path_factory) -> Path:
     """A copy of the finished smoke study with its ``snakemake --report`` page, ``report.html``."""
-    workdir = tmp_path_factory.mktemp("report_study") / "study"
-    shutil.copytree(smoke_pristine, workdir, symlinks=True)
+    workdir = study_copy(smoke_pristine, tmp_path_factory, "report_study")
     _snakemake(workdir, "--configfile", "tests/configs/smoke.yaml", "--report", "report.html")
     return workdir
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import SNAKEMAKE
+from conftest import SNAKEMAKE, study_copy
 
 DEL = object()
 
@@ -28,9 +28,7 @@ DEL = object()
 @pytest.fixture(scope="module")
 def study(smoke_pristine, tmp_path_factory) -> Path:
     """A private copy of the finished smoke study (cases that change a file put it back)."""
-    workdir = tmp_path_factory.mktemp("bad_inputs") / "study"
-    shutil.copytree(smoke_pristine, workdir, symlinks=True)
-    return workdir
+    return study_copy(smoke_pristine, tmp_path_factory, "bad_inputs")
 
 
 @pytest.fixture(scope="module")
