@@ -151,7 +151,7 @@ def cmd_study(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from elf_pipeline.bench import BenchSettings, format_table, run_bench
+    from elf_pipeline.bench.run import BenchSettings, format_table, run_bench
 
     settings = BenchSettings(archs=args.archs, seeds=args.seeds, ipc=args.ipc, epochs=args.epochs,
                              test_limit=args.test_limit or None, eval_batch_size=args.eval_batch_size,

@@ -9,7 +9,8 @@ import torch
 from conftest import REPO, write_idx
 
 from elf_pipeline.artifacts.data_file import load_split, read_info
-from elf_pipeline.bench import (
+from elf_pipeline.bench.official_loop import official_loop
+from elf_pipeline.bench.run import (
     count_flops,
     format_table,
     measure_norms,
@@ -18,7 +19,6 @@ from elf_pipeline.bench import (
     resolve_data,
     teacher_features,
 )
-from elf_pipeline.bench.official_loop import official_loop
 from elf_pipeline.cli import build_parser, main
 from elf_pipeline.engine.elf import Evaluation, fit_students
 from elf_pipeline.engine.training import TrainConfig

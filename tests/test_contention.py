@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from elf_pipeline.bench import format_table
 from elf_pipeline.bench.contention import BUSY_LOAD_PER_CORE, Contenders, busy_warning, loadavg
+from elf_pipeline.bench.run import format_table
 from elf_pipeline.cli import main
 from elf_pipeline.infra.errors import InputError
 

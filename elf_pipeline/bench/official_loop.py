@@ -1,5 +1,5 @@
 """(a) of the student-training benchmark: one seed at a time, written the way the official ELF/DC code
-trains a student (``elf_pipeline/bench/__init__.py`` describes both variants)."""
+trains a student (``elf_pipeline/bench/run.py`` describes both variants)."""
 
 from __future__ import annotations
 
