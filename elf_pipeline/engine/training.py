@@ -13,7 +13,6 @@ Evaluation (test passes, OOM retries, real-data splits) lives in ``engine.evalua
 
 from __future__ import annotations
 
-import logging
 import math
 import sys
 import time
@@ -30,9 +29,6 @@ from elf_pipeline.engine.compiled_step import CompiledLoss, LossFn
 from elf_pipeline.engine.precision import full_precision
 from elf_pipeline.infra.errors import InputError, TrainingDiverged
 from elf_pipeline.infra.resume import ResumeFile
-
-log = logging.getLogger(__name__)
-
 
 SCHEDULES = ("step", "official")
 
